@@ -1,0 +1,151 @@
+import { createHash } from 'node:crypto';
+
+export const MEDIA_TYPES = {
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+} as const;
+
+const ACCEPT_ALL = Object.values(MEDIA_TYPES).join(', ');
+
+export interface RegistryCredentials {
+  username: string;
+  password: string;
+}
+
+export interface Manifest {
+  mediaType: string;
+  digest: string;
+  body: Buffer;
+  json: any;
+}
+
+/** A registry HTTP error; `status` lets callers tell a missing manifest from an outage. */
+export class RegistryError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A small client for the OCI distribution API (manifests and blobs), with basic and token auth.
+ * Written here because no well-kept npm package covers pushing manifests to any registry.
+ */
+export class RegistryClient {
+  readonly host: string;
+  private readonly baseUrl: string;
+  private readonly tokens = new Map<string, string>();
+
+  constructor(
+    registry: string,
+    private readonly credentials?: RegistryCredentials,
+  ) {
+    const explicit = /^(https?):\/\//.exec(registry);
+    this.host = registry.replace(/^https?:\/\//, '').replace(/\/+$/, '');
+    const loopback = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/.test(this.host);
+    this.baseUrl = `${explicit?.[1] ?? (loopback ? 'http' : 'https')}://${this.host}`;
+  }
+
+  async getManifest(repository: string, reference: string): Promise<Manifest | null> {
+    const res = await this.request('GET', repository, `/manifests/${reference}`, { headers: { accept: ACCEPT_ALL } });
+    if (res.status === 404) return null;
+    await ensureOk(res, `GET manifest ${repository}:${reference}`);
+    const body = Buffer.from(await res.arrayBuffer());
+    const json = JSON.parse(body.toString('utf8'));
+    const mediaType = json.mediaType ?? res.headers.get('content-type') ?? '';
+    return { mediaType, digest: res.headers.get('docker-content-digest') ?? sha256(body), body, json };
+  }
+
+  /** The digest a tag points at, or null when the tag does not exist. */
+  async resolveDigest(repository: string, reference: string): Promise<string | null> {
+    const res = await this.request('HEAD', repository, `/manifests/${reference}`, { headers: { accept: ACCEPT_ALL } });
+    if (res.status === 404) return null;
+    await ensureOk(res, `HEAD manifest ${repository}:${reference}`);
+    const digest = res.headers.get('docker-content-digest');
+    if (digest) return digest;
+    return (await this.getManifest(repository, reference))?.digest ?? null;
+  }
+
+  async putManifest(repository: string, reference: string, body: Buffer, mediaType: string): Promise<string> {
+    const res = await this.request('PUT', repository, `/manifests/${reference}`, {
+      headers: { 'content-type': mediaType },
+      body,
+    }, 'push,pull');
+    await ensureOk(res, `PUT manifest ${repository}:${reference}`);
+    return res.headers.get('docker-content-digest') ?? sha256(body);
+  }
+
+  async getBlob(repository: string, digest: string): Promise<Buffer> {
+    const res = await this.request('GET', repository, `/blobs/${digest}`, {});
+    await ensureOk(res, `GET blob ${repository}@${digest}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  async ping(): Promise<void> {
+    const res = await fetch(`${this.baseUrl}/v2/`, { signal: AbortSignal.timeout(3000) });
+    if (res.status !== 200 && res.status !== 401) throw new RegistryError(`registry answered ${res.status}`, res.status);
+  }
+
+  private async request(
+    method: string,
+    repository: string,
+    path: string,
+    init: { headers?: Record<string, string>; body?: Buffer },
+    actions = 'pull',
+  ): Promise<Response> {
+    const url = `${this.baseUrl}/v2/${repository}${path}`;
+    const scope = `repository:${repository}:${actions}`;
+    const send = (auth?: string) =>
+      fetch(url, {
+        method,
+        headers: { ...init.headers, ...(auth ? { authorization: auth } : {}) },
+        body: init.body,
+        redirect: 'follow',
+        signal: AbortSignal.timeout(60_000),
+      });
+    const cached = this.tokens.get(scope);
+    let res = await send(cached);
+    if (res.status !== 401) return res;
+    const challenge = res.headers.get('www-authenticate') ?? '';
+    await res.arrayBuffer().catch(() => undefined);
+    const auth = await this.authorize(challenge, scope);
+    if (!auth) return res;
+    this.tokens.set(scope, auth);
+    res = await send(auth);
+    return res;
+  }
+
+  private async authorize(challenge: string, scope: string): Promise<string | null> {
+    const basic = this.credentials
+      ? `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`
+      : undefined;
+    if (/^basic/i.test(challenge)) return basic ?? null;
+    if (!/^bearer/i.test(challenge)) return null;
+    const params = Object.fromEntries(
+      [...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!.toLowerCase(), m[2]!]),
+    );
+    if (!params.realm) return null;
+    const tokenUrl = new URL(params.realm);
+    if (params.service) tokenUrl.searchParams.set('service', params.service);
+    tokenUrl.searchParams.set('scope', scope);
+    const res = await fetch(tokenUrl, { headers: basic ? { authorization: basic } : {}, signal: AbortSignal.timeout(15_000) });
+    await ensureOk(res, 'registry token request');
+    const body = (await res.json()) as { token?: string; access_token?: string };
+    const token = body.token ?? body.access_token;
+    return token ? `Bearer ${token}` : null;
+  }
+}
+
+export function sha256(body: Buffer): string {
+  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
+}
+
+async function ensureOk(res: Response, what: string): Promise<void> {
+  if (res.ok) return;
+  const text = await res.text().catch(() => '');
+  throw new RegistryError(`${what} failed: ${res.status} ${text.slice(0, 300)}`.trim(), res.status);
+}

@@ -1,0 +1,195 @@
+import { and, asc, count, desc, eq, gt, inArray, notInArray, sql } from 'drizzle-orm';
+import type { Db } from '../client';
+import {
+  buildLogs,
+  buildPlatforms,
+  builds,
+  namespaces,
+  repositories,
+  BUILD_STATUSES,
+  TERMINAL_STATUSES,
+  type Build,
+  type BuildPlatform,
+  type BuildStatus,
+  type NewBuild,
+} from '../schema';
+
+export type BuildWithDetails = Build & { repository: string; platformStates: BuildPlatform[] };
+
+/**
+ * Inserts a build and its per-platform rows. With a clientToken already used, inserts nothing
+ * and returns the existing build (`created: false`) so retries never make a second build.
+ */
+export async function insertBuild(db: Db, values: NewBuild): Promise<{ build: Build; created: boolean }> {
+  return db.transaction(async (tx) => {
+    const inserted = await tx
+      .insert(builds)
+      .values(values)
+      .onConflictDoNothing({ target: builds.clientToken })
+      .returning();
+    const build = inserted[0];
+    if (!build) {
+      const [existing] = await tx.select().from(builds).where(eq(builds.clientToken, values.clientToken!));
+      return { build: existing!, created: false };
+    }
+    await tx.insert(buildPlatforms).values(build.platforms.map((platform) => ({ buildId: build.id, platform })));
+    return { build, created: true };
+  });
+}
+
+export async function findBuildByClientToken(db: Db, clientToken: string): Promise<Build | undefined> {
+  const [row] = await db.select().from(builds).where(eq(builds.clientToken, clientToken));
+  return row;
+}
+
+export async function getBuild(db: Db, id: string): Promise<BuildWithDetails | undefined> {
+  const [row] = await db
+    .select({ build: builds, namespace: namespaces.name, repository: repositories.name })
+    .from(builds)
+    .innerJoin(repositories, eq(builds.repositoryId, repositories.id))
+    .innerJoin(namespaces, eq(repositories.namespaceId, namespaces.id))
+    .where(eq(builds.id, id));
+  if (!row) return undefined;
+  const platformStates = await db
+    .select()
+    .from(buildPlatforms)
+    .where(eq(buildPlatforms.buildId, id))
+    .orderBy(asc(buildPlatforms.platform));
+  return { ...row.build, repository: `${row.namespace}/${row.repository}`, platformStates };
+}
+
+export interface BuildCursor {
+  createdAt: Date;
+  id: string;
+}
+
+export function encodeBuildCursor(c: BuildCursor): string {
+  return Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString('base64url');
+}
+
+export function decodeBuildCursor(raw: string): BuildCursor | undefined {
+  const [at, id] = Buffer.from(raw, 'base64url').toString().split('|');
+  const createdAt = new Date(at ?? '');
+  if (!id || Number.isNaN(createdAt.getTime())) return undefined;
+  return { createdAt, id };
+}
+
+/** Newest first, keyset-paged on (createdAt, id). */
+export async function listBuilds(
+  db: Db,
+  opts: { repositoryId?: string; status?: BuildStatus; cursor?: BuildCursor; limit: number },
+): Promise<{ items: BuildWithDetails[]; nextCursor: string | null }> {
+  const conds = [];
+  if (opts.repositoryId) conds.push(eq(builds.repositoryId, opts.repositoryId));
+  if (opts.status) conds.push(eq(builds.status, opts.status));
+  if (opts.cursor) {
+    const { createdAt, id } = opts.cursor;
+    // The cursor's timestamp is cut to milliseconds but created_at holds microseconds, so compare
+    // against the cursor row's stored value; the encoded time only serves if that row is gone.
+    const at = sql`coalesce((select b.created_at from builds b where b.id = ${id}::uuid), ${createdAt.toISOString()}::timestamptz)`;
+    conds.push(sql`(${builds.createdAt}, ${builds.id}) < (${at}, ${id}::uuid)`);
+  }
+  const rows = await db
+    .select({ build: builds, namespace: namespaces.name, repository: repositories.name })
+    .from(builds)
+    .innerJoin(repositories, eq(builds.repositoryId, repositories.id))
+    .innerJoin(namespaces, eq(repositories.namespaceId, namespaces.id))
+    .where(conds.length ? and(...conds) : undefined)
+    .orderBy(desc(builds.createdAt), desc(builds.id))
+    .limit(opts.limit + 1);
+  const page = rows.slice(0, opts.limit);
+  const ids = page.map((r) => r.build.id);
+  const states = ids.length
+    ? await db.select().from(buildPlatforms).where(inArray(buildPlatforms.buildId, ids)).orderBy(asc(buildPlatforms.platform))
+    : [];
+  const items = page.map((r) => ({
+    ...r.build,
+    repository: `${r.namespace}/${r.repository}`,
+    platformStates: states.filter((s) => s.buildId === r.build.id),
+  }));
+  const last = page[page.length - 1];
+  const nextCursor = rows.length > opts.limit && last ? encodeBuildCursor(last.build) : null;
+  return { items, nextCursor };
+}
+
+export async function updateBuild(db: Db, id: string, values: Partial<NewBuild>): Promise<Build | undefined> {
+  const [row] = await db.update(builds).set(values).where(eq(builds.id, id)).returning();
+  return row;
+}
+
+/**
+ * Moves a build to a terminal status once: a build already finished keeps its first outcome,
+ * so a late retry of a recording activity cannot overwrite it.
+ */
+export async function finishBuild(
+  db: Db,
+  id: string,
+  values: Partial<NewBuild> & { status: (typeof TERMINAL_STATUSES)[number] },
+): Promise<Build | undefined> {
+  const [row] = await db
+    .update(builds)
+    .set({ finishedAt: new Date(), ...values })
+    .where(and(eq(builds.id, id), sql`${builds.status} not in ('succeeded','failed','canceled','timed_out')`))
+    .returning();
+  return row;
+}
+
+export async function updateBuildPlatform(
+  db: Db,
+  buildId: string,
+  platform: string,
+  values: Partial<typeof buildPlatforms.$inferInsert>,
+): Promise<void> {
+  await db
+    .update(buildPlatforms)
+    .set(values)
+    .where(and(eq(buildPlatforms.buildId, buildId), eq(buildPlatforms.platform, platform)));
+}
+
+export interface LogLine {
+  platform: string | null;
+  line: string;
+}
+
+export async function appendBuildLogs(db: Db, buildId: string, lines: LogLine[]): Promise<void> {
+  if (lines.length === 0) return;
+  await db.insert(buildLogs).values(lines.map((l) => ({ buildId, platform: l.platform, line: l.line })));
+}
+
+export async function getBuildLogs(
+  db: Db,
+  buildId: string,
+  opts: { afterSeq?: number; limit?: number } = {},
+): Promise<(typeof buildLogs.$inferSelect)[]> {
+  return db
+    .select()
+    .from(buildLogs)
+    .where(and(eq(buildLogs.buildId, buildId), opts.afterSeq ? gt(buildLogs.seq, opts.afterSeq) : undefined))
+    .orderBy(asc(buildLogs.seq))
+    .limit(opts.limit ?? 100_000);
+}
+
+export function isTerminal(status: BuildStatus): boolean {
+  return (TERMINAL_STATUSES as readonly string[]).includes(status);
+}
+
+export async function getBuildStatus(db: Db, id: string): Promise<BuildStatus | undefined> {
+  const [row] = await db.select({ status: builds.status }).from(builds).where(eq(builds.id, id));
+  return row?.status;
+}
+
+export async function countBuildsByStatus(db: Db): Promise<Record<BuildStatus, number>> {
+  const rows = await db.select({ status: builds.status, n: count() }).from(builds).groupBy(builds.status);
+  const out = Object.fromEntries(BUILD_STATUSES.map((s) => [s, 0])) as Record<BuildStatus, number>;
+  for (const r of rows) out[r.status] = Number(r.n);
+  return out;
+}
+
+/** Builds of a repository that have not reached a terminal status. */
+export async function countActiveBuilds(db: Db, repositoryId: string): Promise<number> {
+  const [row] = await db
+    .select({ n: count() })
+    .from(builds)
+    .where(and(eq(builds.repositoryId, repositoryId), notInArray(builds.status, [...TERMINAL_STATUSES])));
+  return Number(row?.n ?? 0);
+}

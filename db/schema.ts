@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'drizzle-orm';
+import {
+  bigserial,
+  boolean,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+const id = () => uuid('id').primaryKey().$defaultFn(() => randomUUID());
+const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const VISIBILITIES = ['public', 'private'] as const;
+export const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'timed_out'] as const;
+export const TERMINAL_STATUSES = ['succeeded', 'failed', 'canceled', 'timed_out'] as const;
+export const BUILD_PHASES = ['resolving', 'building', 'assembling', 'accelerating', 'recording'] as const;
+export const TRIGGERS = ['push', 'tag', 'manual', 'api'] as const;
+export const CREATION_METHODS = ['auto build', 'manual build', 'user push'] as const;
+export const PLATFORM_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+
+export type BuildStatus = (typeof BUILD_STATUSES)[number];
+export type BuildPhase = (typeof BUILD_PHASES)[number];
+
+export const namespaces = pgTable('namespaces', {
+  id: id(),
+  name: text('name').notNull().unique(),
+  defaultVisibility: text('default_visibility', { enum: VISIBILITIES }).notNull().default('private'),
+  defaultImmutableTags: boolean('default_immutable_tags').notNull().default(false),
+  defaultAcceleratedImages: boolean('default_accelerated_images').notNull().default(false),
+  autoCreateRepository: boolean('auto_create_repository').notNull().default(true),
+  createdAt: createdAt(),
+});
+
+export const repositories = pgTable(
+  'repositories',
+  {
+    id: id(),
+    namespaceId: uuid('namespace_id')
+      .notNull()
+      .references(() => namespaces.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    visibility: text('visibility', { enum: VISIBILITIES }).notNull().default('private'),
+    immutableTags: boolean('immutable_tags').notNull().default(false),
+    acceleratedImages: boolean('accelerated_images').notNull().default(false),
+    summary: text('summary').notNull().default(''),
+    description: text('description').notNull().default(''),
+    /** Bound code source; secrets are stored encrypted (see db/crypto.ts), never in clear. */
+    sourceProvider: text('source_provider', { enum: ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] }),
+    sourceUrl: text('source_url'),
+    sourceTokenEnc: text('source_token_enc'),
+    webhookSecretEnc: text('webhook_secret_enc'),
+    autoBuild: boolean('auto_build').notNull().default(true),
+    noCache: boolean('no_cache').notNull().default(false),
+    createdAt: createdAt(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name)],
+);
+
+export interface BuildStep {
+  name: string;
+  cached: boolean;
+  startedAt: string | null;
+  completedAt: string | null;
+  error?: string;
+}
+
+export const builds = pgTable(
+  'builds',
+  {
+    id: id(),
+    repositoryId: uuid('repository_id')
+      .notNull()
+      .references(() => repositories.id, { onDelete: 'cascade' }),
+    ruleId: uuid('rule_id'),
+    status: text('status', { enum: BUILD_STATUSES }).notNull().default('queued'),
+    phase: text('phase', { enum: BUILD_PHASES }),
+    trigger: text('trigger', { enum: TRIGGERS }).notNull(),
+    creationMethod: text('creation_method', { enum: CREATION_METHODS }).notNull(),
+    sourceUrl: text('source_url'),
+    sourceRef: text('source_ref'),
+    sourceCommit: text('source_commit'),
+    /** Inline Dockerfile (API builds); git builds read it from the checkout. */
+    dockerfile: text('dockerfile'),
+    contextDir: text('context_dir').notNull().default('/'),
+    dockerfilePath: text('dockerfile_path').notNull().default('Dockerfile'),
+    platforms: text('platforms').array().notNull(),
+    buildArgs: jsonb('build_args').$type<Record<string, string>>().notNull().default({}),
+    labels: jsonb('labels').$type<Record<string, string>>().notNull().default({}),
+    target: text('target'),
+    /** Tags requested (already rendered for rule builds). */
+    tags: text('tags').array().notNull(),
+    noCache: boolean('no_cache').notNull().default(false),
+    accelerated: boolean('accelerated').notNull().default(false),
+    timeoutMinutes: integer('timeout_minutes').notNull().default(60),
+    manifestDigest: text('manifest_digest'),
+    pushedTags: text('pushed_tags').array().notNull().default(sql`'{}'::text[]`),
+    acceleratedTags: text('accelerated_tags').array().notNull().default(sql`'{}'::text[]`),
+    acceleratedDigest: text('accelerated_digest'),
+    errorCode: text('error_code'),
+    errorMessage: text('error_message'),
+    clientToken: text('client_token'),
+    /** Hash of the request that used clientToken, to tell a retry from a conflicting reuse. */
+    requestHash: text('request_hash'),
+    workflowId: text('workflow_id').notNull(),
+    createdAt: createdAt(),
+    startedAt: ts('started_at'),
+    finishedAt: ts('finished_at'),
+  },
+  (t) => [
+    uniqueIndex('builds_client_token').on(t.clientToken),
+    index('builds_repository_created').on(t.repositoryId, t.createdAt),
+    index('builds_created').on(t.createdAt, t.id),
+    index('builds_status').on(t.status),
+  ],
+);
+
+export const buildPlatforms = pgTable(
+  'build_platforms',
+  {
+    buildId: uuid('build_id')
+      .notNull()
+      .references(() => builds.id, { onDelete: 'cascade' }),
+    platform: text('platform').notNull(),
+    status: text('status', { enum: PLATFORM_STATUSES }).notNull().default('queued'),
+    digest: text('digest'),
+    acceleratedDigest: text('accelerated_digest'),
+    cacheHits: integer('cache_hits').notNull().default(0),
+    steps: jsonb('steps').$type<BuildStep[]>().notNull().default([]),
+    startedAt: ts('started_at'),
+    finishedAt: ts('finished_at'),
+  },
+  (t) => [primaryKey({ columns: [t.buildId, t.platform] })],
+);
+
+export const buildLogs = pgTable(
+  'build_logs',
+  {
+    /** Global order of lines across platforms. */
+    seq: bigserial('seq', { mode: 'number' }).primaryKey(),
+    buildId: uuid('build_id')
+      .notNull()
+      .references(() => builds.id, { onDelete: 'cascade' }),
+    platform: text('platform'),
+    line: text('line').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('build_logs_build_seq').on(t.buildId, t.seq)],
+);
+
+export const imageTags = pgTable(
+  'image_tags',
+  {
+    id: id(),
+    repositoryId: uuid('repository_id')
+      .notNull()
+      .references(() => repositories.id, { onDelete: 'cascade' }),
+    tag: text('tag').notNull(),
+    digest: text('digest').notNull(),
+    buildId: uuid('build_id').references(() => builds.id, { onDelete: 'set null' }),
+    creationMethod: text('creation_method', { enum: CREATION_METHODS }).notNull(),
+    createdAt: createdAt(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('image_tags_repository_tag').on(t.repositoryId, t.tag)],
+);
+
+export type Namespace = typeof namespaces.$inferSelect;
+export type Repository = typeof repositories.$inferSelect;
+export type Build = typeof builds.$inferSelect;
+export type NewBuild = typeof builds.$inferInsert;
+export type BuildPlatform = typeof buildPlatforms.$inferSelect;
+export type ImageTag = typeof imageTags.$inferSelect;

@@ -1,0 +1,63 @@
+import { z } from 'zod';
+
+/** Platforms Kiln builds for; each has its own task queue and buildkitd. */
+export const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
+export const COMPONENTS = ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'] as const;
+export type Component = (typeof COMPONENTS)[number];
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((v) => (v === '' ? undefined : v))
+  .optional();
+
+const bool = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no'])
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+/** Configuration from the environment (SPEC §6), parsed once. Unset means "start it locally". */
+export const envSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().default('127.0.0.1'),
+  KILN_DATA_DIR: z.string().default('./.kiln'),
+  DATABASE_URL: optionalString.pipe(z.string().url().optional()),
+  TEMPORAL_ADDRESS: optionalString,
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  TEMPORAL_UI_URL: optionalString,
+  KILN_REGISTRY: optionalString,
+  KILN_REGISTRY_USERNAME: optionalString,
+  KILN_REGISTRY_PASSWORD: optionalString,
+  KILN_BUILDKIT_AMD64: optionalString,
+  KILN_BUILDKIT_ARM64: optionalString,
+  KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
+  KILN_SECRET_KEY: optionalString,
+  KILN_PUBLIC_URL: optionalString,
+  KILN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+  /** Which parts this process runs; split them across hosts to scale out. */
+  KILN_COMPONENTS: z
+    .string()
+    .default(COMPONENTS.join(','))
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(COMPONENTS)).min(1)),
+  KILN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  KILN_SKIP_TOOL_SETUP: bool.default(false),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export function parseEnv(source: Record<string, string | undefined> = process.env): Env {
+  return envSchema.parse(source);
+}
+
+/** Parses process.env or exits with a readable list of what is wrong. */
+export function loadEnv(): Env {
+  const result = envSchema.safeParse(process.env);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    console.error(`Invalid configuration:\n${lines.join('\n')}`);
+    process.exit(1);
+  }
+  return result.data;
+}

@@ -1,0 +1,101 @@
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { RegistryClient } from '../activities/registry';
+import { createApp } from '../api/app';
+import { createTemporalBuildStarter } from '../api/build-starter';
+import { serveApi } from '../api/server';
+import { openDatabase, type DbHandle } from '../db/client';
+import type { Component, Platform } from '../env';
+import { startWorkers, type RunningWorkers } from './workers';
+
+export interface KilnOptions {
+  dataDir: string;
+  host: string;
+  port: number;
+  databaseUrl?: string;
+  temporalAddress: string;
+  temporalNamespace: string;
+  temporalUiUrl: string | null;
+  registry: string;
+  registryCredentials?: { username: string; password: string };
+  buildkit: Record<Platform, string>;
+  buildctl: string;
+  apiToken: string;
+  secretKey: string;
+  publicUrl?: string;
+  maxBodyBytes: number;
+  components: Component[];
+  /** Extra readiness checks (e.g. buildkitd) shown by /readyz. */
+  readiness?: Record<string, () => Promise<void>>;
+  /** Reuse an open database (tests share one across instances). */
+  db?: DbHandle;
+}
+
+export interface Kiln {
+  url: string | null;
+  db: DbHandle;
+  client: Client;
+  workers: RunningWorkers;
+  close(): Promise<void>;
+}
+
+/** Runs the Kiln processes (API, control worker, build workers) that `components` selects. */
+export async function startKiln(opts: KilnOptions): Promise<Kiln> {
+  const db = opts.db ?? (await openDatabase({ url: opts.databaseUrl, dataDir: opts.dataDir }));
+  const registry = new RegistryClient(opts.registry, opts.registryCredentials);
+  const connection = await Connection.connect({ address: opts.temporalAddress });
+  const client = new Client({ connection, namespace: opts.temporalNamespace });
+
+  const workers = await startWorkers({
+    temporalAddress: opts.temporalAddress,
+    namespace: opts.temporalNamespace,
+    db: db.db,
+    registry,
+    registryHost: registry.host,
+    buildctl: opts.buildctl,
+    buildkit: opts.buildkit,
+    workRoot: path.join(opts.dataDir, 'work'),
+    components: opts.components,
+  });
+
+  let server: { url: string; close(): Promise<void> } | null = null;
+  if (opts.components.includes('api')) {
+    const app = createApp({
+      db: db.db,
+      config: {
+        apiToken: opts.apiToken,
+        maxBodyBytes: opts.maxBodyBytes,
+        temporalUiUrl: opts.temporalUiUrl,
+        temporalNamespace: opts.temporalNamespace,
+        registry: registry.host,
+        secretKey: opts.secretKey,
+        publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
+      },
+      builds: createTemporalBuildStarter(client),
+      readiness: {
+        temporal: async () => {
+          await connection.workflowService.getSystemInfo({});
+        },
+        database: async () => {
+          await db.db.execute('select 1');
+        },
+        registry: () => registry.ping(),
+        ...opts.readiness,
+      },
+    });
+    server = await serveApi(app, { port: opts.port, host: opts.host });
+  }
+
+  return {
+    url: server?.url ?? null,
+    db,
+    client,
+    workers,
+    async close() {
+      await server?.close();
+      await workers.shutdown();
+      await connection.close();
+      if (!opts.db) await db.close();
+    },
+  };
+}

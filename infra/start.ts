@@ -1,0 +1,98 @@
+// `npm start`: the whole Kiln stack on one machine (SPEC §7). Each component not configured
+// from outside (TEMPORAL_ADDRESS, KILN_REGISTRY, KILN_BUILDKIT_*, DATABASE_URL) is started here
+// as a supervised child; Ctrl-C stops everything.
+import { execFile } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { loadEnv } from '../env';
+import { startKiln } from './kiln';
+import { loadOrCreateSecret } from './secrets';
+import { startStack } from './stack';
+import { toolPaths } from './tools';
+
+const env = loadEnv();
+const dataDir = path.resolve(env.KILN_DATA_DIR);
+mkdirSync(dataDir, { recursive: true });
+const runsBuilds = env.KILN_COMPONENTS.some((c) => c.startsWith('build-'));
+const apiToken = loadOrCreateSecret(dataDir, 'api-token', env.KILN_API_TOKEN);
+const secretKey = loadOrCreateSecret(dataDir, 'secret-key', env.KILN_SECRET_KEY);
+const publicUrl = env.KILN_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
+
+console.log(`kiln: data dir ${dataDir}`);
+const stack = await startStack({
+  dataDir,
+  temporalAddress: env.TEMPORAL_ADDRESS,
+  registry: env.KILN_REGISTRY,
+  // A process that runs no build worker needs no buildkitd: give it placeholders.
+  buildkitAmd64: env.KILN_BUILDKIT_AMD64 ?? (runsBuilds ? undefined : 'none'),
+  buildkitArm64: env.KILN_BUILDKIT_ARM64 ?? (runsBuilds ? undefined : 'none'),
+  ensureTools: !env.KILN_SKIP_TOOL_SETUP,
+  log: (msg) => console.log(`kiln: ${msg}`),
+});
+
+const buildctl = toolPaths().buildctl;
+const run = promisify(execFile);
+const kiln = await startKiln({
+  dataDir,
+  host: env.HOST,
+  port: env.PORT,
+  databaseUrl: env.DATABASE_URL,
+  temporalAddress: stack.temporalAddress,
+  temporalNamespace: env.TEMPORAL_NAMESPACE,
+  temporalUiUrl: env.TEMPORAL_UI_URL ?? stack.temporalUiUrl,
+  registry: stack.registry,
+  registryCredentials:
+    env.KILN_REGISTRY_USERNAME && env.KILN_REGISTRY_PASSWORD
+      ? { username: env.KILN_REGISTRY_USERNAME, password: env.KILN_REGISTRY_PASSWORD }
+      : undefined,
+  buildkit: stack.buildkit,
+  buildctl,
+  apiToken: apiToken.value,
+  secretKey: secretKey.value,
+  publicUrl,
+  maxBodyBytes: env.KILN_MAX_BODY_BYTES,
+  components: env.KILN_COMPONENTS,
+  readiness: runsBuilds
+    ? Object.fromEntries(
+        Object.entries(stack.buildkit).map(([platform, addr]) => [
+          `buildkit-${platform.replace('/', '-')}`,
+          async () => {
+            await run(buildctl, ['--addr', addr, 'debug', 'workers'], { timeout: 5000 });
+          },
+        ]),
+      )
+    : {},
+}).catch(async (err) => {
+  await stack.stop();
+  throw err;
+});
+
+console.log(`
+Kiln is running (${env.KILN_COMPONENTS.join(', ')})
+  API          ${kiln.url ?? '(not in this process)'}/api/v1
+  API docs     ${kiln.url ?? ''}/docs
+  Temporal UI  ${env.TEMPORAL_UI_URL ?? stack.temporalUiUrl ?? '(external Temporal)'}
+  Registry     ${stack.registry}  (base image: ${stack.registry}/base/busybox)
+  Database     ${kiln.db.kind}
+  API token    ${apiToken.generated ? apiToken.value : `${apiToken.value}  (from ${env.KILN_API_TOKEN ? 'KILN_API_TOKEN' : path.join(dataDir, 'secrets/api-token')})`}
+Press Ctrl-C to stop.
+`);
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  console.log(`kiln: ${signal}, stopping`);
+  const force = setTimeout(() => process.exit(1), 30_000);
+  force.unref();
+  await kiln.close().catch((err) => console.error('kiln: close failed', err));
+  await stack.stop().catch((err) => console.error('kiln: stack stop failed', err));
+  process.exit(0);
+}
+process.on('SIGINT', () => void shutdown('SIGINT'));
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+kiln.workers.done.catch(async (err) => {
+  console.error('kiln: a worker stopped unexpectedly', err);
+  await shutdown('worker failure');
+});

@@ -1,0 +1,120 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import { createBuildActivities } from '../activities/build';
+import { createControlActivities } from '../activities/control';
+import type { RegistryClient } from '../activities/registry';
+import type { Db } from '../db/client';
+import type { Component, Platform } from '../env';
+import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../workflows/types';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const WORKFLOWS_PATH = createRequire(import.meta.url).resolve(path.join(here, '../workflows/index.ts'));
+
+let bundlePromise: Promise<WorkflowBundle> | undefined;
+
+/** Bundles the workflow code once per process (webpack takes seconds; workers share it). */
+export function workflowBundle(): Promise<WorkflowBundle> {
+  bundlePromise ??= bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietBundlerLogger });
+  return bundlePromise;
+}
+
+const quietBundlerLogger = {
+  log() {},
+  trace() {},
+  debug() {},
+  info() {},
+  warn(message: string, meta?: unknown) {
+    console.warn(message, meta ?? '');
+  },
+  error(message: string, meta?: unknown) {
+    console.error(message, meta ?? '');
+  },
+};
+
+export interface WorkerOptions {
+  temporalAddress: string;
+  namespace: string;
+  db: Db;
+  registry: RegistryClient;
+  /** host:port images are pushed to (as buildkitd sees it). */
+  registryHost: string;
+  buildctl: string;
+  buildkit: Record<Platform, string>;
+  workRoot: string;
+  components: Component[];
+  /** Concurrent builds one build worker runs. */
+  buildConcurrency?: number;
+  controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
+  buildActivities?: Partial<Parameters<typeof createBuildActivities>[0]>;
+}
+
+export interface RunningWorkers {
+  workers: Worker[];
+  /** Resolves when every worker has stopped; rejects if one crashes. */
+  done: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+let runtimeInstalled = false;
+
+export const BUILD_HEARTBEAT_THROTTLE = '1 second';
+
+/** Temporal's core logs at INFO by default: noise next to the API's own output. */
+export function installQuietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+}
+
+/** Starts the control worker and one build worker per platform, as `components` selects. */
+export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
+  installQuietRuntime();
+  const connection = await NativeConnection.connect({ address: opts.temporalAddress });
+  const workers: Worker[] = [];
+  if (opts.components.includes('control')) {
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace: opts.namespace,
+        taskQueue: CONTROL_TASK_QUEUE,
+        workflowBundle: await workflowBundle(),
+        activities: createControlActivities({ db: opts.db, registry: opts.registry, ...opts.controlActivities }),
+      }),
+    );
+  }
+  for (const platform of ['linux/amd64', 'linux/arm64'] as const) {
+    if (!opts.components.includes(`build-${platform.replace('/', '-')}` as Component)) continue;
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace: opts.namespace,
+        taskQueue: buildTaskQueue(platform),
+        maxConcurrentActivityTaskExecutions: opts.buildConcurrency ?? 8,
+        // Cancellation reaches an activity only in a heartbeat's answer; by default heartbeats are
+        // throttled to 80% of heartbeatTimeout (24 s), far too slow for "canceled within seconds".
+        maxHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
+        defaultHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
+        activities: createBuildActivities({
+          db: opts.db,
+          buildctl: opts.buildctl,
+          buildkitAddr: opts.buildkit[platform],
+          registry: opts.registryHost,
+          workRoot: opts.workRoot,
+          ...opts.buildActivities,
+        }),
+      }),
+    );
+  }
+  const done = Promise.all(workers.map((w) => w.run())).then(() => undefined);
+  return {
+    workers,
+    done,
+    async shutdown() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await done.catch(() => undefined);
+      await connection.close();
+    },
+  };
+}

@@ -1,0 +1,63 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { classifyBuildFailure } from '../../activities/build-errors';
+import { ProgressTracker } from '../../activities/progress';
+
+const exit1 = { code: 1, signal: null };
+
+// buildctl's plain stderr for each fault, as printed by BuildKit v0.26.0.
+const excerpt = (line: number, text: string) => [`Dockerfile:${line}`, '--------------------', `   ${line} | >>> ${text}`, '--------------------'];
+
+describe('classifyBuildFailure', () => {
+  it('names the instruction, line and exit code of a failing RUN (real buildctl output)', () => {
+    const t = new ProgressTracker();
+    readFileSync(new URL('../fixtures/buildctl-run-exit3.stderr', import.meta.url), 'utf8').split('\n').forEach((l) => t.push(l));
+    expect(classifyBuildFailure(t.plainOutput, exit1)).toEqual({
+      code: 'step_failed',
+      message: 'RUN at Dockerfile:3 exited with code 3',
+      retryable: false,
+    });
+  });
+
+  it('reports a Dockerfile syntax error', () => {
+    const f = classifyBuildFailure(
+      [...excerpt(2, 'RUNN echo hi'), 'error: failed to solve: dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)'],
+      exit1,
+    );
+    expect(f).toEqual({ code: 'dockerfile_syntax', message: 'Dockerfile syntax error on line 2: unknown instruction: RUNN (did you mean RUN?)', retryable: false });
+  });
+
+  it('reports a missing COPY source', () => {
+    const f = classifyBuildFailure(
+      [...excerpt(2, 'COPY missing.txt /x'), 'error: failed to solve: failed to compute cache key: failed to calculate checksum of ref 87zti::x4box: "/missing.txt": not found'],
+      exit1,
+    );
+    expect(f).toEqual({ code: 'file_not_found', message: 'COPY at Dockerfile:2: "/missing.txt" was not found in the build context', retryable: false });
+  });
+
+  it('reports an unknown base image', () => {
+    const f = classifyBuildFailure(
+      [...excerpt(1, 'FROM 127.0.0.1:5099/nope/nope:1'), 'error: failed to solve: 127.0.0.1:5099/nope/nope:1: failed to resolve source metadata for 127.0.0.1:5099/nope/nope:1: 127.0.0.1:5099/nope/nope:1: not found'],
+      exit1,
+    );
+    expect(f.code).toBe('base_image_not_found');
+    expect(f.message).toContain('127.0.0.1:5099/nope/nope:1');
+    expect(f.retryable).toBe(false);
+  });
+
+  it('reports an unknown target stage', () => {
+    expect(classifyBuildFailure(['error: failed to solve: target stage "zzz" could not be found'], exit1).code).toBe('invalid_target');
+  });
+
+  it.each([
+    ['registry down while pulling', 'error: failed to solve: 127.0.0.1:5099/base/busybox: failed to resolve source metadata for 127.0.0.1:5099/base/busybox:latest: failed to do request: Head "http://127.0.0.1:5099/v2/base/busybox/manifests/latest": dial tcp 127.0.0.1:5099: connect: connection refused'],
+    ['registry down while pushing', 'error: failed to solve: failed to push 127.0.0.1:5099/t/rd2: failed to do request: Head "http://127.0.0.1:5099/v2/t/rd2/blobs/sha256:c6": dial tcp 127.0.0.1:5099: connect: connection refused'],
+    ['buildkitd down', 'error: listing workers for Build: failed to list workers: Unavailable: connection error: desc = "transport: Error while dialing: dial unix /tmp/exp/nope.sock: connect: no such file or directory"'],
+  ])('retries when the %s', (_name, line) => {
+    expect(classifyBuildFailure([line], exit1)).toMatchObject({ code: 'transient', retryable: true });
+  });
+
+  it('retries when buildctl died without an error line', () => {
+    expect(classifyBuildFailure([], { code: null, signal: 'SIGKILL' })).toMatchObject({ retryable: true });
+  });
+});

@@ -1,0 +1,60 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ProgressTracker } from '../../activities/progress';
+
+const fixture = readFileSync(new URL('../fixtures/buildctl-run-exit3.stderr', import.meta.url), 'utf8').split('\n');
+
+describe('ProgressTracker on real buildctl rawjson output', () => {
+  const tracker = new ProgressTracker();
+  const lines = fixture.flatMap((l) => tracker.push(l)).concat(tracker.flush());
+
+  it('announces each step once, in order, with its output under it', () => {
+    const runOne = lines.findIndex((l) => /^#\d+ \[2\/3\] RUN echo line-one/.test(l));
+    expect(runOne).toBeGreaterThan(-1);
+    const n = lines[runOne]!.split(' ')[0];
+    expect(lines.slice(runOne)).toContain(`${n} line-one`);
+    expect(lines.indexOf(`${n} line-one`)).toBeLessThan(lines.indexOf(`${n} line-two`));
+    expect(lines.filter((l) => l.startsWith(`${n} [2/3]`))).toHaveLength(1);
+    expect(lines.some((l) => l.startsWith(`${n} DONE`))).toBe(true);
+  });
+
+  it('reports the failing step with its error and keeps buildctl plain output', () => {
+    expect(lines.some((l) => /^#\d+ ERROR: process .*exit code: 3/.test(l))).toBe(true);
+    expect(tracker.plainOutput.at(-1)).toMatch(/^error: failed to solve: process .* exit code: 3/);
+    expect(tracker.plainOutput).toContain('Dockerfile:3');
+    expect(tracker.errors()).toHaveLength(1);
+  });
+
+  it('lists the steps with timing', () => {
+    const steps = tracker.steps();
+    const names = steps.map((s) => s.name);
+    expect(names).toEqual(expect.arrayContaining([expect.stringMatching(/^\[2\/3\] RUN/), expect.stringMatching(/^\[3\/3\] RUN/)]));
+    const failed = steps.find((s) => s.name.startsWith('[3/3]'))!;
+    expect(failed.error).toMatch(/exit code: 3/);
+    expect(steps.find((s) => s.name.startsWith('[2/3]'))!.cached).toBe(false);
+  });
+});
+
+describe('ProgressTracker merging', () => {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+  it('merges repeated vertexes by digest and counts cached Dockerfile steps', () => {
+    const t = new ProgressTracker();
+    const out = [
+      JSON.stringify({ vertexes: [{ digest: 'a', name: '[1/2] FROM base' }] }),
+      JSON.stringify({ vertexes: [{ digest: 'a', name: '[1/2] FROM base', started: '2026-01-01T00:00:00Z', cached: true, completed: '2026-01-01T00:00:00Z' }] }),
+      JSON.stringify({ vertexes: [{ digest: 'b', name: '[2/2] RUN x', started: '2026-01-01T00:00:00Z', cached: true, completed: '2026-01-01T00:00:01Z' }] }),
+      JSON.stringify({ vertexes: [{ digest: 'c', name: 'exporting to image', started: '2026-01-01T00:00:01Z', cached: true, completed: '2026-01-01T00:00:02Z' }] }),
+    ].flatMap((l) => t.push(l));
+    expect(out).toEqual(['#1 [1/2] FROM base', '#1 CACHED', '#2 [2/2] RUN x', '#2 CACHED', '#3 exporting to image', '#3 CACHED']);
+    expect(t.cacheHits()).toBe(2);
+  });
+
+  it('joins output split across chunks and flushes a trailing partial line', () => {
+    const t = new ProgressTracker();
+    t.push(JSON.stringify({ vertexes: [{ digest: 'a', name: 'RUN', started: '2026-01-01T00:00:00Z' }] }));
+    expect(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('hel') }] }))).toEqual([]);
+    expect(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('lo\nwor') }] }))).toEqual(['#1 hello']);
+    expect(t.flush()).toEqual(['#1 wor']);
+  });
+});

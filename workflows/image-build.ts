@@ -1,0 +1,164 @@
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  proxyActivities,
+  sleep,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
+import type { BuildActivities } from '../activities/build';
+import type { ControlActivities } from '../activities/control';
+import { KilnCommit, KilnRef, KilnStatus } from './search-attributes';
+import {
+  buildTaskQueue,
+  CONTROL_TASK_QUEUE,
+  type BuildPlan,
+  type ImageBuildInput,
+  type ImageBuildResult,
+  type PlatformImage,
+  type PlatformName,
+} from './types';
+
+/** Error types raised by activities for user faults; never retried. */
+export const USER_FAULT_TYPES = [
+  'dockerfile_syntax',
+  'step_failed',
+  'file_not_found',
+  'base_image_not_found',
+  'ref_not_found',
+  'invalid_source',
+  'invalid_tag',
+  'tag_immutable',
+  'build_failed',
+] as const;
+
+const control = proxyActivities<ControlActivities>({
+  taskQueue: CONTROL_TASK_QUEUE,
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+});
+
+function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
+  return proxyActivities<BuildActivities>({
+    taskQueue: buildTaskQueue(platform),
+    startToCloseTimeout: plan.timeoutMinutes * 60_000,
+    // Cancellation reaches the activity only through heartbeats.
+    heartbeatTimeout: '30 seconds',
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: {
+      initialInterval: '2s',
+      backoffCoefficient: 2,
+      maximumInterval: '30s',
+      maximumAttempts: 6,
+      nonRetryableErrorTypes: [...USER_FAULT_TYPES],
+    },
+  });
+}
+
+/**
+ * One build: pin the source, build every platform in parallel on its own task queue, join the
+ * per-platform digests into one OCI index pushed under every tag, record the outcome.
+ * Workflow id `build-<buildId>`.
+ */
+export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<ImageBuildResult | null> {
+  const plan = await control.startBuild(buildId);
+  if (!plan) return null; // finished before it started (e.g. canceled while queued)
+  upsertSearchAttributes([
+    { key: KilnStatus, value: 'running' },
+    ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
+  ]);
+
+  const work = new CancellationScope();
+  let timedOut = false;
+  // The per-build time limit: when it fires, the build scope is cancelled like a user cancel.
+  CancellationScope.cancellable(async () => {
+    await sleep(plan.timeoutMinutes * 60_000);
+    timedOut = true;
+    work.cancel();
+  }).catch(() => {
+    /* the timer itself is cancelled when the workflow is */
+  });
+
+  try {
+    const result = await work.run(() => runBuild(plan));
+    upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
+    return result;
+  } catch (err) {
+    const outcome = describeFailure(err, timedOut);
+    upsertSearchAttributes([{ key: KilnStatus, value: outcome.status }]);
+    await CancellationScope.nonCancellable(() =>
+      control.recordBuildFailed({ buildId, status: outcome.status, code: outcome.code, message: outcome.message }),
+    );
+    if (outcome.status === 'canceled' && !timedOut) throw err; // shows as Canceled in the Temporal UI
+    throw ApplicationFailure.create({ type: outcome.code, message: outcome.message, nonRetryable: true });
+  }
+}
+
+async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
+  if (plan.source.kind === 'git') {
+    upsertSearchAttributes([{ key: KilnCommit, value: plan.source.commit }]);
+  }
+  await control.setBuildPhase(plan.buildId, 'building');
+  const images = await buildAllPlatforms(plan);
+
+  await control.setBuildPhase(plan.buildId, 'assembling');
+  const index = await control.assembleImageIndex({
+    buildId: plan.buildId,
+    repository: plan.repository,
+    images,
+    tags: plan.tags,
+    immutableTags: plan.immutableTags,
+  });
+
+  await control.setBuildPhase(plan.buildId, 'recording');
+  await control.recordBuildSucceeded({ buildId: plan.buildId, manifestDigest: index.digest, tags: plan.tags });
+  return { buildId: plan.buildId, status: 'succeeded', manifestDigest: index.digest, tags: plan.tags };
+}
+
+/** Fans out one activity per platform; the first real failure cancels the others. */
+async function buildAllPlatforms(plan: BuildPlan): Promise<PlatformImage[]> {
+  const scope = new CancellationScope();
+  const outcomes = await scope.run(() =>
+    Promise.allSettled(
+      plan.platforms.map(async (platform) => {
+        try {
+          return await buildActivitiesFor(platform, plan).buildPlatformImage({
+            buildId: plan.buildId,
+            repository: plan.repository,
+            platform,
+            source: plan.source,
+            buildArgs: plan.buildArgs,
+            labels: plan.labels,
+            target: plan.target,
+            noCache: plan.noCache,
+          });
+        } catch (err) {
+          if (!isCancellation(err)) scope.cancel();
+          throw err;
+        }
+      }),
+    ),
+  );
+  const rejected = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+  const firstFault = rejected.find((o) => !isCancellation(o.reason)) ?? rejected[0];
+  if (firstFault) throw firstFault.reason;
+  return outcomes.map((o) => (o as PromiseFulfilledResult<PlatformImage>).value);
+}
+
+type FailureOutcome = { status: 'failed' | 'canceled' | 'timed_out'; code: string; message: string };
+
+function describeFailure(err: unknown, timedOut: boolean): FailureOutcome {
+  if (timedOut) return { status: 'timed_out', code: 'timed_out', message: 'The build exceeded its time limit' };
+  if (isCancellation(err)) return { status: 'canceled', code: 'canceled', message: 'The build was canceled' };
+  // Walk ActivityFailure → ApplicationFailure to the innermost typed failure.
+  let cur: unknown = err;
+  while (cur instanceof Error && 'cause' in cur && cur.cause instanceof Error && !(cur instanceof ApplicationFailure)) {
+    cur = cur.cause;
+  }
+  if (cur instanceof ApplicationFailure) {
+    const known = cur.type && /^[a-z_]+$/.test(cur.type);
+    return { status: 'failed', code: known ? cur.type! : 'internal_error', message: cur.message };
+  }
+  return { status: 'failed', code: 'internal_error', message: err instanceof Error ? err.message : String(err) };
+}

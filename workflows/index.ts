@@ -1,0 +1,2 @@
+// The workflowsPath bundle: every workflow the control worker runs.
+export { ImageBuildWorkflow } from './image-build';

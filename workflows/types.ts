@@ -1,0 +1,65 @@
+// Plain data passed between the workflow and its activities. No secrets: git credentials and
+// registry passwords are looked up inside activities, never carried in Temporal payloads.
+
+export type PlatformName = 'linux/amd64' | 'linux/arm64';
+
+export interface ImageBuildInput {
+  buildId: string;
+}
+
+/** Where the build context comes from. */
+export type BuildSource =
+  | { kind: 'inline'; dockerfile: string }
+  | { kind: 'git'; url: string; commit: string; repositoryId: string; contextDir: string; dockerfilePath: string };
+
+export interface BuildPlan {
+  buildId: string;
+  repositoryId: string;
+  /** `namespace/name` inside the registry. */
+  repository: string;
+  platforms: PlatformName[];
+  source: BuildSource;
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  target: string | null;
+  tags: string[];
+  noCache: boolean;
+  accelerated: boolean;
+  immutableTags: boolean;
+  timeoutMinutes: number;
+  trigger: string;
+  ref: string | null;
+}
+
+export interface PlatformBuildRequest {
+  buildId: string;
+  repository: string;
+  platform: PlatformName;
+  source: BuildSource;
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  target: string | null;
+  noCache: boolean;
+}
+
+/** One per-platform image, pushed by digest. */
+export interface PlatformImage {
+  platform: PlatformName;
+  digest: string;
+  mediaType: string;
+  size: number;
+  cacheHits: number;
+}
+
+export interface ImageBuildResult {
+  buildId: string;
+  status: 'succeeded';
+  manifestDigest: string;
+  tags: string[];
+}
+
+export const CONTROL_TASK_QUEUE = 'kiln-control';
+
+export function buildTaskQueue(platform: PlatformName): string {
+  return `kiln-build-${platform.replace('/', '-')}`;
+}
