@@ -62,10 +62,10 @@ let runtimeInstalled = false;
 export const BUILD_HEARTBEAT_THROTTLE = '1 second';
 
 /** Temporal's core logs at INFO by default: noise next to the API's own output. */
-export function installQuietRuntime(): void {
+export function installQuietRuntime(level: 'WARN' | 'ERROR' = 'WARN'): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new DefaultLogger(level) });
 }
 
 /** Starts the control worker and one build worker per platform, as `components` selects. */

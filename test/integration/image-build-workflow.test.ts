@@ -16,7 +16,7 @@ import type { BuildPlan, PlatformBuildRequest, PlatformImage, PlatformName } fro
 let env: TestWorkflowEnvironment;
 
 beforeAll(async () => {
-  installQuietRuntime();
+  installQuietRuntime('ERROR'); // expected failures would otherwise log stack traces
   env = await TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: toolPaths().temporal },

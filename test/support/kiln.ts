@@ -1,0 +1,93 @@
+// Runs Kiln in-process (API, control worker, build workers) against the shared test stack.
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import postgres from 'postgres';
+import { inject } from 'vitest';
+import { openDatabase, type DbHandle } from '../../db/client';
+import { installQuietRuntime } from '../../infra/workers';
+import { startKiln, type Kiln } from '../../infra/kiln';
+import { toolPaths } from '../../infra/tools';
+
+/** A Response whose JSON body tests may read without declaring its type. */
+export type ApiResponse = Omit<Response, 'json'> & { json(): Promise<any> };
+
+export interface TestKiln extends Kiln {
+  url: string;
+  token: string;
+  registry: string;
+  /** fetch against the API with the bearer token. */
+  api(pathname: string, init?: RequestInit & { json?: unknown }): Promise<ApiResponse>;
+}
+
+/** A fresh, empty Postgres database on the test server. */
+export async function createPostgresDatabase(): Promise<string> {
+  const base = inject('stack').postgresUrl;
+  const name = `kiln_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  return base.replace(/\/[^/]*$/, `/${name}`);
+}
+
+export async function openTestDatabase(kind: 'pglite' | 'postgres'): Promise<DbHandle> {
+  return kind === 'postgres' ? openDatabase({ url: await createPostgresDatabase() }) : openDatabase({ dataDir: 'memory://' });
+}
+
+export async function startTestKiln(opts: { db?: 'pglite' | 'postgres' } = {}): Promise<TestKiln> {
+  installQuietRuntime('ERROR'); // expected failures would otherwise log stack traces
+  const stack = inject('stack');
+  const token = randomBytes(24).toString('hex');
+  const db = await openTestDatabase(opts.db ?? 'pglite');
+  const kiln = await startKiln({
+    dataDir: path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`),
+    host: '127.0.0.1',
+    port: 0,
+    db,
+    temporalAddress: stack.temporalAddress,
+    temporalNamespace: 'default',
+    temporalUiUrl: stack.temporalUiUrl,
+    registry: stack.registry,
+    buildkit: stack.buildkit,
+    buildctl: toolPaths().buildctl,
+    apiToken: token,
+    secretKey: randomBytes(32).toString('hex'),
+    maxBodyBytes: 1024 * 1024,
+    components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
+  });
+  const url = kiln.url!;
+  return {
+    ...kiln,
+    url,
+    token,
+    registry: stack.registry,
+    async close() {
+      await kiln.close();
+      await db.close();
+    },
+    api(pathname, init = {}) {
+      const { json, ...rest } = init;
+      return fetch(`${url}${pathname}`, {
+        ...rest,
+        method: rest.method ?? (json !== undefined ? 'POST' : 'GET'),
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(json !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(rest.headers as Record<string, string>),
+        },
+        body: json !== undefined ? JSON.stringify(json) : rest.body,
+      });
+    },
+  };
+}
+
+/** Polls GET /builds/:id until the build is terminal. */
+export async function waitForBuild(kiln: TestKiln, buildId: string, timeoutMs = 150_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await kiln.api(`/api/v1/builds/${buildId}`);
+    const body = (await res.json()) as any;
+    if (['succeeded', 'failed', 'canceled', 'timed_out'].includes(body.status)) return body;
+    if (Date.now() > deadline) throw new Error(`build ${buildId} still ${body.status} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
