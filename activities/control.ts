@@ -4,7 +4,7 @@ import type { Db } from '../db/client';
 import { appendBuildLogs, finishBuild, getBuild, isTerminal, updateBuild } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
 import { upsertImageTags } from '../db/queries/tags';
-import { buildPlatforms, type BuildPhase } from '../db/schema';
+import { buildPlatforms } from '../db/schema';
 import type { BuildPlan, PlatformImage, PlatformName } from '../workflows/types';
 import { MEDIA_TYPES, RegistryClient, RegistryError } from './registry';
 
@@ -60,15 +60,8 @@ export function createControlActivities(deps: ControlActivityDeps) {
         }
         plan = await deps.resolveSource(plan);
       }
+      await updateBuild(db, buildId, { phase: 'building' });
       return plan;
-    },
-
-    async setBuildPhase(buildId: string, phase: BuildPhase): Promise<void> {
-      await updateBuild(db, buildId, { phase });
-    },
-
-    async appendBuildLog(buildId: string, lines: string[]): Promise<void> {
-      await appendBuildLogs(db, buildId, lines.map((line) => ({ platform: null, line })));
     },
 
     /**
@@ -82,6 +75,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
       tags: string[];
       immutableTags: boolean;
     }): Promise<{ digest: string }> {
+      await updateBuild(db, input.buildId, { phase: 'assembling' });
       const index = assembleIndexManifest(input.images);
       const body = Buffer.from(JSON.stringify(index));
       try {
@@ -100,6 +94,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
     async recordBuildSucceeded(input: { buildId: string; manifestDigest: string; tags: string[] }): Promise<void> {
       const build = await getBuild(db, input.buildId);
       if (!build) return;
+      await updateBuild(db, input.buildId, { phase: 'recording' });
       await db.transaction(async (tx) => {
         await finishBuild(tx as unknown as Db, input.buildId, {
           status: 'succeeded',

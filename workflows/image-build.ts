@@ -4,6 +4,7 @@ import {
   CancellationScope,
   isCancellation,
   proxyActivities,
+  proxyLocalActivities,
   sleep,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
@@ -12,7 +13,6 @@ import type { ControlActivities } from '../activities/control';
 import { KilnCommit, KilnRef, KilnStatus } from './search-attributes';
 import {
   buildTaskQueue,
-  CONTROL_TASK_QUEUE,
   type BuildPlan,
   type ImageBuildInput,
   type ImageBuildResult,
@@ -33,8 +33,9 @@ export const USER_FAULT_TYPES = [
   'build_failed',
 ] as const;
 
-const control = proxyActivities<ControlActivities>({
-  taskQueue: CONTROL_TASK_QUEUE,
+// Control steps are short database and registry calls: local activities run them in the control
+// worker without a task-queue round trip each (they are retried the same way).
+const control = proxyLocalActivities<ControlActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
 });
@@ -99,10 +100,8 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
   if (plan.source.kind === 'git') {
     upsertSearchAttributes([{ key: KilnCommit, value: plan.source.commit }]);
   }
-  await control.setBuildPhase(plan.buildId, 'building');
+  // startBuild left the build in phase `building`; each later step records its own phase.
   const images = await buildAllPlatforms(plan);
-
-  await control.setBuildPhase(plan.buildId, 'assembling');
   const index = await control.assembleImageIndex({
     buildId: plan.buildId,
     repository: plan.repository,
@@ -110,8 +109,6 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
     tags: plan.tags,
     immutableTags: plan.immutableTags,
   });
-
-  await control.setBuildPhase(plan.buildId, 'recording');
   await control.recordBuildSucceeded({ buildId: plan.buildId, manifestDigest: index.digest, tags: plan.tags });
   return { buildId: plan.buildId, status: 'succeeded', manifestDigest: index.digest, tags: plan.tags };
 }

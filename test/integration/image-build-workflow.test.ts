@@ -63,8 +63,6 @@ function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
       rec.calls.push({ name: 'startBuild', args: [id] });
       return p;
     },
-    setBuildPhase: record('setBuildPhase'),
-    appendBuildLog: record('appendBuildLog'),
     assembleImageIndex: async (input: { images: PlatformImage[] }) => {
       rec.calls.push({ name: 'assembleImageIndex', args: [input] });
       return { digest: 'sha256:index' };

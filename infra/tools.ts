@@ -1,0 +1,86 @@
+/**
+ * Where Kiln's pinned external tools live, and how to make sure they are installed.
+ * The installing itself is infra/setup-tools.sh (idempotent, fast when everything is present).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const INFRA_DIR = dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = dirname(INFRA_DIR);
+export const SETUP_SCRIPT = join(INFRA_DIR, 'setup-tools.sh');
+const BUILDKIT_GO_MOD = join(INFRA_DIR, 'tools', 'buildkit', 'go.mod');
+
+export const TEMPORAL_CLI_VERSION = '1.5.1';
+
+/** The BuildKit version pinned in infra/tools/buildkit/go.mod (the single place it is pinned). */
+export function readBuildkitVersion(goModPath = BUILDKIT_GO_MOD): string {
+  const m = /^\s*github\.com\/moby\/buildkit\s+(v\S+)/m.exec(readFileSync(goModPath, 'utf8'));
+  if (!m?.[1]) throw new Error(`no github.com/moby/buildkit requirement in ${goModPath}`);
+  return m[1];
+}
+export const BUILDKIT_VERSION: string = readBuildkitVersion();
+
+export const REGISTRY_BIN = '/usr/bin/docker-registry';
+
+export interface ToolPaths {
+  temporal: string;
+  buildkitd: string;
+  buildctl: string;
+  registry: string;
+  busybox: { amd64: string; arm64: string };
+  /** Debian's versioned postgres bin dir, e.g. /usr/lib/postgresql/15/bin ('' if none installed). */
+  pgBin: string;
+}
+
+export function toolsDir(): string {
+  return process.env.KILN_TOOLS_DIR || join(homedir(), '.cache', 'kiln', 'tools');
+}
+
+/** Newest /usr/lib/postgresql/<ver>/bin that holds a postgres binary. */
+export function detectPgBin(root = '/usr/lib/postgresql'): string {
+  if (!existsSync(root)) return '';
+  const versions = readdirSync(root)
+    .filter((v) => /^\d+(\.\d+)?$/.test(v) && existsSync(join(root, v, 'bin', 'postgres')))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? join(root, versions[0], 'bin') : '';
+}
+
+export function toolPaths(): ToolPaths {
+  const dir = toolsDir();
+  const bk = join(dir, `buildkit-${BUILDKIT_VERSION}`);
+  return {
+    temporal: join(dir, `temporal-${TEMPORAL_CLI_VERSION}`, 'temporal'),
+    buildkitd: join(bk, 'buildkitd'),
+    buildctl: join(bk, 'buildctl'),
+    registry: REGISTRY_BIN,
+    busybox: {
+      amd64: join(dir, 'busybox', 'amd64', 'busybox'),
+      arm64: join(dir, 'busybox', 'arm64', 'busybox'),
+    },
+    pgBin: detectPgBin(),
+  };
+}
+
+/**
+ * Runs infra/setup-tools.sh with inherited stdio (so long first-time builds show progress), and
+ * throws with the script's error lines if it fails. stderr is also teed so it can go in the error.
+ */
+export async function ensureTools(): Promise<void> {
+  const tail: string[] = [];
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn('bash', [SETUP_SCRIPT], { stdio: ['ignore', 'inherit', 'pipe'], cwd: REPO_ROOT });
+    child.stderr.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      if (tail.length > 50) tail.splice(0, tail.length - 50);
+    });
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c));
+  });
+  if (code !== 0) {
+    throw new Error(`infra/setup-tools.sh failed (exit ${code}):\n${tail.join('\n')}`);
+  }
+}
