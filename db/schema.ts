@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import {
+  type AnyPgColumn,
   bigserial,
   boolean,
   index,
@@ -80,7 +81,7 @@ export const builds = pgTable(
     repositoryId: uuid('repository_id')
       .notNull()
       .references(() => repositories.id, { onDelete: 'cascade' }),
-    ruleId: uuid('rule_id'),
+    ruleId: uuid('rule_id').references((): AnyPgColumn => buildRules.id, { onDelete: 'set null' }),
     status: text('status', { enum: BUILD_STATUSES }).notNull().default('queued'),
     phase: text('phase', { enum: BUILD_PHASES }),
     trigger: text('trigger', { enum: TRIGGERS }).notNull(),
@@ -107,6 +108,8 @@ export const builds = pgTable(
     acceleratedDigest: text('accelerated_digest'),
     errorCode: text('error_code'),
     errorMessage: text('error_message'),
+    /** Registry credentials for pulling private bases (PAI RegistryAuths), encrypted. */
+    registryAuthsEnc: text('registry_auths_enc'),
     clientToken: text('client_token'),
     /** Hash of the request that used clientToken, to tell a retry from a conflicting reuse. */
     requestHash: text('request_hash'),
@@ -173,6 +176,70 @@ export const imageTags = pgTable(
   (t) => [uniqueIndex('image_tags_repository_tag').on(t.repositoryId, t.tag)],
 );
 
+export interface TagTemplate {
+  template: string;
+  buildTime?: 'yyyyMMdd' | 'yyyyMMddHHmm';
+  timeZone?: string;
+  commitIdLength?: number;
+}
+
+export const RULE_TYPES = ['branch', 'tag'] as const;
+
+/** A build rule: which refs of the bound git source build, and how their tags are named. */
+export const buildRules = pgTable(
+  'build_rules',
+  {
+    id: id(),
+    repositoryId: uuid('repository_id')
+      .notNull()
+      .references(() => repositories.id, { onDelete: 'cascade' }),
+    type: text('type', { enum: RULE_TYPES }).notNull(),
+    match: text('match').notNull(),
+    contextDir: text('context_dir').notNull().default('/'),
+    dockerfile: text('dockerfile').notNull().default('Dockerfile'),
+    platforms: text('platforms').array().notNull(),
+    buildArgs: jsonb('build_args').$type<Record<string, string>>().notNull().default({}),
+    target: text('target'),
+    tags: jsonb('tags').$type<TagTemplate[]>().notNull(),
+    noCache: boolean('no_cache').notNull().default(false),
+    accelerated: boolean('accelerated').notNull().default(false),
+    enabled: boolean('enabled').notNull().default(true),
+    paths: text('paths').array().notNull().default(sql`'{}'::text[]`),
+    semver: boolean('semver').notNull().default(false),
+    cancelSuperseded: boolean('cancel_superseded').notNull().default(true),
+    timeoutMinutes: integer('timeout_minutes').notNull().default(60),
+    createdAt: createdAt(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [index('build_rules_repository').on(t.repositoryId)],
+);
+
+/** Webhook deliveries seen, so a redelivered event starts nothing twice. */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    provider: text('provider').notNull(),
+    deliveryId: text('delivery_id').notNull(),
+    buildIds: uuid('build_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    receivedAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.provider, t.deliveryId] })],
+);
+
+/** Bearer tokens scoped to one namespace (the admin token from the environment sees all). */
+export const apiTokens = pgTable('api_tokens', {
+  id: id(),
+  namespaceId: uuid('namespace_id')
+    .notNull()
+    .references(() => namespaces.id, { onDelete: 'cascade' }),
+  name: text('name').notNull(),
+  /** sha256 of the token; the token itself is shown once at creation. */
+  tokenHash: text('token_hash').notNull().unique(),
+  createdAt: createdAt(),
+});
+
+export type BuildRule = typeof buildRules.$inferSelect;
+export type NewBuildRule = typeof buildRules.$inferInsert;
 export type Namespace = typeof namespaces.$inferSelect;
 export type Repository = typeof repositories.$inferSelect;
 export type Build = typeof builds.$inferSelect;

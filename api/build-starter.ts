@@ -1,0 +1,65 @@
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { KilnRepository, KilnStatus, KilnTrigger } from '../workflows/search-attributes';
+
+export interface StartBuildRequest {
+  buildId: string;
+  workflowId: string;
+  timeoutMinutes: number;
+  /** namespace/name */
+  repository: string;
+  trigger: 'push' | 'tag' | 'manual' | 'api';
+}
+
+export interface BuildStarter {
+  /** Idempotent: starting a workflow id that already ran or runs is a success. */
+  start(req: StartBuildRequest): Promise<void>;
+  /** Throws BuildNotRunningError when the engine has no such workflow (it never started). */
+  cancel(workflowId: string): Promise<void>;
+}
+
+export class BuildNotRunningError extends Error {
+  override readonly name = 'BuildNotRunningError';
+  constructor(readonly workflowId: string) {
+    super(`No workflow ${workflowId} in the build engine`);
+  }
+}
+
+export const BUILD_WORKFLOW_TYPE = 'ImageBuildWorkflow';
+export const CONTROL_TASK_QUEUE = 'kiln-control';
+/** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
+const EXECUTION_GRACE_MINUTES = 5;
+
+export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
+  const taskQueue = opts.taskQueue ?? CONTROL_TASK_QUEUE;
+  return {
+    async start(req) {
+      try {
+        await client.workflow.start(BUILD_WORKFLOW_TYPE, {
+          taskQueue,
+          workflowId: req.workflowId,
+          // Only the id: the workflow reads everything else, secrets included, from the database.
+          args: [{ buildId: req.buildId }],
+          workflowExecutionTimeout: (req.timeoutMinutes + EXECUTION_GRACE_MINUTES) * 60_000,
+          // A build id runs at most once, so a retried start never re-runs a finished build.
+          workflowIdReusePolicy: 'REJECT_DUPLICATE',
+          typedSearchAttributes: [
+            { key: KilnRepository, value: req.repository },
+            { key: KilnTrigger, value: req.trigger },
+            { key: KilnStatus, value: 'queued' },
+          ],
+        });
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) return;
+        throw err;
+      }
+    },
+    async cancel(workflowId) {
+      try {
+        await client.workflow.getHandle(workflowId).cancel();
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new BuildNotRunningError(workflowId);
+        throw err;
+      }
+    },
+  };
+}

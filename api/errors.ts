@@ -1,0 +1,75 @@
+import { z } from '@hono/zod-openapi';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+
+export const ERROR_STATUS = {
+  bad_request: 400,
+  invalid_json: 400,
+  validation_failed: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  internal: 500,
+  service_unavailable: 503,
+} as const satisfies Record<string, ContentfulStatusCode>;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+export const ERROR_CODES = Object.keys(ERROR_STATUS) as [ErrorCode, ...ErrorCode[]];
+
+export class ApiError extends Error {
+  override readonly name = 'ApiError';
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: unknown = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+
+  get status(): ContentfulStatusCode {
+    return ERROR_STATUS[this.code];
+  }
+
+  toBody(): ErrorBody {
+    return { error: { code: this.code, message: this.message, details: this.details ?? null } };
+  }
+}
+
+export const ErrorSchema = z
+  .object({
+    error: z.object({
+      code: z.enum(ERROR_CODES),
+      message: z.string(),
+      details: z.unknown().nullable(),
+    }),
+  })
+  .openapi('Error');
+
+export type ErrorBody = z.infer<typeof ErrorSchema>;
+
+const errorResponse = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: ErrorSchema } },
+});
+
+/** The error responses routes declare, so the document lists them. */
+export const errorResponses = {
+  400: errorResponse('Invalid request (validation_failed, invalid_json, bad_request)'),
+  401: errorResponse('Missing or invalid bearer token'),
+  403: errorResponse('The token may not act on this namespace'),
+  404: errorResponse('Not found'),
+  409: errorResponse('Conflict with the current state'),
+  413: errorResponse('Body larger than the configured limit'),
+  415: errorResponse('Unsupported media type'),
+  503: errorResponse('A dependency is unavailable'),
+} as const;
+
+export function pickErrors<K extends keyof typeof errorResponses>(...codes: K[]): Pick<typeof errorResponses, K> {
+  const out = {} as Pick<typeof errorResponses, K>;
+  for (const c of codes) out[c] = errorResponses[c];
+  return out;
+}

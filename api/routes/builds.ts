@@ -1,0 +1,327 @@
+import { randomUUID } from 'node:crypto';
+import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import {
+  decodeBuildCursor,
+  finishBuild,
+  findBuildByClientToken,
+  getBuild,
+  getBuildLogs,
+  getBuildStatus,
+  insertBuild,
+  isTerminal,
+  listBuilds,
+  type BuildWithDetails,
+} from '../../db/queries/builds';
+import { ensureNamespace, getNamespaceByName } from '../../db/queries/namespaces';
+import { ensureRepository, getRepository, getRepositoryByPath } from '../../db/queries/repositories';
+import { findImageTags } from '../../db/queries/tags';
+import type { Build, buildLogs } from '../../db/schema';
+import type { AppDeps } from '../app';
+import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
+import { BuildNotRunningError } from '../build-starter';
+import { ApiError, pickErrors } from '../errors';
+import {
+  BuildAccepted,
+  BuildListQuery,
+  BuildLogsQuery,
+  BuildPage,
+  BuildSubmit,
+  BuildView,
+  CancelAccepted,
+  IdParams,
+  splitRepositoryPath,
+  type BuildSubmitInput,
+} from '../schemas';
+import { canonicalJson, createRouter, errorMessage, isUuid, sha256Hex } from '../util';
+import { buildView } from '../views';
+
+const json = <T>(schema: T) => ({ 'application/json': { schema } });
+
+const submit = createRoute({
+  method: 'post',
+  path: '/builds',
+  tags: ['builds'],
+  summary: 'Build an inline Dockerfile',
+  description:
+    'Creates the namespace and repository on demand when the namespace allows it. With clientToken, a retry of ' +
+    'the same request returns the same build; the same token with a different request is a 409.',
+  request: { body: { required: true, content: json(BuildSubmit) } },
+  responses: {
+    202: { description: 'Accepted; the build runs asynchronously', content: json(BuildAccepted) },
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 503),
+  },
+});
+
+const list = createRoute({
+  method: 'get',
+  path: '/builds',
+  tags: ['builds'],
+  summary: 'List builds, newest first',
+  request: { query: BuildListQuery },
+  responses: { 200: { description: 'A page of builds', content: json(BuildPage) }, ...pickErrors(400, 401, 403) },
+});
+
+const get = createRoute({
+  method: 'get',
+  path: '/builds/{id}',
+  tags: ['builds'],
+  summary: 'Get a build',
+  request: { params: IdParams },
+  responses: { 200: { description: 'The build', content: json(BuildView) }, ...pickErrors(401, 403, 404) },
+});
+
+const logs = createRoute({
+  method: 'get',
+  path: '/builds/{id}/logs',
+  tags: ['builds'],
+  summary: 'Build log',
+  description:
+    'Plain text, one line per log line, prefixed with "[platform] " when it belongs to one. With follow=1, ' +
+    'Server-Sent Events: `log` events (id = sequence number, resumable with Last-Event-ID) and a final `end` ' +
+    'event whose data is the final status.',
+  request: { params: IdParams, query: BuildLogsQuery },
+  responses: {
+    200: {
+      description: 'The log',
+      content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
+    },
+    ...pickErrors(400, 401, 403, 404),
+  },
+});
+
+const cancel = createRoute({
+  method: 'post',
+  path: '/builds/{id}/cancel',
+  tags: ['builds'],
+  summary: 'Cancel a build',
+  description: 'Asks the workflow to cancel; the build becomes `canceled` within seconds. Repeating it is harmless.',
+  request: { params: IdParams },
+  responses: {
+    202: { description: 'Cancellation requested', content: json(CancelAccepted) },
+    ...pickErrors(401, 403, 404, 409, 503),
+  },
+});
+
+const FOLLOW_POLL_MS = 200;
+/** A comment line now and then keeps proxies from closing a quiet stream. */
+const KEEPALIVE_MS = 15_000;
+const LOG_PAGE = 1000;
+
+type LogRow = typeof buildLogs.$inferSelect;
+const formatLine = (l: LogRow) => (l.platform ? `[${l.platform}] ${l.line}` : l.line);
+
+export function buildRoutes(deps: AppDeps) {
+  const { db, config } = deps;
+  const view = (b: BuildWithDetails) => buildView(b, config);
+
+  async function loadBuild(c: Context<AppEnv>, id: string): Promise<BuildWithDetails> {
+    const build = isUuid(id) ? await getBuild(db, id) : undefined;
+    if (!build) throw new ApiError('not_found', `Build ${id} not found`);
+    requireNamespace(c, splitRepositoryPath(build.repository).namespace);
+    return build;
+  }
+
+  /** Starts the workflow; when the engine cannot be reached the build fails at once, so none hangs queued. */
+  async function startOrFail(build: Build, repository: string): Promise<void> {
+    try {
+      await deps.builds.start({
+        buildId: build.id,
+        workflowId: build.workflowId,
+        timeoutMinutes: build.timeoutMinutes,
+        repository,
+        trigger: build.trigger,
+      });
+    } catch (err) {
+      await finishBuild(db, build.id, {
+        status: 'failed',
+        errorCode: 'engine_unavailable',
+        errorMessage: `The build engine could not be reached: ${errorMessage(err)}`,
+      });
+      throw new ApiError('service_unavailable', 'The build engine is unavailable; the build was marked failed', {
+        buildId: build.id,
+      });
+    }
+  }
+
+  /** A clientToken seen before: the same request gets the same build, another request a 409. */
+  async function replay(existing: Build, requestHash: string, repository: string) {
+    if (existing.requestHash !== requestHash) {
+      throw new ApiError('conflict', 'clientToken was already used for a different request', {
+        clientToken: existing.clientToken,
+      });
+    }
+    // The first answer may have been lost after the insert but before the start; start is idempotent.
+    if (existing.status === 'queued') await startOrFail(existing, repository);
+    return { buildId: existing.id, workflowId: existing.workflowId };
+  }
+
+  async function assertTagsWritable(tx: AppDeps['db'], repositoryId: string, immutable: boolean, tags: string[]) {
+    if (!immutable) return;
+    const taken = (await findImageTags(tx, repositoryId, tags)).filter((t) => t.tag !== 'latest').map((t) => t.tag);
+    if (taken.length) {
+      throw new ApiError('conflict', `The repository has immutable tags and these exist already: ${taken.join(', ')}`, {
+        tags: taken,
+      });
+    }
+  }
+
+  async function submitBuild(c: Context<AppEnv>, body: BuildSubmitInput) {
+    const { namespace, name } = splitRepositoryPath(body.repository);
+    requireNamespace(c, namespace);
+    const requestHash = sha256Hex(canonicalJson(body));
+    if (body.clientToken) {
+      const existing = await findBuildByClientToken(db, body.clientToken);
+      if (existing) return replay(existing, requestHash, body.repository);
+    }
+
+    const id = randomUUID();
+    const outcome = await db.transaction(async (tx) => {
+      const ns = (await getNamespaceByName(tx, namespace)) ?? (await ensureNamespace(tx, namespace));
+      let repo = await getRepositoryByPath(tx, namespace, name);
+      if (!repo) {
+        if (!ns.autoCreateRepository) {
+          throw new ApiError(
+            'not_found',
+            `Repository ${body.repository} does not exist and namespace "${namespace}" does not create repositories on demand`,
+          );
+        }
+        repo = await ensureRepository(tx, ns, name);
+      }
+      await assertTagsWritable(tx, repo.id, repo.immutableTags, body.tags);
+      const { build, created } = await insertBuild(tx, {
+        id,
+        repositoryId: repo.id,
+        status: 'queued',
+        trigger: 'api',
+        creationMethod: 'manual build',
+        dockerfile: body.dockerfile,
+        platforms: body.platforms,
+        buildArgs: body.buildArgs ?? {},
+        labels: body.labels ?? {},
+        target: body.target ?? null,
+        tags: body.tags,
+        noCache: body.noCache ?? repo.noCache,
+        accelerated: body.accelerated ?? repo.acceleratedImages,
+        timeoutMinutes: body.timeoutMinutes,
+        clientToken: body.clientToken ?? null,
+        requestHash,
+        workflowId: `build-${id}`,
+      });
+      // A concurrent request with the same token won the insert; a conflicting one must leave nothing behind.
+      if (!created && build.requestHash !== requestHash) {
+        throw new ApiError('conflict', 'clientToken was already used for a different request', {
+          clientToken: build.clientToken,
+        });
+      }
+      return { build, created };
+    });
+
+    if (!outcome.created) return replay(outcome.build, requestHash, body.repository);
+    await startOrFail(outcome.build, body.repository);
+    return { buildId: outcome.build.id, workflowId: outcome.build.workflowId };
+  }
+
+  async function resolveListFilter(c: Context<AppEnv>, q: z.infer<typeof BuildListQuery>): Promise<string | null | undefined> {
+    if (q.repository && q.repositoryId) throw new ApiError('bad_request', 'Give repository or repositoryId, not both');
+    const scope = namespaceScope(c);
+    if (q.repositoryId) {
+      const repo = await getRepository(db, q.repositoryId);
+      if (repo) requireNamespace(c, repo.namespace);
+      return repo ? repo.id : null;
+    }
+    if (q.repository) {
+      const { namespace, name } = splitRepositoryPath(q.repository);
+      requireNamespace(c, namespace);
+      return (await getRepositoryByPath(db, namespace, name))?.id ?? null;
+    }
+    if (scope) throw new ApiError('forbidden', 'A namespace token must filter by repository');
+    return undefined;
+  }
+
+  return createRouter()
+    .openapi(submit, async (c) => c.json(await submitBuild(c, c.req.valid('json')), 202))
+    .openapi(list, async (c) => {
+      const q = c.req.valid('query');
+      let cursor;
+      if (q.cursor) {
+        cursor = decodeBuildCursor(q.cursor);
+        if (!cursor || !isUuid(cursor.id)) throw new ApiError('bad_request', 'Invalid cursor', { cursor: q.cursor });
+      }
+      const repositoryId = await resolveListFilter(c, q);
+      if (repositoryId === null) return c.json({ items: [], nextCursor: null }, 200);
+      const pageOut = await listBuilds(db, { repositoryId, status: q.status, cursor, limit: q.limit });
+      return c.json({ items: pageOut.items.map(view), nextCursor: pageOut.nextCursor }, 200);
+    })
+    .openapi(get, async (c) => c.json(view(await loadBuild(c, c.req.valid('param').id)), 200))
+    .openapi(logs, async (c) => {
+      const build = await loadBuild(c, c.req.valid('param').id);
+      const follow = c.req.valid('query').follow;
+      if (follow !== '1' && follow !== 'true') {
+        const lines: string[] = [];
+        for (let after = 0; ; ) {
+          const rows = await getBuildLogs(db, build.id, { afterSeq: after, limit: 10_000 });
+          for (const r of rows) lines.push(formatLine(r));
+          if (rows.length < 10_000) break;
+          after = rows[rows.length - 1]!.seq;
+        }
+        return c.text(lines.length ? `${lines.join('\n')}\n` : '', 200);
+      }
+
+      const resumeFrom = Number.parseInt(c.req.header('last-event-id') ?? '', 10);
+      let lastSeq = Number.isSafeInteger(resumeFrom) && resumeFrom > 0 ? resumeFrom : 0;
+      const signal = c.req.raw.signal;
+      const res = streamSSE(c, async (stream) => {
+        const gone = () => stream.aborted || stream.closed || signal.aborted;
+        let lastWrite = Date.now();
+        while (!gone()) {
+          // Status first: lines are written before a build turns terminal, so after seeing a terminal
+          // status the following read drains every line there will ever be.
+          const status = await getBuildStatus(db, build.id);
+          if (!status) break;
+          let rows: LogRow[];
+          do {
+            rows = await getBuildLogs(db, build.id, { afterSeq: lastSeq, limit: LOG_PAGE });
+            for (const r of rows) {
+              await stream.writeSSE({ event: 'log', id: String(r.seq), data: formatLine(r) });
+              lastSeq = r.seq;
+              lastWrite = Date.now();
+            }
+          } while (rows.length === LOG_PAGE && !gone());
+          if (isTerminal(status)) {
+            await stream.writeSSE({ event: 'end', data: status });
+            break;
+          }
+          if (Date.now() - lastWrite >= KEEPALIVE_MS) {
+            await stream.write(': keepalive\n\n');
+            lastWrite = Date.now();
+          }
+          await stream.sleep(FOLLOW_POLL_MS);
+        }
+      });
+      // The route also documents text/plain; an SSE response is a plain Response to the type system.
+      return res as unknown as ReturnType<typeof c.text<string, 200>>;
+    })
+    .openapi(cancel, async (c) => {
+      const build = await loadBuild(c, c.req.valid('param').id);
+      if (isTerminal(build.status)) {
+        throw new ApiError('conflict', `Build already ended with status ${build.status}`, { status: build.status });
+      }
+      try {
+        await deps.builds.cancel(build.workflowId);
+      } catch (err) {
+        if (!(err instanceof BuildNotRunningError)) {
+          throw new ApiError('service_unavailable', `The build engine could not be reached: ${errorMessage(err)}`);
+        }
+        // No workflow will ever finish this build, so record the cancellation here.
+        await finishBuild(db, build.id, {
+          status: 'canceled',
+          errorCode: 'canceled',
+          errorMessage: 'Canceled before the build engine ran it',
+        });
+      }
+      const status = (await getBuildStatus(db, build.id)) ?? build.status;
+      return c.json({ buildId: build.id, status }, 202);
+    });
+}

@@ -1,0 +1,203 @@
+import { randomBytes } from 'node:crypto';
+import { createRoute } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { encryptSecret } from '../../db/crypto';
+import { countActiveBuilds } from '../../db/queries/builds';
+import { ensureNamespace } from '../../db/queries/namespaces';
+import {
+  deleteRepository,
+  getRepository,
+  getRepositoryByPath,
+  insertRepository,
+  listRepositories,
+  updateRepository,
+  type RepositoryWithNamespace,
+} from '../../db/queries/repositories';
+import { listImageTags } from '../../db/queries/tags';
+import type { AppDeps } from '../app';
+import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
+import { ApiError, pickErrors } from '../errors';
+import {
+  IdParams,
+  ImageTagPage,
+  RepositoryCreate,
+  RepositoryCreated,
+  RepositoryListQuery,
+  RepositoryPage,
+  RepositoryUpdate,
+  RepositoryView,
+} from '../schemas';
+import { createRouter, isUniqueViolation, isUuid } from '../util';
+import { imageTagView, repositoryView, webhookUrl } from '../views';
+
+const json = <T>(schema: T) => ({ 'application/json': { schema } });
+
+const create = createRoute({
+  method: 'post',
+  path: '/repositories',
+  tags: ['repositories'],
+  summary: 'Create an image repository (and its namespace when missing)',
+  description:
+    'Omitted visibility, immutableTags and acceleratedImages take the namespace defaults. With a source and no ' +
+    'webhookSecret, a secret is generated and returned once, in this response, with the webhook URL to set.',
+  request: { body: { required: true, content: json(RepositoryCreate) } },
+  responses: {
+    201: { description: 'Created', content: json(RepositoryCreated) },
+    ...pickErrors(400, 401, 403, 409, 413, 415),
+  },
+});
+
+const list = createRoute({
+  method: 'get',
+  path: '/repositories',
+  tags: ['repositories'],
+  summary: 'List image repositories',
+  request: { query: RepositoryListQuery },
+  responses: { 200: { description: 'A page of repositories', content: json(RepositoryPage) }, ...pickErrors(400, 401, 403) },
+});
+
+const get = createRoute({
+  method: 'get',
+  path: '/repositories/{id}',
+  tags: ['repositories'],
+  summary: 'Get an image repository',
+  request: { params: IdParams },
+  responses: { 200: { description: 'The repository', content: json(RepositoryView) }, ...pickErrors(401, 403, 404) },
+});
+
+const patch = createRoute({
+  method: 'patch',
+  path: '/repositories/{id}',
+  tags: ['repositories'],
+  summary: 'Change an image repository',
+  request: { params: IdParams, body: { required: true, content: json(RepositoryUpdate) } },
+  responses: {
+    200: { description: 'The changed repository', content: json(RepositoryView) },
+    ...pickErrors(400, 401, 403, 404, 413, 415),
+  },
+});
+
+const remove = createRoute({
+  method: 'delete',
+  path: '/repositories/{id}',
+  tags: ['repositories'],
+  summary: 'Delete an image repository, its builds and tag records',
+  description: 'Refused (409) while a build of the repository is queued or running.',
+  request: { params: IdParams },
+  responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404, 409) },
+});
+
+const tags = createRoute({
+  method: 'get',
+  path: '/repositories/{id}/tags',
+  tags: ['repositories'],
+  summary: 'Image versions (tags) of a repository with their creation method',
+  request: { params: IdParams },
+  responses: { 200: { description: 'Tags by name', content: json(ImageTagPage) }, ...pickErrors(401, 403, 404) },
+});
+
+const encodeCursor = (id: string) => Buffer.from(id).toString('base64url');
+function decodeCursor(raw: string): string {
+  const id = Buffer.from(raw, 'base64url').toString();
+  if (!isUuid(id)) throw new ApiError('bad_request', 'Invalid cursor', { cursor: raw });
+  return id;
+}
+
+export async function loadRepository(c: Context<AppEnv>, db: AppDeps['db'], id: string): Promise<RepositoryWithNamespace> {
+  const repo = isUuid(id) ? await getRepository(db, id) : undefined;
+  if (!repo) throw new ApiError('not_found', `Repository ${id} not found`);
+  requireNamespace(c, repo.namespace);
+  return repo;
+}
+
+export function repositoryRoutes({ db, config }: AppDeps) {
+  const view = (r: RepositoryWithNamespace) => repositoryView(r, config.publicUrl);
+
+  return createRouter()
+    .openapi(create, async (c) => {
+      const body = c.req.valid('json');
+      requireNamespace(c, body.namespace);
+      const conflict = () => new ApiError('conflict', `Repository "${body.namespace}/${body.name}" already exists`);
+      if (await getRepositoryByPath(db, body.namespace, body.name)) throw conflict();
+
+      const source = body.source;
+      const generatedSecret =
+        source && !source.webhookSecret && webhookUrl(config.publicUrl, source.provider)
+          ? randomBytes(32).toString('hex')
+          : undefined;
+      const webhookSecret = source?.webhookSecret ?? generatedSecret;
+
+      const created = await db.transaction(async (tx) => {
+        const ns = await ensureNamespace(tx, body.namespace);
+        try {
+          const row = await insertRepository(tx, {
+            namespaceId: ns.id,
+            name: body.name,
+            visibility: body.visibility ?? ns.defaultVisibility,
+            immutableTags: body.immutableTags ?? ns.defaultImmutableTags,
+            acceleratedImages: body.acceleratedImages ?? ns.defaultAcceleratedImages,
+            summary: body.summary,
+            description: body.description,
+            sourceProvider: source?.provider ?? null,
+            sourceUrl: source?.url ?? null,
+            sourceTokenEnc: source?.token ? encryptSecret(config.secretKey, source.token) : null,
+            webhookSecretEnc: webhookSecret ? encryptSecret(config.secretKey, webhookSecret) : null,
+            autoBuild: body.buildSettings?.autoBuild,
+            noCache: body.buildSettings?.noCache,
+          });
+          return { ...row, namespace: ns.name };
+        } catch (err) {
+          if (isUniqueViolation(err)) throw conflict();
+          throw err;
+        }
+      });
+
+      const out = view(created);
+      return c.json(
+        { ...out, source: out.source && (generatedSecret ? { ...out.source, webhookSecret: generatedSecret } : out.source) },
+        201,
+      );
+    })
+    .openapi(list, async (c) => {
+      const q = c.req.valid('query');
+      const scope = namespaceScope(c);
+      if (scope && q.namespace && q.namespace !== scope) requireNamespace(c, q.namespace);
+      const rows = await listRepositories(db, {
+        namespace: q.namespace ?? scope,
+        after: q.cursor ? decodeCursor(q.cursor) : undefined,
+        limit: q.limit + 1,
+      });
+      const items = rows.slice(0, q.limit);
+      const last = items[items.length - 1];
+      return c.json({ items: items.map(view), nextCursor: rows.length > q.limit && last ? encodeCursor(last.id) : null }, 200);
+    })
+    .openapi(get, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      return c.json(view(repo), 200);
+    })
+    .openapi(patch, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      const { buildSettings, ...fields } = c.req.valid('json');
+      const row = await updateRepository(db, repo.id, {
+        ...fields,
+        autoBuild: buildSettings?.autoBuild,
+        noCache: buildSettings?.noCache,
+      });
+      if (!row) throw new ApiError('not_found', `Repository ${repo.id} not found`);
+      return c.json(view({ ...row, namespace: repo.namespace }), 200);
+    })
+    .openapi(remove, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      const active = await countActiveBuilds(db, repo.id);
+      if (active > 0) {
+        throw new ApiError('conflict', `Repository has ${active} build(s) in progress; cancel them first`, { active });
+      }
+      if (!(await deleteRepository(db, repo.id))) throw new ApiError('not_found', `Repository ${repo.id} not found`);
+      return c.body(null, 204);
+    })
+    .openapi(tags, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      const rows = await listImageTags(db, repo.id);
+      return c.json({ items: rows.map(imageTagView), nextCursor: null }, 200);
+    });
+}

@@ -1,0 +1,342 @@
+import { z } from '@hono/zod-openapi';
+import { createSchemaFactory } from 'drizzle-zod';
+import { PLATFORMS } from '../env';
+import {
+  BUILD_PHASES,
+  BUILD_STATUSES,
+  builds,
+  CREATION_METHODS,
+  imageTags,
+  namespaces,
+  PLATFORM_STATUSES,
+  repositories,
+  TRIGGERS,
+} from '../db/schema';
+
+// The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
+const { createInsertSchema, createSelectSchema, createUpdateSchema } = createSchemaFactory({ zodInstance: z });
+
+export const NAMESPACE_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
+/** One path component of the OCI distribution name grammar. */
+export const REPOSITORY_NAME_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
+export const OCI_TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+export const BUILD_ARG_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
+export const SOURCE_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] as const;
+export type SourceProvider = (typeof SOURCE_PROVIDERS)[number];
+
+export const MAX_DOCKERFILE_BYTES = 256 * 1024;
+export const MAX_BUILD_ARGS = 20;
+export const MAX_LABELS = 50;
+export const MAX_TAGS = 5;
+
+const iso = () => z.iso.datetime({ offset: true });
+const unique = <T>(a: T[]) => new Set(a).size === a.length;
+
+export const NamespaceName = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(NAMESPACE_NAME_RE, 'lowercase letters and digits, separated by single ".", "_" or "-"')
+  .openapi({ example: 'team-a' });
+
+export const RepositoryName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(REPOSITORY_NAME_RE, 'lowercase letters and digits, separated by ".", "_", "__" or dashes; no "/"')
+  .openapi({ example: 'web' });
+
+/** `namespace/name` */
+export const RepositoryPath = z
+  .string()
+  .max(64 + 1 + 128)
+  .refine((v) => {
+    const [ns, name, ...rest] = v.split('/');
+    return rest.length === 0 && NAMESPACE_NAME_RE.test(ns ?? '') && (ns?.length ?? 0) <= 64 && REPOSITORY_NAME_RE.test(name ?? '');
+  }, 'must be "namespace/name" in lowercase')
+  .openapi({
+    example: 'team-a/web',
+    pattern: `${NAMESPACE_NAME_RE.source.slice(0, -1)}/${REPOSITORY_NAME_RE.source.slice(1)}`,
+  });
+
+export function splitRepositoryPath(path: string): { namespace: string; name: string } {
+  const i = path.indexOf('/');
+  return { namespace: path.slice(0, i), name: path.slice(i + 1) };
+}
+
+export const IdParams = z.object({
+  id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid', example: '0b9c3c1e-5b8f-4f57-9a53-8d1f1c1ad3a0' }),
+});
+
+export const PageQuery = z.object({
+  cursor: z.string().max(512).optional().openapi({ description: 'nextCursor of the previous page' }),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+});
+
+export const page = <T extends z.ZodType>(item: T, name: string) =>
+  z.object({ items: z.array(item), nextCursor: z.string().nullable() }).openapi(name);
+
+// ---- namespaces -------------------------------------------------------------------------------
+
+export const NamespaceCreate = createInsertSchema(namespaces, { name: NamespaceName })
+  .pick({
+    name: true,
+    defaultVisibility: true,
+    defaultImmutableTags: true,
+    defaultAcceleratedImages: true,
+    autoCreateRepository: true,
+  })
+  .strict()
+  .openapi('NamespaceCreate');
+
+export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() }).openapi('Namespace');
+export const NamespacePage = page(NamespaceView, 'NamespacePage');
+
+// ---- repositories -----------------------------------------------------------------------------
+
+/** A clone URL: http(s), ssh or git URL, or scp-like `user@host:path`; never with credentials in it. */
+export const GitUrl = z
+  .string()
+  .min(1)
+  .max(2048)
+  .superRefine((v, ctx) => {
+    if (/^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$/.test(v)) return;
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not a URL' });
+      return;
+    }
+    if (!['http:', 'https:', 'ssh:', 'git:'].includes(url.protocol)) {
+      ctx.addIssue({ code: 'custom', message: 'scheme must be http, https, ssh or git' });
+    } else if (url.password || (url.username && url.protocol !== 'ssh:')) {
+      ctx.addIssue({ code: 'custom', message: 'put credentials in "token", not in the URL' });
+    }
+  })
+  .openapi({ example: 'https://github.com/acme/web.git' });
+
+export const SourceCreate = z
+  .object({
+    provider: z.enum(SOURCE_PROVIDERS),
+    url: GitUrl,
+    token: z.string().min(1).max(4096).optional().openapi({ description: 'Access token; stored encrypted, never returned' }),
+    webhookSecret: z
+      .string()
+      .min(16)
+      .max(256)
+      .optional()
+      .openapi({ description: 'Omit to have one generated and returned once' }),
+  })
+  .strict();
+
+export const BuildSettings = z.object({ autoBuild: z.boolean(), noCache: z.boolean() }).openapi('BuildSettings');
+
+// drizzle-zod takes a replacement schema as is, so optionality is spelled out here.
+const repositoryFields = {
+  name: RepositoryName,
+  summary: z.string().max(256).optional(),
+  description: z.string().max(32 * 1024).optional(),
+};
+
+export const RepositoryCreate = createInsertSchema(repositories, repositoryFields)
+  .pick({ name: true, visibility: true, immutableTags: true, acceleratedImages: true, summary: true, description: true })
+  .extend({
+    namespace: NamespaceName,
+    source: SourceCreate.optional(),
+    buildSettings: BuildSettings.partial().strict().optional(),
+  })
+  .strict()
+  .openapi('RepositoryCreate');
+
+export const RepositoryUpdate = createUpdateSchema(repositories, repositoryFields)
+  .pick({ visibility: true, immutableTags: true, acceleratedImages: true, summary: true, description: true })
+  .extend({ buildSettings: BuildSettings.partial().strict().optional() })
+  .strict()
+  .openapi('RepositoryUpdate');
+
+export const SourceView = z
+  .object({
+    provider: z.enum(SOURCE_PROVIDERS),
+    url: z.string(),
+    hasToken: z.boolean(),
+    webhookUrl: z.string().nullable().openapi({ description: 'Where the git host must send push events; null for plain git' }),
+  })
+  .openapi('Source');
+
+export const RepositoryView = createSelectSchema(repositories, { createdAt: iso(), updatedAt: iso() })
+  .pick({
+    id: true,
+    name: true,
+    visibility: true,
+    immutableTags: true,
+    acceleratedImages: true,
+    summary: true,
+    description: true,
+    createdAt: true,
+    updatedAt: true,
+  })
+  .extend({
+    namespace: z.string(),
+    path: z.string().openapi({ description: 'namespace/name' }),
+    source: SourceView.nullable(),
+    buildSettings: BuildSettings,
+  })
+  .openapi('Repository');
+
+export const RepositoryCreated = RepositoryView.extend({
+  source: SourceView.extend({
+    webhookSecret: z
+      .string()
+      .optional()
+      .openapi({ description: 'Present only in this response, and only when Kiln generated the secret' }),
+  }).nullable(),
+}).openapi('RepositoryCreated');
+
+export const RepositoryPage = page(RepositoryView, 'RepositoryPage');
+
+export const RepositoryListQuery = PageQuery.extend({ namespace: NamespaceName.optional() });
+
+export const ImageTagView = createSelectSchema(imageTags, { createdAt: iso(), updatedAt: iso() })
+  .pick({ tag: true, digest: true, creationMethod: true, buildId: true, createdAt: true, updatedAt: true })
+  .openapi('ImageTag');
+
+export const ImageTagPage = page(ImageTagView, 'ImageTagPage');
+
+// ---- builds -----------------------------------------------------------------------------------
+
+const stringMap = (max: number, what: string, key: z.ZodString) =>
+  z
+    .record(key, z.string().max(4096))
+    .refine((m) => Object.keys(m).length <= max, `at most ${max} ${what}`)
+    .openapi({ maxProperties: max });
+
+export const BuildSubmit = createInsertSchema(builds, {
+  dockerfile: z
+    .string()
+    .min(1)
+    .refine((v) => Buffer.byteLength(v, 'utf8') <= MAX_DOCKERFILE_BYTES, 'dockerfile must be at most 256 KiB'),
+  platforms: z
+    .array(z.enum(PLATFORMS))
+    .min(1)
+    .refine(unique, 'platforms must be unique')
+    .openapi({ uniqueItems: true }),
+  buildArgs: stringMap(
+    MAX_BUILD_ARGS,
+    'build args',
+    z.string().regex(BUILD_ARG_KEY_RE, 'build arg names are letters, digits and "_", not starting with a digit'),
+  )
+    .openapi({ description: `Case-sensitive names matching ${BUILD_ARG_KEY_RE.source}` })
+    .optional(),
+  labels: stringMap(MAX_LABELS, 'labels', z.string().min(1).max(256)).optional(),
+  target: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'not a valid stage name').optional(),
+  tags: z
+    .array(z.string().regex(OCI_TAG_RE, 'not a valid OCI tag'))
+    .min(1)
+    .max(MAX_TAGS)
+    .refine(unique, 'tags must be unique')
+    .openapi({ uniqueItems: true }),
+  noCache: z.boolean().optional().openapi({ description: "Default: the repository's build setting" }),
+  accelerated: z.boolean().optional().openapi({ description: "Default: the repository's acceleratedImages" }),
+  clientToken: z
+    .string()
+    .regex(CLIENT_TOKEN_RE, '1–64 characters of A-Z a-z 0-9 . _ -')
+    .optional()
+    .openapi({ description: 'Idempotency key: the same token and body return the same build' }),
+  timeoutMinutes: z.number().int().min(1).max(1440).default(60),
+})
+  .pick({
+    dockerfile: true,
+    platforms: true,
+    buildArgs: true,
+    labels: true,
+    target: true,
+    tags: true,
+    noCache: true,
+    accelerated: true,
+    clientToken: true,
+    timeoutMinutes: true,
+  })
+  .extend({ repository: RepositoryPath })
+  .strict()
+  .openapi('BuildSubmit');
+
+export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
+
+export const BuildAccepted = z.object({ buildId: z.string(), workflowId: z.string() }).openapi('BuildAccepted');
+
+export const BuildStepView = z.object({
+  name: z.string(),
+  cached: z.boolean(),
+  startedAt: z.string().nullable(),
+  completedAt: z.string().nullable(),
+  error: z.string().optional(),
+});
+
+export const BuildPlatformView = z
+  .object({
+    platform: z.string(),
+    status: z.enum(PLATFORM_STATUSES),
+    digest: z.string().nullable(),
+    cacheHits: z.number().int(),
+    startedAt: iso().nullable(),
+    finishedAt: iso().nullable(),
+    steps: z.array(BuildStepView),
+  })
+  .openapi('BuildPlatform');
+
+export const BuildView = z
+  .object({
+    id: z.string(),
+    status: z.enum(BUILD_STATUSES),
+    phase: z.enum(BUILD_PHASES).nullable(),
+    trigger: z.enum(TRIGGERS),
+    creationMethod: z.enum(CREATION_METHODS),
+    repository: z.string().openapi({ description: 'namespace/name' }),
+    source: z.object({ url: z.string(), ref: z.string().nullable(), commit: z.string().nullable() }).optional(),
+    platforms: z.array(BuildPlatformView),
+    manifestDigest: z.string().nullable(),
+    tags: z.array(z.string()).openapi({ description: 'Tags requested' }),
+    pushedTags: z.array(z.string()),
+    accelerated: z.object({ tags: z.array(z.string()), digest: z.string().nullable() }).optional(),
+    error: z.object({ code: z.string(), message: z.string() }).optional(),
+    workflowId: z.string(),
+    temporalUiUrl: z.string().nullable(),
+    createdAt: iso(),
+    startedAt: iso().nullable(),
+    finishedAt: iso().nullable(),
+  })
+  .openapi('Build');
+
+export type BuildViewBody = z.infer<typeof BuildView>;
+
+export const BuildPage = page(BuildView, 'BuildPage');
+
+export const BuildListQuery = PageQuery.extend({
+  repository: RepositoryPath.optional(),
+  repositoryId: z.guid().optional(),
+  status: z.enum(BUILD_STATUSES).optional(),
+});
+
+export const BuildLogsQuery = z.object({
+  follow: z
+    .enum(['1', '0', 'true', 'false'])
+    .optional()
+    .openapi({ description: '1 → Server-Sent Events until the build ends' }),
+});
+
+export const CancelAccepted = z
+  .object({ buildId: z.string(), status: z.enum(BUILD_STATUSES) })
+  .openapi('CancelAccepted');
+
+// ---- system -----------------------------------------------------------------------------------
+
+export const Health = z.object({ status: z.literal('ok') }).openapi('Health');
+
+export const Readiness = z
+  .object({
+    status: z.enum(['ready', 'not_ready']),
+    checks: z.record(z.string(), z.object({ ok: z.boolean(), error: z.string().optional() })),
+  })
+  .openapi('Readiness');

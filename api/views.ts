@@ -1,0 +1,97 @@
+import type { BuildWithDetails } from '../db/queries/builds';
+import type { RepositoryWithNamespace } from '../db/queries/repositories';
+import type { ImageTag, Namespace } from '../db/schema';
+import type { BuildViewBody, SourceProvider } from './schemas';
+
+const isoOrNull = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function namespaceView(n: Namespace) {
+  return { ...n, createdAt: n.createdAt.toISOString() };
+}
+
+/** Providers that can call us back; a plain git URL has no webhook. */
+export function webhookUrl(publicUrl: string, provider: SourceProvider): string | null {
+  if (provider === 'git') return null;
+  return `${publicUrl.replace(/\/+$/, '')}/webhooks/${provider}`;
+}
+
+export function repositoryView(r: RepositoryWithNamespace, publicUrl: string) {
+  return {
+    id: r.id,
+    namespace: r.namespace,
+    name: r.name,
+    path: `${r.namespace}/${r.name}`,
+    visibility: r.visibility,
+    immutableTags: r.immutableTags,
+    acceleratedImages: r.acceleratedImages,
+    summary: r.summary,
+    description: r.description,
+    source:
+      r.sourceProvider && r.sourceUrl
+        ? {
+            provider: r.sourceProvider,
+            url: r.sourceUrl,
+            hasToken: r.sourceTokenEnc !== null,
+            webhookUrl: webhookUrl(publicUrl, r.sourceProvider),
+          }
+        : null,
+    buildSettings: { autoBuild: r.autoBuild, noCache: r.noCache },
+    createdAt: r.createdAt.toISOString(),
+    updatedAt: r.updatedAt.toISOString(),
+  };
+}
+
+export function imageTagView(t: ImageTag) {
+  return {
+    tag: t.tag,
+    digest: t.digest,
+    creationMethod: t.creationMethod,
+    buildId: t.buildId,
+    createdAt: t.createdAt.toISOString(),
+    updatedAt: t.updatedAt.toISOString(),
+  };
+}
+
+export interface TemporalLink {
+  temporalUiUrl: string | null;
+  temporalNamespace: string;
+}
+
+export function temporalWorkflowUrl(link: TemporalLink, workflowId: string): string | null {
+  if (!link.temporalUiUrl) return null;
+  const base = link.temporalUiUrl.replace(/\/+$/, '');
+  return `${base}/namespaces/${encodeURIComponent(link.temporalNamespace)}/workflows/${encodeURIComponent(workflowId)}`;
+}
+
+export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBody {
+  return {
+    id: b.id,
+    status: b.status,
+    phase: b.phase,
+    trigger: b.trigger,
+    creationMethod: b.creationMethod,
+    repository: b.repository,
+    ...(b.sourceUrl ? { source: { url: b.sourceUrl, ref: b.sourceRef, commit: b.sourceCommit } } : {}),
+    platforms: b.platformStates.map((p) => ({
+      platform: p.platform,
+      status: p.status,
+      digest: p.digest,
+      cacheHits: p.cacheHits,
+      startedAt: isoOrNull(p.startedAt),
+      finishedAt: isoOrNull(p.finishedAt),
+      steps: p.steps,
+    })),
+    manifestDigest: b.manifestDigest,
+    tags: b.tags,
+    pushedTags: b.pushedTags,
+    ...(b.accelerated ? { accelerated: { tags: b.acceleratedTags, digest: b.acceleratedDigest } } : {}),
+    ...(b.errorCode || b.errorMessage
+      ? { error: { code: b.errorCode ?? 'unknown', message: b.errorMessage ?? '' } }
+      : {}),
+    workflowId: b.workflowId,
+    temporalUiUrl: temporalWorkflowUrl(link, b.workflowId),
+    createdAt: b.createdAt.toISOString(),
+    startedAt: isoOrNull(b.startedAt),
+    finishedAt: isoOrNull(b.finishedAt),
+  };
+}

@@ -1,0 +1,147 @@
+// Shared set-up for the API unit tests: the real app over in-memory PGlite, Temporal faked.
+import { randomBytes } from 'node:crypto';
+import { count } from 'drizzle-orm';
+import postgres from 'postgres';
+import { openDatabase, type DbHandle } from '../../../db/client';
+import { builds, namespaces, repositories } from '../../../db/schema';
+import { createApp, type AppDeps } from '../../../api/app';
+import type { BuildStarter, StartBuildRequest } from '../../../api/build-starter';
+
+export const TOKEN = 'test-admin-token-0123456789';
+export const SECRET_KEY = 'unit-test-secret-key';
+export const PUBLIC_URL = 'https://kiln.example.test';
+/** Opening PGlite and migrating takes seconds on a busy machine. */
+export const DB_TIMEOUT = 60_000;
+
+export class FakeBuildStarter implements BuildStarter {
+  starts: StartBuildRequest[] = [];
+  cancels: string[] = [];
+  startError: Error | null = null;
+  cancelError: Error | null = null;
+
+  async start(req: StartBuildRequest): Promise<void> {
+    this.starts.push(req);
+    if (this.startError) throw this.startError;
+  }
+
+  async cancel(workflowId: string): Promise<void> {
+    this.cancels.push(workflowId);
+    if (this.cancelError) throw this.cancelError;
+  }
+
+  reset(): void {
+    this.starts = [];
+    this.cancels = [];
+    this.startError = null;
+    this.cancelError = null;
+  }
+}
+
+export interface Res {
+  status: number;
+  headers: Headers;
+  text: string;
+  body: any;
+}
+
+export interface Harness {
+  handle: DbHandle;
+  db: DbHandle['db'];
+  starter: FakeBuildStarter;
+  app: ReturnType<typeof createApp>;
+  /** Calls the app with the admin token unless `token` says otherwise (null: no header). */
+  call(path: string, init?: { method?: string; json?: unknown; body?: string; token?: string | null; headers?: Record<string, string> }): Promise<Res>;
+  counts(): Promise<{ namespaces: number; repositories: number; builds: number }>;
+  close(): Promise<void>;
+}
+
+export function makeApp(
+  handle: DbHandle,
+  starter: BuildStarter,
+  overrides: Partial<Omit<AppDeps, 'config'>> & { config?: Partial<AppDeps['config']> } = {},
+) {
+  const { config, ...rest } = overrides;
+  return createApp({
+    db: handle.db,
+    builds: starter,
+    config: {
+      apiToken: TOKEN,
+      maxBodyBytes: 1024 * 1024,
+      temporalUiUrl: 'http://temporal-ui.test:8233/',
+      temporalNamespace: 'default',
+      registry: '127.0.0.1:5000',
+      secretKey: SECRET_KEY,
+      publicUrl: PUBLIC_URL,
+      ...config,
+    },
+    ...rest,
+  });
+}
+
+export async function request(
+  app: { request: (path: string, init?: RequestInit) => Response | Promise<Response> },
+  path: string,
+  init: { method?: string; json?: unknown; body?: string; token?: string | null; headers?: Record<string, string> } = {},
+): Promise<Res> {
+  const headers: Record<string, string> = { ...init.headers };
+  const token = init.token === undefined ? TOKEN : init.token;
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  let body = init.body;
+  if (init.json !== undefined) {
+    body = JSON.stringify(init.json);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await app.request(path, { method: init.method ?? (body !== undefined ? 'POST' : 'GET'), headers, body });
+  const text = await res.text();
+  let parsed: unknown = undefined;
+  if (res.headers.get('content-type')?.includes('json')) parsed = JSON.parse(text);
+  return { status: res.status, headers: res.headers, text, body: parsed };
+}
+
+/**
+ * In-memory PGlite by default; with KILN_UNIT_POSTGRES_URL (a server URL), a fresh database on
+ * that server, to run the same tests against real Postgres.
+ */
+async function openUnitDatabase(): Promise<DbHandle> {
+  const server = process.env.KILN_UNIT_POSTGRES_URL;
+  if (!server) return openDatabase({ dataDir: 'memory://' });
+  const name = `kiln_unit_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(server, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  return openDatabase({ url: server.replace(/\/[^/]*$/, `/${name}`) });
+}
+
+export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {}): Promise<Harness> {
+  const handle = await openUnitDatabase();
+  const starter = new FakeBuildStarter();
+  const app = makeApp(handle, starter, overrides);
+  return {
+    handle,
+    db: handle.db,
+    starter,
+    app,
+    call: (path, init) => request(app, path, init),
+    async counts() {
+      const [[n], [r], [b]] = await Promise.all([
+        handle.db.select({ n: count() }).from(namespaces),
+        handle.db.select({ n: count() }).from(repositories),
+        handle.db.select({ n: count() }).from(builds),
+      ]);
+      return { namespaces: Number(n!.n), repositories: Number(r!.n), builds: Number(b!.n) };
+    },
+    close: () => handle.close(),
+  };
+}
+
+export const DOCKERFILE = 'FROM 127.0.0.1:5000/base/busybox\nRUN echo hi > /x\n';
+
+export function buildBody(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    repository: 'team/web',
+    dockerfile: DOCKERFILE,
+    platforms: ['linux/amd64', 'linux/arm64'],
+    tags: ['v1'],
+    ...overrides,
+  };
+}
