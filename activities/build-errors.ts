@@ -14,6 +14,9 @@ const TRANSIENT = [
   /no such host/i,
   /TLS handshake timeout/i,
   /Unavailable: connection error/i,
+  // gRPC Unavailable: buildkitd went away mid-solve (crash, restart), e.g. `failed to receive
+  // status: rpc error: code = Unavailable desc = error reading from server: EOF`.
+  /\bcode = Unavailable\b/,
   /transport is closing/i,
   /context deadline exceeded/i,
   /broken pipe/i,

@@ -1,22 +1,53 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { appendBuildLogs, finishBuild, getBuild, isTerminal, updateBuild } from '../db/queries/builds';
+import { appendBuildLogs, finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
-import { upsertImageTags } from '../db/queries/tags';
+import { claimImageTags, releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';
 import type { BuildPlan, PlatformImage, PlatformName } from '../workflows/types';
-import { MEDIA_TYPES, RegistryClient, RegistryError } from './registry';
+import { MEDIA_TYPES, RegistryClient, RegistryError, sha256 } from './registry';
 
 export interface ControlActivityDeps {
   db: Db;
   registry: RegistryClient;
-  /** Turns a pinned-but-unresolved git build into a commit (git ls-remote); added with git sources. */
-  resolveSource?: (plan: BuildPlan) => Promise<BuildPlan>;
+  /** Pins a git build to a commit and renders its rule's tags (activities/source.ts). */
+  resolveSource?: (plan: BuildPlan, build: BuildWithDetails) => Promise<BuildPlan>;
 }
 
 export function createControlActivities(deps: ControlActivityDeps) {
   const { db, registry } = deps;
+
+  /** The immutable-tags check of assembleImageIndex; throws `tag_immutable` naming the taken tags. */
+  async function claimImmutableTags(buildId: string, repository: string, tags: string[], digest: string): Promise<void> {
+    const guarded = tags.filter((t) => t !== 'latest');
+    if (guarded.length === 0) return;
+    const taken: string[] = [];
+    // Tags pushed outside Kiln exist in the registry even when the database never heard of them.
+    for (const tag of guarded) {
+      const existing = await registry.resolveDigest(repository, tag);
+      if (existing && existing !== digest) taken.push(`${tag} (in the registry)`);
+    }
+    if (taken.length === 0) {
+      const build = await getBuild(db, buildId);
+      if (!build) throw ApplicationFailure.create({ type: 'not_found', message: `build ${buildId} not found`, nonRetryable: true });
+      const held = await claimImageTags(db, {
+        repositoryId: build.repositoryId,
+        tags: guarded,
+        digest,
+        buildId,
+        creationMethod: build.creationMethod,
+      });
+      for (const t of held) taken.push(`${t.tag} (${t.buildId ? `pushed by build ${t.buildId}` : t.creationMethod})`);
+    }
+    if (taken.length) {
+      throw ApplicationFailure.create({
+        type: 'tag_immutable',
+        message: `Tags are immutable in ${repository} and these already exist: ${taken.join(', ')}; no tag was pushed`,
+        nonRetryable: true,
+      });
+    }
+  }
 
   return {
     /** Marks the build running and returns what to build; null when it already ended. */
@@ -58,7 +89,13 @@ export function createControlActivities(deps: ControlActivityDeps) {
         if (!deps.resolveSource) {
           throw ApplicationFailure.create({ type: 'invalid_source', message: 'git sources are not configured on this worker', nonRetryable: true });
         }
-        plan = await deps.resolveSource(plan);
+        plan = await deps.resolveSource(plan, build);
+        if (plan.source.kind === 'git') {
+          await appendBuildLogs(db, buildId, [
+            { platform: null, line: `==> source ${plan.source.url} ${plan.ref} pinned to ${plan.source.commit}` },
+            { platform: null, line: `==> tags ${plan.tags.join(', ')}` },
+          ]);
+        }
       }
       await updateBuild(db, buildId, { phase: 'building' });
       return plan;
@@ -66,7 +103,9 @@ export function createControlActivities(deps: ControlActivityDeps) {
 
     /**
      * Joins the per-platform images into one OCI index and pushes it under every tag. With
-     * immutable tags, every existing tag but `latest` is checked before anything is pushed.
+     * immutable tags, every tag but `latest` must be free before anything is pushed: free in the
+     * registry (tags pushed outside Kiln) and claimed for this build in the database, which
+     * settles a race between two builds for the same tag — only the claimer pushes.
      */
     async assembleImageIndex(input: {
       buildId: string;
@@ -78,10 +117,15 @@ export function createControlActivities(deps: ControlActivityDeps) {
       await updateBuild(db, input.buildId, { phase: 'assembling' });
       const index = assembleIndexManifest(input.images);
       const body = Buffer.from(JSON.stringify(index));
+      const digest = sha256(body);
       try {
-        if (input.immutableTags) await assertTagsWritable(registry, input.repository, input.tags, body);
-        let digest = '';
-        for (const tag of input.tags) digest = await registry.putManifest(input.repository, tag, body, MEDIA_TYPES.ociIndex);
+        if (input.immutableTags) await claimImmutableTags(input.buildId, input.repository, input.tags, digest);
+        const signal = activityCancellationSignal();
+        for (const tag of input.tags) {
+          // A cancel that lands mid-way must not leave more tags behind than it has to.
+          if (signal?.aborted) throw new CancelledFailure('build canceled before every tag was pushed');
+          await registry.putManifest(input.repository, tag, body, MEDIA_TYPES.ociIndex);
+        }
         await appendBuildLogs(db, input.buildId, [
           { platform: null, line: `==> pushed index ${digest} as ${input.tags.map((t) => `${input.repository}:${t}`).join(', ')}` },
         ]);
@@ -120,6 +164,9 @@ export function createControlActivities(deps: ControlActivityDeps) {
       message: string;
     }): Promise<void> {
       await finishBuild(db, input.buildId, { status: input.status, errorCode: input.code, errorMessage: input.message });
+      // Tags this build claimed (immutable repositories) were never fully pushed: free them for
+      // the next build. A build that did succeed keeps its tags, whatever happened after.
+      if ((await getBuildStatus(db, input.buildId)) !== 'succeeded') await releaseImageTagClaims(db, input.buildId);
       await db
         .update(buildPlatforms)
         .set({ status: 'canceled', finishedAt: new Date() })
@@ -149,28 +196,19 @@ export function assembleIndexManifest(images: PlatformImage[]) {
   };
 }
 
-async function assertTagsWritable(registry: RegistryClient, repository: string, tags: string[], body: Buffer): Promise<void> {
-  const { sha256 } = await import('./registry');
-  const digest = sha256(body);
-  const taken: string[] = [];
-  for (const tag of tags) {
-    if (tag === 'latest') continue;
-    const existing = await registry.resolveDigest(repository, tag);
-    if (existing && existing !== digest) taken.push(tag);
-  }
-  if (taken.length) {
-    throw ApplicationFailure.create({
-      type: 'tag_immutable',
-      message: `Tags are immutable in ${repository} and already exist: ${taken.join(', ')}; nothing was pushed`,
-      nonRetryable: true,
-    });
-  }
-}
-
 /** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
 function toActivityError(err: unknown): unknown {
   if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
     return ApplicationFailure.create({ type: 'registry_rejected', message: err.message, nonRetryable: true });
   }
   return err;
+}
+
+/** The running activity's cancellation signal; undefined when called outside an activity. */
+function activityCancellationSignal(): AbortSignal | undefined {
+  try {
+    return Context.current().cancellationSignal;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 
 export const MEDIA_TYPES = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',
@@ -8,6 +9,12 @@ export const MEDIA_TYPES = {
 } as const;
 
 const ACCEPT_ALL = Object.values(MEDIA_TYPES).join(', ');
+
+/**
+ * Sent with every registry request. Registry notifications carry the pusher's User-Agent, which
+ * is how /webhooks/registry tells Kiln's own index pushes from tags pushed by hand.
+ */
+export const KILN_USER_AGENT = `kiln/${(createRequire(import.meta.url)('../package.json') as { version: string }).version}`;
 
 export interface RegistryCredentials {
   username: string;
@@ -86,7 +93,7 @@ export class RegistryClient {
   }
 
   async ping(): Promise<void> {
-    const res = await fetch(`${this.baseUrl}/v2/`, { signal: AbortSignal.timeout(3000) });
+    const res = await fetch(`${this.baseUrl}/v2/`, { headers: { 'user-agent': KILN_USER_AGENT }, signal: AbortSignal.timeout(3000) });
     if (res.status !== 200 && res.status !== 401) throw new RegistryError(`registry answered ${res.status}`, res.status);
   }
 
@@ -102,7 +109,7 @@ export class RegistryClient {
     const send = (auth?: string) =>
       fetch(url, {
         method,
-        headers: { ...init.headers, ...(auth ? { authorization: auth } : {}) },
+        headers: { 'user-agent': KILN_USER_AGENT, ...init.headers, ...(auth ? { authorization: auth } : {}) },
         body: init.body,
         redirect: 'follow',
         signal: AbortSignal.timeout(60_000),
@@ -132,7 +139,10 @@ export class RegistryClient {
     const tokenUrl = new URL(params.realm);
     if (params.service) tokenUrl.searchParams.set('service', params.service);
     tokenUrl.searchParams.set('scope', scope);
-    const res = await fetch(tokenUrl, { headers: basic ? { authorization: basic } : {}, signal: AbortSignal.timeout(15_000) });
+    const res = await fetch(tokenUrl, {
+      headers: { 'user-agent': KILN_USER_AGENT, ...(basic ? { authorization: basic } : {}) },
+      signal: AbortSignal.timeout(15_000),
+    });
     await ensureOk(res, 'registry token request');
     const body = (await res.json()) as { token?: string; access_token?: string };
     const token = body.token ?? body.access_token;

@@ -10,8 +10,12 @@ import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
 import { HttpMetrics } from './metrics';
 import { buildRoutes } from './routes/builds';
+import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
+import { registryEventRoutes } from './routes/registry-events';
 import { repositoryRoutes } from './routes/repositories';
+import { ruleRoutes } from './routes/rules';
+import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
 import { validationHook } from './util';
 
@@ -101,6 +105,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.route(API_PREFIX, namespaceRoutes(deps));
   app.route(API_PREFIX, repositoryRoutes(deps));
   app.route(API_PREFIX, buildRoutes(deps));
+  app.route(API_PREFIX, imageBuildRoutes(deps));
+  app.route(API_PREFIX, ruleRoutes(deps));
+  app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
+  app.route('/', webhookRoutes(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -1,5 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { KilnRepository, KilnStatus, KilnTrigger } from '../workflows/search-attributes';
+import { CANCEL_BUILD_SIGNAL, type CancelReason } from '../workflows/types';
 
 export interface StartBuildRequest {
   buildId: string;
@@ -13,8 +14,11 @@ export interface StartBuildRequest {
 export interface BuildStarter {
   /** Idempotent: starting a workflow id that already ran or runs is a success. */
   start(req: StartBuildRequest): Promise<void>;
-  /** Throws BuildNotRunningError when the engine has no such workflow (it never started). */
-  cancel(workflowId: string): Promise<void>;
+  /**
+   * Throws BuildNotRunningError when the engine has no such workflow (it never started). With a
+   * reason (e.g. superseded by a newer push) the workflow records that reason as the outcome.
+   */
+  cancel(workflowId: string, reason?: CancelReason): Promise<void>;
 }
 
 export class BuildNotRunningError extends Error {
@@ -53,9 +57,11 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
         throw err;
       }
     },
-    async cancel(workflowId) {
+    async cancel(workflowId, reason) {
       try {
-        await client.workflow.getHandle(workflowId).cancel();
+        const handle = client.workflow.getHandle(workflowId);
+        if (reason) await handle.signal(CANCEL_BUILD_SIGNAL, reason);
+        else await handle.cancel();
       } catch (err) {
         if (err instanceof WorkflowNotFoundError) throw new BuildNotRunningError(workflowId);
         throw err;

@@ -206,7 +206,7 @@ export const ImageTagPage = page(ImageTagView, 'ImageTagPage');
 
 // ---- builds -----------------------------------------------------------------------------------
 
-const stringMap = (max: number, what: string, key: z.ZodString) =>
+export const stringMap = (max: number, what: string, key: z.ZodString) =>
   z
     .record(key, z.string().max(4096))
     .refine((m) => Object.keys(m).length <= max, `at most ${max} ${what}`)
@@ -266,13 +266,23 @@ export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
 
 export const BuildAccepted = z.object({ buildId: z.string(), workflowId: z.string() }).openapi('BuildAccepted');
 
-export const BuildStepView = z.object({
-  name: z.string(),
-  cached: z.boolean(),
-  startedAt: z.string().nullable(),
-  completedAt: z.string().nullable(),
-  error: z.string().optional(),
-});
+export const BuildStepView = z
+  .object({
+    name: z.string().openapi({ description: 'As BuildKit names it, e.g. `[2/3] RUN make`' }),
+    cached: z.boolean().openapi({ description: 'Served from the build cache' }),
+    startedAt: z.string().nullable(),
+    completedAt: z.string().nullable(),
+    durationMs: z.number().int().nullable().openapi({ description: 'null until the step has started and completed' }),
+    error: z.string().optional(),
+  })
+  .openapi('BuildStep');
+
+export const BuildProgress = z
+  .object({
+    completedSteps: z.number().int().openapi({ description: 'Steps completed or served from cache' }),
+    totalSteps: z.number().int().openapi({ description: 'Steps BuildKit has announced so far' }),
+  })
+  .openapi('BuildProgress');
 
 export const BuildPlatformView = z
   .object({
@@ -283,6 +293,7 @@ export const BuildPlatformView = z
     startedAt: iso().nullable(),
     finishedAt: iso().nullable(),
     steps: z.array(BuildStepView),
+    progress: BuildProgress,
   })
   .openapi('BuildPlatform');
 

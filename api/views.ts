@@ -1,6 +1,6 @@
 import type { BuildWithDetails } from '../db/queries/builds';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
-import type { ImageTag, Namespace } from '../db/schema';
+import type { BuildStep, ImageTag, Namespace } from '../db/schema';
 import type { BuildViewBody, SourceProvider } from './schemas';
 
 const isoOrNull = (d: Date | null) => (d ? d.toISOString() : null);
@@ -63,6 +63,18 @@ export function temporalWorkflowUrl(link: TemporalLink, workflowId: string): str
   return `${base}/namespaces/${encodeURIComponent(link.temporalNamespace)}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
+export function stepView(s: BuildStep) {
+  const ms = s.startedAt && s.completedAt ? Date.parse(s.completedAt) - Date.parse(s.startedAt) : Number.NaN;
+  return {
+    name: s.name,
+    cached: s.cached,
+    startedAt: s.startedAt,
+    completedAt: s.completedAt,
+    durationMs: Number.isFinite(ms) ? Math.max(0, Math.round(ms)) : null,
+    ...(s.error ? { error: s.error } : {}),
+  };
+}
+
 export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBody {
   return {
     id: b.id,
@@ -79,7 +91,11 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
       cacheHits: p.cacheHits,
       startedAt: isoOrNull(p.startedAt),
       finishedAt: isoOrNull(p.finishedAt),
-      steps: p.steps,
+      steps: p.steps.map(stepView),
+      progress: {
+        completedSteps: p.steps.filter((st) => st.completedAt || st.cached).length,
+        totalSteps: p.steps.length,
+      },
     })),
     manifestDigest: b.manifestDigest,
     tags: b.tags,

@@ -176,12 +176,9 @@ export const imageTags = pgTable(
   (t) => [uniqueIndex('image_tags_repository_tag').on(t.repositoryId, t.tag)],
 );
 
-export interface TagTemplate {
-  template: string;
-  buildTime?: 'yyyyMMdd' | 'yyyyMMddHHmm';
-  timeZone?: string;
-  commitIdLength?: number;
-}
+/** One tag template of a rule; rendering and validation live in workflows/rules.ts. */
+export type { TagTemplate } from '../workflows/rules';
+import type { TagTemplate } from '../workflows/rules';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 

@@ -56,6 +56,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     buildkit: opts.buildkit,
     workRoot: path.join(opts.dataDir, 'work'),
     components: opts.components,
+    secretKey: opts.secretKey,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;

@@ -244,6 +244,10 @@ export function registryConfigYaml(o: { rootDir: string; port: number; notificat
       '      timeout: 1s',
       '      threshold: 5',
       '      backoff: 1s',
+      // Kiln records tag pushes only: layer uploads and every pull would be traffic for nothing.
+      '      ignore:',
+      '        mediatypes: [application/octet-stream]',
+      '        actions: [pull]',
     );
   }
   return lines.join('\n') + '\n';

@@ -2,9 +2,10 @@
 // from outside (TEMPORAL_ADDRESS, KILN_REGISTRY, KILN_BUILDKIT_*, DATABASE_URL) is started here
 // as a supervised child; Ctrl-C stops everything.
 import { execFile } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { registryNotificationToken } from '../api/routes/registry-events';
 import { loadEnv } from '../env';
 import { startKiln } from './kiln';
 import { loadOrCreateSecret } from './secrets';
@@ -18,6 +19,23 @@ const runsBuilds = env.KILN_COMPONENTS.some((c) => c.startsWith('build-'));
 const apiToken = loadOrCreateSecret(dataDir, 'api-token', env.KILN_API_TOKEN);
 const secretKey = loadOrCreateSecret(dataDir, 'secret-key', env.KILN_SECRET_KEY);
 const publicUrl = env.KILN_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
+// The registry reports every push to /webhooks/registry, so tags pushed by hand are recorded as
+// `user push`. A local registry reaches an API in this process over loopback.
+const wildcard = ['0.0.0.0', '::', ''].includes(env.HOST);
+const apiBase = env.KILN_COMPONENTS.includes('api') ? `http://${wildcard ? '127.0.0.1' : env.HOST}:${env.PORT}` : publicUrl;
+const registryNotifications = {
+  url: `${apiBase.replace(/\/+$/, '')}/webhooks/registry`,
+  token: registryNotificationToken(secretKey.value),
+};
+// For a registry configured from outside (KILN_REGISTRY): the token to put in its notifications
+// endpoint, kept next to the other secrets (it is derived from the secret key, so always current).
+{
+  const file = path.join(dataDir, 'secrets', 'registry-notifications-token');
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(`${file}.tmp`, `${registryNotifications.token}\n`, { mode: 0o600 });
+  chmodSync(`${file}.tmp`, 0o600);
+  renameSync(`${file}.tmp`, file);
+}
 
 console.log(`kiln: data dir ${dataDir}`);
 const stack = await startStack({
@@ -28,6 +46,7 @@ const stack = await startStack({
   buildkitAmd64: env.KILN_BUILDKIT_AMD64 ?? (runsBuilds ? undefined : 'none'),
   buildkitArm64: env.KILN_BUILDKIT_ARM64 ?? (runsBuilds ? undefined : 'none'),
   ensureTools: !env.KILN_SKIP_TOOL_SETUP,
+  registryNotifications,
   log: (msg) => console.log(`kiln: ${msg}`),
 });
 
@@ -73,7 +92,11 @@ Kiln is running (${env.KILN_COMPONENTS.join(', ')})
   API          ${kiln.url ?? '(not in this process)'}/api/v1
   API docs     ${kiln.url ?? ''}/docs
   Temporal UI  ${env.TEMPORAL_UI_URL ?? stack.temporalUiUrl ?? '(external Temporal)'}
-  Registry     ${stack.registry}  (base image: ${stack.registry}/base/busybox)
+  Registry     ${stack.registry}  (base image: ${stack.registry}/base/busybox)${
+    env.KILN_REGISTRY
+      ? `\n               its notifications: POST ${publicUrl.replace(/\/+$/, '')}/webhooks/registry, Authorization: Bearer <${path.join(dataDir, 'secrets/registry-notifications-token')}>`
+      : ''
+  }
   Database     ${kiln.db.kind}
   API token    ${apiToken.generated ? apiToken.value : `${apiToken.value}  (from ${env.KILN_API_TOKEN ? 'KILN_API_TOKEN' : path.join(dataDir, 'secrets/api-token')})`}
 Press Ctrl-C to stop.

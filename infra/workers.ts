@@ -5,6 +5,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, t
 import { createBuildActivities } from '../activities/build';
 import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
+import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
 import type { Component, Platform } from '../env';
 import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../workflows/types';
@@ -44,6 +45,8 @@ export interface WorkerOptions {
   buildkit: Record<Platform, string>;
   workRoot: string;
   components: Component[];
+  /** Decrypts stored git tokens inside activities. */
+  secretKey: string;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
@@ -72,6 +75,7 @@ export function installQuietRuntime(level: 'WARN' | 'ERROR' = 'WARN'): void {
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
   installQuietRuntime();
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
+  const source = createSourceAccess({ db: opts.db, secretKey: opts.secretKey });
   const workers: Worker[] = [];
   if (opts.components.includes('control')) {
     workers.push(
@@ -80,7 +84,12 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
         namespace: opts.namespace,
         taskQueue: CONTROL_TASK_QUEUE,
         workflowBundle: await workflowBundle(),
-        activities: createControlActivities({ db: opts.db, registry: opts.registry, ...opts.controlActivities }),
+        activities: createControlActivities({
+          db: opts.db,
+          registry: opts.registry,
+          resolveSource: source.resolveSource,
+          ...opts.controlActivities,
+        }),
       }),
     );
   }
@@ -102,6 +111,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           buildkitAddr: opts.buildkit[platform],
           registry: opts.registryHost,
           workRoot: opts.workRoot,
+          checkoutSource: source.checkoutSource,
           ...opts.buildActivities,
         }),
       }),

@@ -2,9 +2,11 @@ import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  defineSignal,
   isCancellation,
   proxyActivities,
   proxyLocalActivities,
+  setHandler,
   sleep,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
@@ -13,12 +15,16 @@ import type { ControlActivities } from '../activities/control';
 import { KilnCommit, KilnRef, KilnStatus } from './search-attributes';
 import {
   buildTaskQueue,
+  CANCEL_BUILD_SIGNAL,
+  type CancelReason,
   type BuildPlan,
   type ImageBuildInput,
   type ImageBuildResult,
   type PlatformImage,
   type PlatformName,
 } from './types';
+
+export const cancelBuildSignal = defineSignal<[CancelReason]>(CANCEL_BUILD_SIGNAL);
 
 /** Error types raised by activities for user faults; never retried. */
 export const USER_FAULT_TYPES = [
@@ -28,7 +34,10 @@ export const USER_FAULT_TYPES = [
   'base_image_not_found',
   'ref_not_found',
   'invalid_source',
+  'invalid_target',
   'invalid_tag',
+  'source_auth_failed',
+  'registry_rejected',
   'tag_immutable',
   'build_failed',
 ] as const;
@@ -63,7 +72,14 @@ function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
  * Workflow id `build-<buildId>`.
  */
 export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<ImageBuildResult | null> {
-  const plan = await control.startBuild(buildId);
+  let plan: BuildPlan | null;
+  try {
+    plan = await control.startBuild(buildId);
+  } catch (err) {
+    // Pinning the source failed (ref not found, bad credentials, invalid tag): record why.
+    await recordFailure(buildId, describeFailure(err, false, null));
+    throw err;
+  }
   if (!plan) return null; // finished before it started (e.g. canceled while queued)
   upsertSearchAttributes([
     { key: KilnStatus, value: 'running' },
@@ -72,6 +88,11 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
 
   const work = new CancellationScope();
   let timedOut = false;
+  let cancelReason: CancelReason | null = null;
+  setHandler(cancelBuildSignal, (reason) => {
+    cancelReason ??= reason;
+    work.cancel();
+  });
   // The per-build time limit: when it fires, the build scope is cancelled like a user cancel.
   CancellationScope.cancellable(async () => {
     await sleep(plan.timeoutMinutes * 60_000);
@@ -86,12 +107,10 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
     return result;
   } catch (err) {
-    const outcome = describeFailure(err, timedOut);
-    upsertSearchAttributes([{ key: KilnStatus, value: outcome.status }]);
-    await CancellationScope.nonCancellable(() =>
-      control.recordBuildFailed({ buildId, status: outcome.status, code: outcome.code, message: outcome.message }),
-    );
-    if (outcome.status === 'canceled' && !timedOut) throw err; // shows as Canceled in the Temporal UI
+    const outcome = describeFailure(err, timedOut, cancelReason);
+    await recordFailure(buildId, outcome);
+    // A cancel from the API or the Temporal UI ends the workflow as Canceled in the UI.
+    if (outcome.status === 'canceled' && !cancelReason) throw err;
     throw ApplicationFailure.create({ type: outcome.code, message: outcome.message, nonRetryable: true });
   }
 }
@@ -143,10 +162,18 @@ async function buildAllPlatforms(plan: BuildPlan): Promise<PlatformImage[]> {
   return outcomes.map((o) => (o as PromiseFulfilledResult<PlatformImage>).value);
 }
 
+async function recordFailure(buildId: string, outcome: FailureOutcome): Promise<void> {
+  upsertSearchAttributes([{ key: KilnStatus, value: outcome.status }]);
+  await CancellationScope.nonCancellable(() =>
+    control.recordBuildFailed({ buildId, status: outcome.status, code: outcome.code, message: outcome.message }),
+  );
+}
+
 type FailureOutcome = { status: 'failed' | 'canceled' | 'timed_out'; code: string; message: string };
 
-function describeFailure(err: unknown, timedOut: boolean): FailureOutcome {
+function describeFailure(err: unknown, timedOut: boolean, cancelReason: CancelReason | null): FailureOutcome {
   if (timedOut) return { status: 'timed_out', code: 'timed_out', message: 'The build exceeded its time limit' };
+  if (cancelReason && isCancellation(err)) return { status: 'canceled', ...cancelReason };
   if (isCancellation(err)) return { status: 'canceled', code: 'canceled', message: 'The build was canceled' };
   // Walk ActivityFailure → ApplicationFailure to the innermost typed failure.
   let cur: unknown = err;

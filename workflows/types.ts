@@ -63,3 +63,10 @@ export const CONTROL_TASK_QUEUE = 'kiln-control';
 export function buildTaskQueue(platform: PlatformName): string {
   return `kiln-build-${platform.replace('/', '-')}`;
 }
+
+/** Signal that cancels a build with a reason the build records (e.g. superseded by a newer push). */
+export const CANCEL_BUILD_SIGNAL = 'cancelBuild';
+export interface CancelReason {
+  code: string;
+  message: string;
+}

@@ -1,23 +1,18 @@
-import { randomUUID } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import {
   decodeBuildCursor,
   finishBuild,
-  findBuildByClientToken,
   getBuild,
   getBuildLogs,
   getBuildStatus,
-  insertBuild,
   isTerminal,
   listBuilds,
   type BuildWithDetails,
 } from '../../db/queries/builds';
-import { ensureNamespace, getNamespaceByName } from '../../db/queries/namespaces';
-import { ensureRepository, getRepository, getRepositoryByPath } from '../../db/queries/repositories';
-import { findImageTags } from '../../db/queries/tags';
-import type { Build, buildLogs } from '../../db/schema';
+import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
+import type { buildLogs } from '../../db/schema';
 import type { AppDeps } from '../app';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { BuildNotRunningError } from '../build-starter';
@@ -34,6 +29,7 @@ import {
   splitRepositoryPath,
   type BuildSubmitInput,
 } from '../schemas';
+import { inlineBuilds } from '../inline-builds';
 import { canonicalJson, createRouter, errorMessage, isUuid, sha256Hex } from '../util';
 import { buildView } from '../views';
 
@@ -96,7 +92,9 @@ const cancel = createRoute({
   path: '/builds/{id}/cancel',
   tags: ['builds'],
   summary: 'Cancel a build',
-  description: 'Asks the workflow to cancel; the build becomes `canceled` within seconds. Repeating it is harmless.',
+  description:
+    'Asks the workflow to cancel; every running step is stopped and the build becomes `canceled` within seconds, ' +
+    'with no tag pushed. Repeating it is harmless (202 again, also once canceled); a build that ended otherwise is a 409.',
   request: { params: IdParams },
   responses: {
     202: { description: 'Cancellation requested', content: json(CancelAccepted) },
@@ -123,104 +121,25 @@ export function buildRoutes(deps: AppDeps) {
     return build;
   }
 
-  /** Starts the workflow; when the engine cannot be reached the build fails at once, so none hangs queued. */
-  async function startOrFail(build: Build, repository: string): Promise<void> {
-    try {
-      await deps.builds.start({
-        buildId: build.id,
-        workflowId: build.workflowId,
-        timeoutMinutes: build.timeoutMinutes,
-        repository,
-        trigger: build.trigger,
-      });
-    } catch (err) {
-      await finishBuild(db, build.id, {
-        status: 'failed',
-        errorCode: 'engine_unavailable',
-        errorMessage: `The build engine could not be reached: ${errorMessage(err)}`,
-      });
-      throw new ApiError('service_unavailable', 'The build engine is unavailable; the build was marked failed', {
-        buildId: build.id,
-      });
-    }
-  }
+  const inline = inlineBuilds(deps);
 
-  /** A clientToken seen before: the same request gets the same build, another request a 409. */
-  async function replay(existing: Build, requestHash: string, repository: string) {
-    if (existing.requestHash !== requestHash) {
-      throw new ApiError('conflict', 'clientToken was already used for a different request', {
-        clientToken: existing.clientToken,
-      });
-    }
-    // The first answer may have been lost after the insert but before the start; start is idempotent.
-    if (existing.status === 'queued') await startOrFail(existing, repository);
-    return { buildId: existing.id, workflowId: existing.workflowId };
-  }
-
-  async function assertTagsWritable(tx: AppDeps['db'], repositoryId: string, immutable: boolean, tags: string[]) {
-    if (!immutable) return;
-    const taken = (await findImageTags(tx, repositoryId, tags)).filter((t) => t.tag !== 'latest').map((t) => t.tag);
-    if (taken.length) {
-      throw new ApiError('conflict', `The repository has immutable tags and these exist already: ${taken.join(', ')}`, {
-        tags: taken,
-      });
-    }
-  }
-
-  async function submitBuild(c: Context<AppEnv>, body: BuildSubmitInput) {
+  function submitBuild(c: Context<AppEnv>, body: BuildSubmitInput) {
     const { namespace, name } = splitRepositoryPath(body.repository);
-    requireNamespace(c, namespace);
-    const requestHash = sha256Hex(canonicalJson(body));
-    if (body.clientToken) {
-      const existing = await findBuildByClientToken(db, body.clientToken);
-      if (existing) return replay(existing, requestHash, body.repository);
-    }
-
-    const id = randomUUID();
-    const outcome = await db.transaction(async (tx) => {
-      const ns = (await getNamespaceByName(tx, namespace)) ?? (await ensureNamespace(tx, namespace));
-      let repo = await getRepositoryByPath(tx, namespace, name);
-      if (!repo) {
-        if (!ns.autoCreateRepository) {
-          throw new ApiError(
-            'not_found',
-            `Repository ${body.repository} does not exist and namespace "${namespace}" does not create repositories on demand`,
-          );
-        }
-        repo = await ensureRepository(tx, ns, name);
-      }
-      await assertTagsWritable(tx, repo.id, repo.immutableTags, body.tags);
-      const { build, created } = await insertBuild(tx, {
-        id,
-        repositoryId: repo.id,
-        status: 'queued',
-        trigger: 'api',
-        creationMethod: 'manual build',
-        dockerfile: body.dockerfile,
-        platforms: body.platforms,
-        buildArgs: body.buildArgs ?? {},
-        labels: body.labels ?? {},
-        target: body.target ?? null,
-        tags: body.tags,
-        noCache: body.noCache ?? repo.noCache,
-        accelerated: body.accelerated ?? repo.acceleratedImages,
-        timeoutMinutes: body.timeoutMinutes,
-        clientToken: body.clientToken ?? null,
-        requestHash,
-        workflowId: `build-${id}`,
-      });
-      // A concurrent request with the same token won the insert; a conflicting one must leave nothing behind.
-      if (!created && build.requestHash !== requestHash) {
-        throw new ApiError('conflict', 'clientToken was already used for a different request', {
-          clientToken: build.clientToken,
-        });
-      }
-      return { build, created };
+    return inline.submit(c, {
+      namespace,
+      name,
+      dockerfile: body.dockerfile,
+      platforms: body.platforms,
+      buildArgs: body.buildArgs ?? {},
+      labels: body.labels ?? {},
+      target: body.target ?? null,
+      tags: body.tags,
+      noCache: body.noCache,
+      accelerated: body.accelerated,
+      timeoutMinutes: body.timeoutMinutes,
+      clientToken: body.clientToken,
+      requestHash: sha256Hex(canonicalJson(body)),
     });
-
-    if (!outcome.created) return replay(outcome.build, requestHash, body.repository);
-    await startOrFail(outcome.build, body.repository);
-    return { buildId: outcome.build.id, workflowId: outcome.build.workflowId };
   }
 
   async function resolveListFilter(c: Context<AppEnv>, q: z.infer<typeof BuildListQuery>): Promise<string | null | undefined> {
@@ -305,6 +224,8 @@ export function buildRoutes(deps: AppDeps) {
     })
     .openapi(cancel, async (c) => {
       const build = await loadBuild(c, c.req.valid('param').id);
+      // Cancelling twice is harmless: a retried cancel finds the build already canceled.
+      if (build.status === 'canceled') return c.json({ buildId: build.id, status: build.status }, 202);
       if (isTerminal(build.status)) {
         throw new ApiError('conflict', `Build already ended with status ${build.status}`, { status: build.status });
       }

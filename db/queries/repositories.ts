@@ -88,3 +88,13 @@ export async function ensureRepository(db: Db, namespace: Namespace, name: strin
     .onConflictDoNothing({ target: [repositories.namespaceId, repositories.name] });
   return (await getRepositoryByPath(db, namespace.name, name))!;
 }
+
+/** Repositories bound to a code source on one provider (webhooks match them by clone URL). */
+export async function listSourceRepositories(db: Db, provider: string): Promise<RepositoryWithNamespace[]> {
+  const rows = await db
+    .select()
+    .from(repositories)
+    .innerJoin(namespaces, eq(repositories.namespaceId, namespaces.id))
+    .where(eq(repositories.sourceProvider, provider as NonNullable<Repository['sourceProvider']>));
+  return rows.map(withNamespace);
+}

@@ -48,3 +48,54 @@ export async function findImageTags(db: Db, repositoryId: string, tags: string[]
     .where(and(eq(imageTags.repositoryId, repositoryId), inArray(imageTags.tag, tags)))
     .orderBy(asc(imageTags.tag));
 }
+
+/**
+ * Claims `tags` for one build in a repository with immutable tags, all or none, in one
+ * transaction: the unique (repository, tag) index makes the database the arbiter between builds
+ * racing for the same tag. A tag already held by this build, or pointing at the same digest, is
+ * not a conflict (a retried push, or identical content). Returns the tags held by others; when
+ * there are any, nothing was claimed.
+ */
+export async function claimImageTags(
+  db: Db,
+  values: {
+    repositoryId: string;
+    tags: string[];
+    digest: string;
+    buildId: string;
+    creationMethod: (typeof CREATION_METHODS)[number];
+  },
+): Promise<ImageTag[]> {
+  if (values.tags.length === 0) return [];
+  const rollback = new Error('tag claim rolled back');
+  let conflicts: ImageTag[] = [];
+  try {
+    await db.transaction(async (tx) => {
+      await tx
+        .insert(imageTags)
+        .values(
+          values.tags.map((tag) => ({
+            repositoryId: values.repositoryId,
+            tag,
+            digest: values.digest,
+            buildId: values.buildId,
+            creationMethod: values.creationMethod,
+          })),
+        )
+        .onConflictDoNothing({ target: [imageTags.repositoryId, imageTags.tag] });
+      // Under READ COMMITTED this statement sees a concurrent claimer's committed row: the insert
+      // above waited for it on the unique index.
+      const rows = await findImageTags(tx as unknown as Db, values.repositoryId, values.tags);
+      conflicts = rows.filter((r) => r.buildId !== values.buildId && r.digest !== values.digest);
+      if (conflicts.length) throw rollback;
+    });
+  } catch (err) {
+    if (err !== rollback) throw err;
+  }
+  return conflicts;
+}
+
+/** Drops the rows a build claimed but never completed (it failed or was canceled). */
+export async function releaseImageTagClaims(db: Db, buildId: string): Promise<void> {
+  await db.delete(imageTags).where(eq(imageTags.buildId, buildId));
+}

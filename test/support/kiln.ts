@@ -7,6 +7,7 @@ import { openDatabase, type DbHandle } from '../../db/client';
 import { installQuietRuntime } from '../../infra/workers';
 import { startKiln, type Kiln } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
+import type { TestStack } from './global-setup';
 
 /** A Response whose JSON body tests may read without declaring its type. */
 export type ApiResponse = Omit<Response, 'json'> & { json(): Promise<any> };
@@ -15,6 +16,8 @@ export interface TestKiln extends Kiln {
   url: string;
   token: string;
   registry: string;
+  /** KILN_SECRET_KEY of this instance (e.g. to derive the registry notification token). */
+  secretKey: string;
   /** fetch against the API with the bearer token. */
   api(pathname: string, init?: RequestInit & { json?: unknown }): Promise<ApiResponse>;
 }
@@ -33,10 +36,20 @@ export async function openTestDatabase(kind: 'pglite' | 'postgres'): Promise<DbH
   return kind === 'postgres' ? openDatabase({ url: await createPostgresDatabase() }) : openDatabase({ dataDir: 'memory://' });
 }
 
-export async function startTestKiln(opts: { db?: 'pglite' | 'postgres' } = {}): Promise<TestKiln> {
+export interface TestKilnOptions {
+  db?: 'pglite' | 'postgres';
+  /** Another registry (host:port) than the shared stack's, e.g. a dedicated one a test stops. */
+  registry?: string;
+  /** Other buildkitd addresses than the shared stack's. */
+  buildkit?: TestStack['buildkit'];
+}
+
+export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
   installQuietRuntime('ERROR'); // expected failures would otherwise log stack traces
   const stack = inject('stack');
   const token = randomBytes(24).toString('hex');
+  const secretKey = randomBytes(32).toString('hex');
+  const registry = opts.registry ?? stack.registry;
   const db = await openTestDatabase(opts.db ?? 'pglite');
   const kiln = await startKiln({
     dataDir: path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`),
@@ -46,11 +59,11 @@ export async function startTestKiln(opts: { db?: 'pglite' | 'postgres' } = {}): 
     temporalAddress: stack.temporalAddress,
     temporalNamespace: 'default',
     temporalUiUrl: stack.temporalUiUrl,
-    registry: stack.registry,
-    buildkit: stack.buildkit,
+    registry,
+    buildkit: opts.buildkit ?? stack.buildkit,
     buildctl: toolPaths().buildctl,
     apiToken: token,
-    secretKey: randomBytes(32).toString('hex'),
+    secretKey,
     maxBodyBytes: 1024 * 1024,
     components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
   });
@@ -59,7 +72,8 @@ export async function startTestKiln(opts: { db?: 'pglite' | 'postgres' } = {}): 
     ...kiln,
     url,
     token,
-    registry: stack.registry,
+    registry,
+    secretKey,
     async close() {
       await kiln.close();
       await db.close();

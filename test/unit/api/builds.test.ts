@@ -52,8 +52,8 @@ describe('POST /builds — happy path', () => {
       creationMethod: 'manual build',
       repository: 'happy/web',
       platforms: [
-        { platform: 'linux/amd64', status: 'queued', digest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [] },
-        { platform: 'linux/arm64', status: 'queued', digest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [] },
+        { platform: 'linux/amd64', status: 'queued', digest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
+        { platform: 'linux/arm64', status: 'queued', digest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
       ],
       manifestDigest: null,
       tags: ['v1', 'latest'],
@@ -102,7 +102,11 @@ describe('POST /builds — happy path', () => {
       status: 'succeeded',
       digest: `sha256:${'b'.repeat(64)}`,
       cacheHits: 3,
-      steps: [{ name: '[1/2] FROM busybox', cached: true, startedAt: null, completedAt: null }],
+      steps: [
+        { name: '[1/2] FROM busybox', cached: true, startedAt: null, completedAt: null },
+        { name: '[2/2] RUN make', cached: false, startedAt: '2026-01-02T03:04:05.000Z', completedAt: '2026-01-02T03:04:06.250Z' },
+        { name: 'exporting to image', cached: false, startedAt: '2026-01-02T03:04:06.300Z', completedAt: null },
+      ],
       startedAt: started,
       finishedAt: started,
     });
@@ -117,7 +121,12 @@ describe('POST /builds — happy path', () => {
     expect(view.startedAt).toBe('2026-01-02T03:04:05.000Z');
     expect(view.finishedAt).toMatch(/^\d{4}-/);
     expect(view.platforms[0]).toMatchObject({ platform: 'linux/amd64', status: 'succeeded', cacheHits: 3, startedAt: '2026-01-02T03:04:05.000Z' });
-    expect(view.platforms[0].steps).toHaveLength(1);
+    expect(view.platforms[0].steps).toEqual([
+      { name: '[1/2] FROM busybox', cached: true, startedAt: null, completedAt: null, durationMs: null },
+      { name: '[2/2] RUN make', cached: false, startedAt: '2026-01-02T03:04:05.000Z', completedAt: '2026-01-02T03:04:06.250Z', durationMs: 1250 },
+      { name: 'exporting to image', cached: false, startedAt: '2026-01-02T03:04:06.300Z', completedAt: null, durationMs: null },
+    ]);
+    expect(view.platforms[0].progress).toEqual({ completedSteps: 2, totalSteps: 3 });
   });
 
   it("defaults accelerated and noCache to the repository's settings", async () => {
@@ -376,7 +385,7 @@ describe('GET /builds/:id', () => {
 });
 
 describe('POST /builds/:id/cancel', () => {
-  it('202 for a queued or running build, twice; 409 once it has ended', async () => {
+  it('202 for a queued or running build, twice, and again once canceled; 409 once it has ended otherwise', async () => {
     const { body } = await submit(buildBody({ repository: 'cancel/web' }));
     const first = await h.call(`/api/v1/builds/${body.buildId}/cancel`, { method: 'POST' });
     expect(first.status).toBe(202);
@@ -388,9 +397,16 @@ describe('POST /builds/:id/cancel', () => {
     expect(h.starter.cancels).toEqual([body.workflowId, body.workflowId]);
 
     await finishBuild(h.db, body.buildId, { status: 'canceled' });
-    const late = await h.call(`/api/v1/builds/${body.buildId}/cancel`, { method: 'POST' });
+    const again = await h.call(`/api/v1/builds/${body.buildId}/cancel`, { method: 'POST' });
+    expect(again.status).toBe(202);
+    expect(again.body).toEqual({ buildId: body.buildId, status: 'canceled' });
+    expect(h.starter.cancels).toHaveLength(2);
+
+    const done = await submit(buildBody({ repository: 'cancel/web' }));
+    await finishBuild(h.db, done.body.buildId, { status: 'succeeded' });
+    const late = await h.call(`/api/v1/builds/${done.body.buildId}/cancel`, { method: 'POST' });
     expect(late.status).toBe(409);
-    expect(late.body.error).toMatchObject({ code: 'conflict', details: { status: 'canceled' } });
+    expect(late.body.error).toMatchObject({ code: 'conflict', details: { status: 'succeeded' } });
     expect(h.starter.cancels).toHaveLength(2);
   });
 

@@ -123,6 +123,15 @@ describe('OpenAPI document and docs', () => {
         'GET /api/v1/builds/{id}',
         'GET /api/v1/builds/{id}/logs',
         'POST /api/v1/builds/{id}/cancel',
+        'POST /api/v1/repositories/{id}/rules',
+        'GET /api/v1/repositories/{id}/rules',
+        'GET /api/v1/rules/{id}',
+        'PATCH /api/v1/rules/{id}',
+        'DELETE /api/v1/rules/{id}',
+        'POST /api/v1/rules/{id}/builds',
+        'POST /api/v1/imagebuilds',
+        'GET /api/v1/imagebuilds/{id}',
+        'POST /webhooks/registry',
       ].sort(),
     );
     expect(doc.paths['/healthz'].get.security).toEqual([]);

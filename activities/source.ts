@@ -1,0 +1,82 @@
+import path from 'node:path';
+import { ApplicationFailure } from '@temporalio/activity';
+import { decryptSecret } from '../db/crypto';
+import type { Db } from '../db/client';
+import { updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { getRepository } from '../db/queries/repositories';
+import { getRule } from '../db/queries/rules';
+import { InvalidTagError, matchRef, renderImageTags, type RefName } from '../workflows/rules';
+import type { BuildPlan, PlatformBuildRequest } from '../workflows/types';
+import type { BuildContext } from './build';
+import { checkoutCommit, resolveBuildContext, resolveRef } from './git';
+
+/** The basic-auth user each host expects with an access token. */
+const TOKEN_USERS: Record<string, string> = {
+  github: 'x-access-token',
+  gitlab: 'oauth2',
+  gitee: 'oauth2',
+  bitbucket: 'x-token-auth',
+  git: 'git',
+};
+
+export function parseFullRef(ref: string): RefName {
+  if (ref.startsWith('refs/tags/')) return { type: 'tag', name: ref.slice('refs/tags/'.length) };
+  if (ref.startsWith('refs/heads/')) return { type: 'branch', name: ref.slice('refs/heads/'.length) };
+  return { type: 'branch', name: ref };
+}
+
+/**
+ * Git access for builds. Credentials are read and decrypted here, inside activities, from the
+ * repository record: they never travel in workflow inputs or results.
+ */
+export function createSourceAccess(deps: { db: Db; secretKey: string }) {
+  async function credentials(repositoryId: string): Promise<{ url: string; token?: string; username: string }> {
+    const repo = await getRepository(deps.db, repositoryId);
+    if (!repo?.sourceUrl) {
+      throw ApplicationFailure.create({ type: 'invalid_source', message: 'The repository has no code source', nonRetryable: true });
+    }
+    const token = repo.sourceTokenEnc ? decryptSecret(deps.secretKey, repo.sourceTokenEnc) : undefined;
+    return { url: repo.sourceUrl, token, username: TOKEN_USERS[repo.sourceProvider ?? 'git'] ?? 'git' };
+  }
+
+  return {
+    /**
+     * Pins a git build to one commit (the pushed one, else `git ls-remote`) and renders its rule's
+     * tags for that commit and the build's creation time, then records both on the build.
+     */
+    async resolveSource(plan: BuildPlan, build: BuildWithDetails): Promise<BuildPlan> {
+      if (plan.source.kind !== 'git' || !build.sourceRef) return plan;
+      const ref = parseFullRef(build.sourceRef);
+      let commit = build.sourceCommit;
+      if (!commit) {
+        const creds = await credentials(plan.repositoryId);
+        commit = await resolveRef({ url: creds.url, ref: ref.name, refType: ref.type, token: creds.token, username: creds.username });
+      }
+      let tags = plan.tags;
+      if (build.ruleId && tags.length === 0) {
+        const rule = await getRule(deps.db, build.ruleId);
+        if (!rule) throw ApplicationFailure.create({ type: 'invalid_source', message: 'The build rule was deleted', nonRetryable: true });
+        const groups = matchRef(rule, ref)?.groups ?? {};
+        try {
+          tags = renderImageTags(rule, { ref, groups, commit, time: build.createdAt });
+        } catch (err) {
+          if (err instanceof InvalidTagError || err instanceof RangeError) {
+            throw ApplicationFailure.create({ type: 'invalid_tag', message: `Cannot name the image: ${err.message}`, nonRetryable: true });
+          }
+          throw err;
+        }
+      }
+      await updateBuild(deps.db, plan.buildId, { sourceCommit: commit, tags });
+      return { ...plan, tags, source: { ...plan.source, commit } };
+    },
+
+    /** A fresh shallow checkout of exactly the pinned commit in this build's own work dir. */
+    async checkoutSource(req: PlatformBuildRequest, workDir: string, signal: AbortSignal): Promise<BuildContext> {
+      if (req.source.kind !== 'git') throw new Error('checkoutSource needs a git source');
+      const creds = await credentials(req.source.repositoryId);
+      const dir = path.join(workDir, 'src');
+      await checkoutCommit({ url: creds.url, commit: req.source.commit, token: creds.token, username: creds.username, dir, signal });
+      return resolveBuildContext(dir, req.source.contextDir, req.source.dockerfilePath);
+    },
+  };
+}

@@ -1,0 +1,173 @@
+// Submitting an inline-Dockerfile build, shared by POST /builds and the PAI-style
+// POST /imagebuilds: the repository is created on demand, clientToken makes retries safe, and
+// the workflow is started with nothing but ids.
+import { randomUUID } from 'node:crypto';
+import type { Context } from 'hono';
+import { finishBuild, findBuildByClientToken, insertBuild } from '../db/queries/builds';
+import { ensureNamespace, getNamespaceByName } from '../db/queries/namespaces';
+import { getRepositoryByPath, type RepositoryWithNamespace } from '../db/queries/repositories';
+import { findImageTags } from '../db/queries/tags';
+import { repositories, type Build } from '../db/schema';
+import type { Platform } from '../env';
+import type { AppDeps } from './app';
+import { requireNamespace, type AppEnv } from './auth';
+import { ApiError } from './errors';
+import { errorMessage } from './util';
+
+export interface InlineBuildSpec {
+  namespace: string;
+  name: string;
+  dockerfile: string;
+  platforms: Platform[];
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  target: string | null;
+  tags: string[];
+  /** Defaults: the repository's build settings. */
+  noCache?: boolean;
+  accelerated?: boolean;
+  timeoutMinutes: number;
+  clientToken?: string;
+  /** Identifies the request behind clientToken: a retry must hash the same. */
+  requestHash: string;
+  /** Settings of a repository created on demand (an existing one is left as it is). */
+  newRepository?: { visibility?: 'public' | 'private'; description?: string };
+  /** Refuse every tag that exists already, `latest` included (PAI `OverwriteImageTag: false`). */
+  refuseExistingTags?: boolean;
+  /** Encrypted registry credentials for pulling private bases (activities/registry-auth.ts). */
+  registryAuthsEnc?: string | null;
+}
+
+export interface BuildAcceptedBody {
+  buildId: string;
+  workflowId: string;
+}
+
+export function inlineBuilds(deps: AppDeps) {
+  const { db } = deps;
+
+  /** Starts the workflow; when the engine cannot be reached the build fails at once, so none hangs queued. */
+  async function startOrFail(build: Build, repository: string): Promise<void> {
+    try {
+      await deps.builds.start({
+        buildId: build.id,
+        workflowId: build.workflowId,
+        timeoutMinutes: build.timeoutMinutes,
+        repository,
+        trigger: build.trigger,
+      });
+    } catch (err) {
+      await finishBuild(db, build.id, {
+        status: 'failed',
+        errorCode: 'engine_unavailable',
+        errorMessage: `The build engine could not be reached: ${errorMessage(err)}`,
+      });
+      throw new ApiError('service_unavailable', 'The build engine is unavailable; the build was marked failed', {
+        buildId: build.id,
+      });
+    }
+  }
+
+  /** A clientToken seen before: the same request gets the same build, another request a 409. */
+  async function replay(existing: Build, requestHash: string, repository: string): Promise<BuildAcceptedBody> {
+    if (existing.requestHash !== requestHash) {
+      throw new ApiError('conflict', 'clientToken was already used for a different request', {
+        clientToken: existing.clientToken,
+      });
+    }
+    // The first answer may have been lost after the insert but before the start; start is idempotent.
+    if (existing.status === 'queued') await startOrFail(existing, repository);
+    return { buildId: existing.id, workflowId: existing.workflowId };
+  }
+
+  /**
+   * Tags that may not be written, checked at submit so a doomed build is never queued. Builds
+   * still running hold their claims on immutable tags too (activities/control.ts), so a second
+   * build for the same tag is refused here as well; the build's own final check closes the rest.
+   */
+  async function assertTagsWritable(tx: AppDeps['db'], repo: RepositoryWithNamespace, spec: InlineBuildSpec) {
+    const existing = await findImageTags(tx, repo.id, spec.tags);
+    if (spec.refuseExistingTags && existing.length) {
+      const taken = existing.map((t) => t.tag);
+      throw new ApiError('conflict', `OverwriteImageTag is false and these tags exist already: ${taken.join(', ')}`, { tags: taken });
+    }
+    if (!repo.immutableTags) return;
+    const taken = existing.filter((t) => t.tag !== 'latest').map((t) => t.tag);
+    if (taken.length) {
+      throw new ApiError('conflict', `The repository has immutable tags and these exist already: ${taken.join(', ')}`, {
+        tags: taken,
+      });
+    }
+  }
+
+  async function submit(c: Context<AppEnv>, spec: InlineBuildSpec): Promise<BuildAcceptedBody> {
+    const { namespace, name } = spec;
+    const path = `${namespace}/${name}`;
+    requireNamespace(c, namespace);
+    if (spec.clientToken) {
+      const existing = await findBuildByClientToken(db, spec.clientToken);
+      if (existing) return replay(existing, spec.requestHash, path);
+    }
+
+    const id = randomUUID();
+    const outcome = await db.transaction(async (tx) => {
+      const ns = (await getNamespaceByName(tx, namespace)) ?? (await ensureNamespace(tx, namespace));
+      let repo = await getRepositoryByPath(tx, namespace, name);
+      if (!repo) {
+        if (!ns.autoCreateRepository) {
+          throw new ApiError(
+            'not_found',
+            `Repository ${path} does not exist and namespace "${namespace}" does not create repositories on demand`,
+          );
+        }
+        // Race-safe: a concurrent creator wins and both see the same row.
+        await tx
+          .insert(repositories)
+          .values({
+            namespaceId: ns.id,
+            name,
+            visibility: spec.newRepository?.visibility ?? ns.defaultVisibility,
+            immutableTags: ns.defaultImmutableTags,
+            acceleratedImages: ns.defaultAcceleratedImages,
+            description: spec.newRepository?.description ?? '',
+          })
+          .onConflictDoNothing({ target: [repositories.namespaceId, repositories.name] });
+        repo = (await getRepositoryByPath(tx, namespace, name))!;
+      }
+      await assertTagsWritable(tx, repo, spec);
+      const { build, created } = await insertBuild(tx, {
+        id,
+        repositoryId: repo.id,
+        status: 'queued',
+        trigger: 'api',
+        creationMethod: 'manual build',
+        dockerfile: spec.dockerfile,
+        platforms: spec.platforms,
+        buildArgs: spec.buildArgs,
+        labels: spec.labels,
+        target: spec.target,
+        tags: spec.tags,
+        noCache: spec.noCache ?? repo.noCache,
+        accelerated: spec.accelerated ?? repo.acceleratedImages,
+        timeoutMinutes: spec.timeoutMinutes,
+        clientToken: spec.clientToken ?? null,
+        requestHash: spec.requestHash,
+        registryAuthsEnc: spec.registryAuthsEnc ?? null,
+        workflowId: `build-${id}`,
+      });
+      // A concurrent request with the same token won the insert; a conflicting one must leave nothing behind.
+      if (!created && build.requestHash !== spec.requestHash) {
+        throw new ApiError('conflict', 'clientToken was already used for a different request', {
+          clientToken: build.clientToken,
+        });
+      }
+      return { build, created };
+    });
+
+    if (!outcome.created) return replay(outcome.build, spec.requestHash, path);
+    await startOrFail(outcome.build, path);
+    return { buildId: outcome.build.id, workflowId: outcome.build.workflowId };
+  }
+
+  return { submit };
+}

@@ -1,0 +1,166 @@
+import { createRoute } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { insertBuild } from '../../db/queries/builds';
+import { getRepository, type RepositoryWithNamespace } from '../../db/queries/repositories';
+import { deleteRule, getRule, insertRule, listRules, updateRule } from '../../db/queries/rules';
+import type { BuildRule } from '../../db/schema';
+import { isRegexMatch, matchRef, type RefName } from '../../workflows/rules';
+import type { AppDeps } from '../app';
+import { requireNamespace, type AppEnv } from '../auth';
+import { ApiError, pickErrors } from '../errors';
+import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
+import { RuleCreate, RuleIdParams, RuleMerged, RuleTrigger, RuleUpdate, RuleView } from '../rule-schemas';
+import { BuildAccepted, IdParams } from '../schemas';
+import { createRouter, isUuid } from '../util';
+import { z } from '@hono/zod-openapi';
+import { loadRepository } from './repositories';
+
+const json = <T>(schema: T) => ({ 'application/json': { schema } });
+const RulePage = z.object({ items: z.array(RuleView), nextCursor: z.null() }).openapi('RulePage');
+
+const create = createRoute({
+  method: 'post',
+  path: '/repositories/{id}/rules',
+  tags: ['rules'],
+  summary: 'Add a build rule to a repository with a code source',
+  request: { params: IdParams, body: { required: true, content: json(RuleCreate) } },
+  responses: { 201: { description: 'Created', content: json(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+});
+
+const list = createRoute({
+  method: 'get',
+  path: '/repositories/{id}/rules',
+  tags: ['rules'],
+  summary: "List a repository's build rules",
+  request: { params: IdParams },
+  responses: { 200: { description: 'The rules', content: json(RulePage) }, ...pickErrors(401, 403, 404) },
+});
+
+const get = createRoute({
+  method: 'get',
+  path: '/rules/{id}',
+  tags: ['rules'],
+  summary: 'Get a build rule',
+  request: { params: RuleIdParams },
+  responses: { 200: { description: 'The rule', content: json(RuleView) }, ...pickErrors(401, 403, 404) },
+});
+
+const patch = createRoute({
+  method: 'patch',
+  path: '/rules/{id}',
+  tags: ['rules'],
+  summary: 'Change a build rule',
+  request: { params: RuleIdParams, body: { required: true, content: json(RuleUpdate) } },
+  responses: { 200: { description: 'The rule', content: json(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+});
+
+const remove = createRoute({
+  method: 'delete',
+  path: '/rules/{id}',
+  tags: ['rules'],
+  summary: 'Delete a build rule',
+  request: { params: RuleIdParams },
+  responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404) },
+});
+
+const trigger = createRoute({
+  method: 'post',
+  path: '/rules/{id}/builds',
+  tags: ['rules'],
+  summary: 'Build a rule now',
+  description:
+    'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
+    'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
+  request: { params: RuleIdParams, body: { required: false, content: json(RuleTrigger) } },
+  responses: { 202: { description: 'Accepted', content: json(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 503) },
+});
+
+export function ruleView(rule: BuildRule) {
+  return {
+    ...rule,
+    regex: isRegexMatch(rule.match),
+    createdAt: rule.createdAt.toISOString(),
+    updatedAt: rule.updatedAt.toISOString(),
+  };
+}
+
+export function ruleRoutes(deps: AppDeps) {
+  const { db } = deps;
+
+  async function loadRule(c: Context<AppEnv>, id: string): Promise<{ rule: BuildRule; repo: RepositoryWithNamespace }> {
+    const rule = isUuid(id) ? await getRule(db, id) : undefined;
+    const repo = rule && (await getRepository(db, rule.repositoryId));
+    if (!rule || !repo) throw new ApiError('not_found', `Rule ${id} not found`);
+    requireNamespace(c, repo.namespace);
+    return { rule, repo };
+  }
+
+  /** The ref a manual build uses: the one named, or a literal rule's own. */
+  function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
+    const regex = isRegexMatch(rule.match);
+    if (!named && regex) {
+      throw new ApiError('bad_request', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
+        match: rule.match,
+      });
+    }
+    const ref: RefName = { type: rule.type, name: named ?? rule.match };
+    const matched = matchRef(rule, ref);
+    if (!matched) {
+      throw new ApiError('bad_request', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
+        ref: ref.name,
+        match: rule.match,
+      });
+    }
+    return { ref, groups: matched.groups };
+  }
+
+  return createRouter()
+    .openapi(create, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      if (!repo.sourceUrl) {
+        throw new ApiError('bad_request', `Repository ${repo.namespace}/${repo.name} has no code source: bind one before adding rules`);
+      }
+      const body = c.req.valid('json');
+      const rule = await insertRule(db, { ...body, repositoryId: repo.id });
+      return c.json(ruleView(rule), 201);
+    })
+    .openapi(list, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      return c.json({ items: (await listRules(db, repo.id)).map(ruleView), nextCursor: null }, 200);
+    })
+    .openapi(get, async (c) => c.json(ruleView((await loadRule(c, c.req.valid('param').id)).rule), 200))
+    .openapi(patch, async (c) => {
+      const { rule } = await loadRule(c, c.req.valid('param').id);
+      const changes = c.req.valid('json');
+      const merged = RuleMerged.safeParse({ ...rule, ...changes });
+      if (!merged.success) {
+        throw new ApiError(
+          'validation_failed',
+          'The rule would not be valid after this change',
+          merged.error.issues.map((i) => ({ in: 'json', path: i.path, message: i.message })),
+        );
+      }
+      const updated = await updateRule(db, rule.id, changes);
+      if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
+      return c.json(ruleView(updated), 200);
+    })
+    .openapi(remove, async (c) => {
+      const { rule } = await loadRule(c, c.req.valid('param').id);
+      await deleteRule(db, rule.id);
+      return c.body(null, 204);
+    })
+    .openapi(trigger, async (c) => {
+      const { rule, repo } = await loadRule(c, c.req.valid('param').id);
+      if (!rule.enabled) throw new ApiError('conflict', `Rule ${rule.id} is disabled`);
+      let named: string | undefined;
+      if (c.req.header('content-type')?.includes('application/json')) named = c.req.valid('json')?.ref;
+      const { ref } = manualRef(rule, named);
+      const values = ruleBuildValues({ repo, rule, ref, commit: null, trigger: 'manual', creationMethod: 'manual build' });
+      const { build } = await insertBuild(db, values);
+      const { failed } = await startRuleBuilds(deps, [{ build, rule, repository: `${repo.namespace}/${repo.name}` }]);
+      if (failed.length) {
+        throw new ApiError('service_unavailable', 'The build engine is unavailable; the build was marked failed', { buildId: build.id });
+      }
+      return c.json({ buildId: build.id, workflowId: build.workflowId }, 202);
+    });
+}

@@ -1,0 +1,163 @@
+import { Hono } from 'hono';
+import { changedFiles } from '../../activities/git';
+import { parseFullRef } from '../../activities/source';
+import { decryptSecret } from '../../db/crypto';
+import { insertBuild } from '../../db/queries/builds';
+import { claimDelivery, getDelivery } from '../../db/queries/deliveries';
+import { listSourceRepositories, type RepositoryWithNamespace } from '../../db/queries/repositories';
+import { listEnabledRulesFor } from '../../db/queries/rules';
+import type { Build, BuildRule } from '../../db/schema';
+import { matchesPathFilters, matchRef } from '../../workflows/rules';
+import type { AppDeps } from '../app';
+import { ApiError } from '../errors';
+import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
+import {
+  normalizeGitUrl,
+  PROVIDERS,
+  WEBHOOK_PROVIDERS,
+  WebhookPayloadError,
+  type RefUpdate,
+  type WebhookProvider,
+} from '../webhooks/providers';
+
+interface Skipped {
+  repository: string;
+  ruleId?: string;
+  ref: string;
+  reason: string;
+}
+
+/**
+ * `POST /webhooks/{github,gitlab,gitee,bitbucket}`: verifies the delivery against the secret of
+ * the repository it names before anything else, de-duplicates it by delivery id, and starts one
+ * build per matching enabled rule.
+ */
+export function webhookRoutes(deps: AppDeps) {
+  const { db, config } = deps;
+  const app = new Hono();
+
+  app.post('/webhooks/:provider', async (c) => {
+    const name = c.req.param('provider') as WebhookProvider;
+    if (!WEBHOOK_PROVIDERS.includes(name)) throw new ApiError('not_found', `No webhook receiver for "${name}"`);
+    const provider = PROVIDERS[name];
+    const raw = await c.req.text();
+    const parsed = (() => {
+      try {
+        return provider.parse(c.req.raw.headers, parseBody(raw, c.req.header('content-type')));
+      } catch (err) {
+        if (err instanceof WebhookPayloadError) throw new ApiError('bad_request', `Not a ${name} webhook delivery: ${err.message}`);
+        if (err instanceof SyntaxError) throw new ApiError('invalid_json', 'The request body is not valid JSON');
+        throw err;
+      }
+    })();
+
+    const keys = new Set(parsed.repoUrls.map(normalizeGitUrl));
+    const candidates = (await listSourceRepositories(db, name)).filter((r) => r.sourceUrl && keys.has(normalizeGitUrl(r.sourceUrl)));
+    if (candidates.length === 0) {
+      throw new ApiError('not_found', `No repository is bound to this ${name} repository`, { urls: parsed.repoUrls.slice(0, 3) });
+    }
+    const now = Date.now();
+    const verified: RepositoryWithNamespace[] = [];
+    for (const repo of candidates) {
+      if (!repo.webhookSecretEnc) continue;
+      if (await provider.verify(c.req.raw.headers, raw, decryptSecret(config.secretKey, repo.webhookSecretEnc), now)) verified.push(repo);
+    }
+    if (verified.length === 0) throw new ApiError('unauthorized', `The ${name} webhook signature or token is missing or wrong`);
+
+    if (parsed.kind === 'ping') return c.json({ pong: true }, 200);
+    if (parsed.kind === 'ignored') return c.json({ ignored: parsed.reason, builds: [] }, 202);
+
+    const seen = await getDelivery(db, name, parsed.deliveryId);
+    if (seen) return c.json({ duplicate: true, builds: seen.buildIds.map((buildId) => ({ buildId })) }, 200);
+
+    const { planned, skipped } = await planBuilds(verified, parsed.updates);
+    const inserted = await db.transaction(async (tx) => {
+      const claimed = await claimDelivery(tx, name, parsed.deliveryId, planned.map((p) => p.values.id));
+      if (!claimed) return null; // a concurrent copy of this delivery won
+      const rows: { build: Build; rule: BuildRule; repository: string }[] = [];
+      for (const p of planned) rows.push({ build: (await insertBuild(tx, p.values)).build, rule: p.rule, repository: p.repository });
+      return rows;
+    });
+    if (!inserted) {
+      const winner = await getDelivery(db, name, parsed.deliveryId);
+      return c.json({ duplicate: true, builds: (winner?.buildIds ?? []).map((buildId) => ({ buildId })) }, 200);
+    }
+    const { failed } = await startRuleBuilds(deps, inserted);
+    return c.json(
+      {
+        builds: inserted.map(({ build, rule, repository }) => ({
+          buildId: build.id,
+          workflowId: build.workflowId,
+          repository,
+          ruleId: rule.id,
+          ref: build.sourceRef,
+          commit: build.sourceCommit,
+          status: failed.some((f) => f.build.id === build.id) ? 'failed' : 'queued',
+        })),
+        skipped,
+      },
+      202,
+    );
+  });
+
+  /** Which enabled rules of which repositories this push builds, after path filters. */
+  async function planBuilds(repos: RepositoryWithNamespace[], updates: RefUpdate[]) {
+    const planned: { values: ReturnType<typeof ruleBuildValues>; rule: BuildRule; repository: string }[] = [];
+    const skipped: Skipped[] = [];
+    const rules = await listEnabledRulesFor(db, repos.filter((r) => r.autoBuild).map((r) => r.id));
+    for (const repo of repos) {
+      const repository = `${repo.namespace}/${repo.name}`;
+      for (const update of updates) {
+        const ref = `${update.ref.type === 'tag' ? 'refs/tags' : 'refs/heads'}/${update.ref.name}`;
+        if (!repo.autoBuild) {
+          skipped.push({ repository, ref, reason: 'auto build is off for this repository' });
+          continue;
+        }
+        if (update.deleted || !update.after) {
+          skipped.push({ repository, ref, reason: 'the ref was deleted' });
+          continue;
+        }
+        let files: string[] | null | undefined;
+        for (const rule of rules) {
+          if (rule.repositoryId !== repo.id || rule.type !== update.ref.type || !matchRef(rule, update.ref)) continue;
+          if (rule.paths.length > 0) {
+            files ??= update.changedFiles ?? (await changedFilesFromGit(repo, update));
+            if (files !== null && !matchesPathFilters(rule.paths, files)) {
+              skipped.push({ repository, ruleId: rule.id, ref, reason: `no changed file matches paths ${rule.paths.join(', ')}` });
+              continue;
+            }
+          }
+          const values = ruleBuildValues({
+            repo,
+            rule,
+            ref: parseFullRef(ref),
+            commit: update.after,
+            trigger: update.ref.type === 'tag' ? 'tag' : 'push',
+            creationMethod: 'auto build',
+          });
+          planned.push({ values, rule, repository });
+        }
+      }
+    }
+    return { planned, skipped };
+  }
+
+  /** The payload listed no files: ask the git host. Unknown (null) builds, as a filter cannot be applied. */
+  async function changedFilesFromGit(repo: RepositoryWithNamespace, update: RefUpdate): Promise<string[] | null> {
+    if (!update.before || !update.after || !repo.sourceUrl) return null;
+    const token = repo.sourceTokenEnc ? decryptSecret(config.secretKey, repo.sourceTokenEnc) : undefined;
+    return changedFiles({ url: repo.sourceUrl, before: update.before, after: update.after, token, timeoutMs: 30_000 }).catch(() => null);
+  }
+
+  return app;
+}
+
+/** JSON, or GitHub's form encoding (`payload=<json>`). */
+function parseBody(raw: string, contentType: string | undefined): unknown {
+  if (contentType?.includes('application/x-www-form-urlencoded')) {
+    const payload = new URLSearchParams(raw).get('payload');
+    if (payload === null) throw new WebhookPayloadError('form body without "payload"');
+    return JSON.parse(payload);
+  }
+  return JSON.parse(raw);
+}

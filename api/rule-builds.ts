@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto';
+import { finishBuild } from '../db/queries/builds';
+import type { RepositoryWithNamespace } from '../db/queries/repositories';
+import { findSupersededBuilds } from '../db/queries/rules';
+import type { Build, BuildRule, NewBuild } from '../db/schema';
+import type { RefName } from '../workflows/rules';
+import type { AppDeps } from './app';
+import { errorMessage } from './util';
+
+/** `refs/heads/x` or `refs/tags/x`: kept whole so a branch and a tag of one name never mix. */
+export function fullRefName(ref: RefName): string {
+  return `${ref.type === 'tag' ? 'refs/tags' : 'refs/heads'}/${ref.name}`;
+}
+
+/**
+ * The row for one build of a rule. Tags stay empty here: they are rendered by the workflow once
+ * the commit is pinned, since templates may embed the commit id and the build time.
+ */
+export function ruleBuildValues(input: {
+  repo: RepositoryWithNamespace;
+  rule: BuildRule;
+  ref: RefName;
+  commit: string | null;
+  trigger: 'push' | 'tag' | 'manual' | 'api';
+  creationMethod: 'auto build' | 'manual build';
+}): NewBuild & { id: string } {
+  const { repo, rule } = input;
+  const id = randomUUID();
+  return {
+    id,
+    repositoryId: repo.id,
+    ruleId: rule.id,
+    status: 'queued',
+    trigger: input.trigger,
+    creationMethod: input.creationMethod,
+    sourceUrl: repo.sourceUrl,
+    sourceRef: fullRefName(input.ref),
+    sourceCommit: input.commit,
+    contextDir: rule.contextDir,
+    dockerfilePath: rule.dockerfile,
+    platforms: rule.platforms,
+    buildArgs: rule.buildArgs,
+    target: rule.target,
+    tags: [],
+    noCache: rule.noCache || repo.noCache,
+    accelerated: rule.accelerated || repo.acceleratedImages,
+    timeoutMinutes: rule.timeoutMinutes,
+    workflowId: `build-${id}`,
+  };
+}
+
+/**
+ * Starts the workflows of freshly inserted rule builds, then cancels older runs of the same rule
+ * and ref where the rule asks for it. A build whose start fails is marked failed, never left queued.
+ */
+export async function startRuleBuilds(
+  deps: Pick<AppDeps, 'db' | 'builds'>,
+  items: { build: Build; rule: BuildRule; repository: string }[],
+): Promise<{ started: Build[]; failed: { build: Build; message: string }[] }> {
+  const started: Build[] = [];
+  const failed: { build: Build; message: string }[] = [];
+  await Promise.all(
+    items.map(async ({ build, rule, repository }) => {
+      try {
+        await deps.builds.start({
+          buildId: build.id,
+          workflowId: build.workflowId,
+          timeoutMinutes: build.timeoutMinutes,
+          repository,
+          trigger: build.trigger,
+        });
+        started.push(build);
+      } catch (err) {
+        const message = `The build engine could not be reached: ${errorMessage(err)}`;
+        await finishBuild(deps.db, build.id, { status: 'failed', errorCode: 'engine_unavailable', errorMessage: message });
+        failed.push({ build, message });
+        return;
+      }
+      if (!rule.cancelSuperseded || !build.sourceRef) return;
+      const older = await findSupersededBuilds(deps.db, {
+        id: build.id,
+        ruleId: rule.id,
+        sourceRef: build.sourceRef,
+        createdAt: build.createdAt,
+      });
+      for (const old of older) {
+        // Best effort: a build that just ended needs no cancel.
+        await deps.builds
+          .cancel(old.workflowId, { code: 'superseded', message: `Superseded by build ${build.id} of a newer push to ${build.sourceRef}` })
+          .catch(() => undefined);
+      }
+    }),
+  );
+  return { started, failed };
+}
