@@ -16,6 +16,7 @@ export const DB_TIMEOUT = 60_000;
 export class FakeBuildStarter implements BuildStarter {
   starts: StartBuildRequest[] = [];
   cancels: string[] = [];
+  cancelReasons: ({ code: string; message: string } | undefined)[] = [];
   startError: Error | null = null;
   cancelError: Error | null = null;
 
@@ -24,14 +25,16 @@ export class FakeBuildStarter implements BuildStarter {
     if (this.startError) throw this.startError;
   }
 
-  async cancel(workflowId: string): Promise<void> {
+  async cancel(workflowId: string, reason?: { code: string; message: string }): Promise<void> {
     this.cancels.push(workflowId);
+    this.cancelReasons.push(reason);
     if (this.cancelError) throw this.cancelError;
   }
 
   reset(): void {
     this.starts = [];
     this.cancels = [];
+    this.cancelReasons = [];
     this.startError = null;
     this.cancelError = null;
   }
