@@ -5,7 +5,8 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
 import type { Db } from '../db/client';
-import { adminTokenAuthenticator, bearerAuth, type AppEnv, type Authenticate } from './auth';
+import { adminOrNamespaceTokenAuthenticator, bearerAuth, type AppEnv, type Authenticate } from './auth';
+import { findTokenNamespace } from '../db/queries/tokens';
 import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
 import { HttpMetrics } from './metrics';
@@ -73,7 +74,8 @@ function toApiError(err: unknown): ApiError {
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   const metrics = new HttpMetrics();
-  const authenticate = deps.authenticate ?? adminTokenAuthenticator(deps.config.apiToken);
+  const authenticate =
+    deps.authenticate ?? adminOrNamespaceTokenAuthenticator(deps.config.apiToken, (token) => findTokenNamespace(deps.db, token));
   const auth = bearerAuth(authenticate);
 
   app.onError((err, c) => {

@@ -69,3 +69,14 @@ export function namespaceScope(c: Context<AppEnv>): string | undefined {
   const p = c.get('principal');
   return p.kind === 'namespace' ? p.namespace : undefined;
 }
+
+/** The admin token first, then namespace tokens stored (hashed) in the database. */
+export function adminOrNamespaceTokenAuthenticator(apiToken: string, findNamespace: (token: string) => Promise<string | undefined>): Authenticate {
+  const admin = adminTokenAuthenticator(apiToken);
+  return async (token) => {
+    const principal = await admin(token);
+    if (principal) return principal;
+    const namespace = await findNamespace(token);
+    return namespace ? { kind: 'namespace', namespace } : null;
+  };
+}

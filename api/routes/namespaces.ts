@@ -1,7 +1,9 @@
-import { createRoute } from '@hono/zod-openapi';
-import { insertNamespace, listNamespaces } from '../../db/queries/namespaces';
+import { randomBytes } from 'node:crypto';
+import { createRoute, z } from '@hono/zod-openapi';
+import { getNamespaceByName, insertNamespace, listNamespaces } from '../../db/queries/namespaces';
+import { insertApiToken, listApiTokens } from '../../db/queries/tokens';
 import type { AppDeps } from '../app';
-import { namespaceScope, requireAdmin } from '../auth';
+import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NamespaceCreate, NamespacePage, NamespaceView } from '../schemas';
 import { createRouter, isUniqueViolation } from '../util';
@@ -30,7 +32,46 @@ const list = createRoute({
   },
 });
 
+const TokenParams = z.object({ name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
+const TokenCreate = z.object({ name: z.string().min(1).max(64).openapi({ example: 'ci' }) }).strict().openapi('ApiTokenCreate');
+const TokenView = z
+  .object({ id: z.string(), name: z.string(), namespace: z.string(), createdAt: z.string() })
+  .openapi('ApiToken');
+const TokenCreated = TokenView.extend({
+  token: z.string().openapi({ description: 'Shown only in this response; only its hash is stored' }),
+}).openapi('ApiTokenCreated');
+
+const createToken = createRoute({
+  method: 'post',
+  path: '/namespaces/{name}/tokens',
+  tags: ['namespaces'],
+  summary: 'Create an API token limited to one namespace (admin only)',
+  request: { params: TokenParams, body: { required: true, content: { 'application/json': { schema: TokenCreate } } } },
+  responses: {
+    201: { description: 'Created', content: { 'application/json': { schema: TokenCreated } } },
+    ...pickErrors(400, 401, 403, 404),
+  },
+});
+
+const listTokens = createRoute({
+  method: 'get',
+  path: '/namespaces/{name}/tokens',
+  tags: ['namespaces'],
+  summary: "List a namespace's API tokens (never the tokens themselves)",
+  request: { params: TokenParams },
+  responses: {
+    200: { description: 'Tokens', content: { 'application/json': { schema: z.object({ items: z.array(TokenView), nextCursor: z.null() }) } } },
+    ...pickErrors(401, 403, 404),
+  },
+});
+
 export function namespaceRoutes({ db }: AppDeps) {
+  async function loadNamespace(name: string) {
+    const ns = await getNamespaceByName(db, name);
+    if (!ns) throw new ApiError('not_found', `Namespace "${name}" not found`);
+    return ns;
+  }
+
   return createRouter()
     .openapi(create, async (c) => {
       requireAdmin(c);
@@ -47,5 +88,21 @@ export function namespaceRoutes({ db }: AppDeps) {
       const scope = namespaceScope(c);
       const rows = (await listNamespaces(db)).filter((n) => !scope || n.name === scope);
       return c.json({ items: rows.map(namespaceView), nextCursor: null }, 200);
+    })
+    .openapi(createToken, async (c) => {
+      requireAdmin(c);
+      const ns = await loadNamespace(c.req.valid('param').name);
+      const token = `kiln_${randomBytes(24).toString('base64url')}`;
+      const row = await insertApiToken(db, { namespaceId: ns.id, name: c.req.valid('json').name, token });
+      return c.json({ id: row.id, name: row.name, namespace: ns.name, createdAt: row.createdAt.toISOString(), token }, 201);
+    })
+    .openapi(listTokens, async (c) => {
+      const ns = await loadNamespace(c.req.valid('param').name);
+      requireNamespace(c, ns.name);
+      const rows = await listApiTokens(db, ns.id);
+      return c.json(
+        { items: rows.map((r) => ({ id: r.id, name: r.name, namespace: ns.name, createdAt: r.createdAt.toISOString() })), nextCursor: null },
+        200,
+      );
     });
 }

@@ -1,6 +1,6 @@
 // Issue #3 on real parts: a git server over HTTP (git http-backend), the real stack, webhooks
 // signed as each platform signs them, images checked through the registry's own API.
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatBuildTime } from '../../workflows/rules';
@@ -174,6 +174,8 @@ describe('git sources, rules and webhooks', () => {
     expect(old.error.message).toContain(newId);
     expect((await waitForBuild(kiln, newId)).status).toBe('succeeded');
     expect(await listTags(kiln.registry, 'git/busy')).toEqual([`main-${fast.slice(0, 6)}`]);
+    // Checkouts live in per-build work dirs, removed after success and after cancel alike.
+    expect(await readdir(kiln.workRoot)).toEqual([]);
   });
 
   it('a private repository builds with its token, which shows up in no log, response or workflow payload', async () => {

@@ -16,6 +16,8 @@ export interface TestKiln extends Kiln {
   url: string;
   token: string;
   registry: string;
+  /** Per-build work dirs of the build workers (they must be empty between builds). */
+  workRoot: string;
   /** KILN_SECRET_KEY of this instance (e.g. to derive the registry notification token). */
   secretKey: string;
   /** fetch against the API with the bearer token. */
@@ -51,8 +53,9 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
   const secretKey = randomBytes(32).toString('hex');
   const registry = opts.registry ?? stack.registry;
   const db = await openTestDatabase(opts.db ?? 'pglite');
+  const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
   const kiln = await startKiln({
-    dataDir: path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`),
+    dataDir,
     host: '127.0.0.1',
     port: 0,
     db,
@@ -74,6 +77,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     token,
     registry,
     secretKey,
+    workRoot: path.join(dataDir, 'work'),
     async close() {
       await kiln.close();
       await db.close();
