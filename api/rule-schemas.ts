@@ -56,6 +56,25 @@ const ruleFields = {
   timeoutMinutes: z.number().int().min(1).max(1440).optional(),
 };
 
+/** The rule fields a client sets (everything but ids and times). */
+const RULE_FIELDS = {
+  type: true,
+  match: true,
+  contextDir: true,
+  dockerfile: true,
+  platforms: true,
+  buildArgs: true,
+  target: true,
+  tags: true,
+  noCache: true,
+  accelerated: true,
+  enabled: true,
+  paths: true,
+  semver: true,
+  cancelSuperseded: true,
+  timeoutMinutes: true,
+} as const;
+
 /** Cross-field checks: the pattern compiles (linear time), templates can yield tags, semver fits. */
 function checkRule(
   rule: { type?: 'branch' | 'tag'; match?: string; tags?: z.infer<typeof TagTemplateSchema>[]; paths?: string[]; semver?: boolean },
@@ -77,23 +96,7 @@ function checkRule(
 }
 
 export const RuleCreate = createInsertSchema(buildRules, ruleFields)
-  .pick({
-    type: true,
-    match: true,
-    contextDir: true,
-    dockerfile: true,
-    platforms: true,
-    buildArgs: true,
-    target: true,
-    tags: true,
-    noCache: true,
-    accelerated: true,
-    enabled: true,
-    paths: true,
-    semver: true,
-    cancelSuperseded: true,
-    timeoutMinutes: true,
-  })
+  .pick(RULE_FIELDS)
   .strict()
   .superRefine(checkRule)
   .openapi('RuleCreate');
@@ -101,23 +104,7 @@ export const RuleCreate = createInsertSchema(buildRules, ruleFields)
 export type RuleCreateInput = z.infer<typeof RuleCreate>;
 
 export const RuleUpdate = createInsertSchema(buildRules, ruleFields)
-  .pick({
-    type: true,
-    match: true,
-    contextDir: true,
-    dockerfile: true,
-    platforms: true,
-    buildArgs: true,
-    target: true,
-    tags: true,
-    noCache: true,
-    accelerated: true,
-    enabled: true,
-    paths: true,
-    semver: true,
-    cancelSuperseded: true,
-    timeoutMinutes: true,
-  })
+  .pick(RULE_FIELDS)
   .partial()
   .strict()
   .openapi('RuleUpdate');
