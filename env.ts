@@ -17,6 +17,28 @@ const bool = z
   .enum(['1', '0', 'true', 'false', 'yes', 'no'])
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
+/**
+ * `KILN_REGISTRY_MIRRORS`: comma-separated `registry=mirror` pairs, e.g.
+ * `docker.io=127.0.0.1:5001,docker.io=http://mirror.lan:5000,ghcr.io=mirror.lan:5002`; a registry
+ * named twice gets its mirrors in that order. Mirrors are `host[:port]`, `http://` for a
+ * plain-HTTP one off loopback. Applies to the buildkitd Kiln starts (KILN_BUILDKIT_* unset).
+ */
+const registryMirrors = z
+  .string()
+  .default('')
+  .transform((v, ctx) => {
+    const out: Record<string, string[]> = {};
+    for (const pair of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+      const m = /^([a-z0-9.-]+(?::\d+)?)=((?:https?:\/\/)?(?:[A-Za-z0-9.-]+|\[[0-9a-f:]+\])(?::\d+)?)\/?$/i.exec(pair);
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `"${pair}" is not registry=mirror (e.g. docker.io=127.0.0.1:5001)` });
+        return z.NEVER;
+      }
+      (out[m[1]!.toLowerCase()] ??= []).push(m[2]!);
+    }
+    return out;
+  });
+
 /** Configuration from the environment (SPEC §6), parsed once. Unset means "start it locally". */
 export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -31,6 +53,7 @@ export const envSchema = z.object({
   KILN_REGISTRY_PASSWORD: optionalString,
   KILN_BUILDKIT_AMD64: optionalString,
   KILN_BUILDKIT_ARM64: optionalString,
+  KILN_REGISTRY_MIRRORS: registryMirrors,
   KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,

@@ -4,11 +4,13 @@ import path from 'node:path';
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { updateBuildPlatform } from '../db/queries/builds';
-import type { PlatformBuildRequest, PlatformImage } from '../workflows/types';
+import type { BuildStep } from '../db/schema';
+import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../workflows/types';
 import { classifyBuildFailure } from './build-errors';
-import { runBuildctl } from './buildctl';
+import { runBuildctl, type BuildctlExit } from './buildctl';
 import { LogSink } from './log-sink';
 import { ProgressTracker } from './progress';
+import { registryAuthEnv } from './registry-auth';
 
 export interface BuildActivityDeps {
   db: Db;
@@ -22,6 +24,8 @@ export interface BuildActivityDeps {
   workRoot: string;
   /** Prepares a git checkout for `source.kind === 'git'`; returns context and Dockerfile paths. */
   checkoutSource?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
+  /** Decrypts a build's registry credentials (PAI RegistryAuths) for pulling private bases. */
+  secretKey?: string;
 }
 
 export interface BuildContext {
@@ -30,22 +34,50 @@ export interface BuildContext {
   dockerfileName: string;
 }
 
-const HEARTBEAT_MS = 5_000;
+// Cancellation reaches the activity only in a heartbeat's answer: beat often so a cancel lands fast.
+const HEARTBEAT_MS = 1_000;
 
 export function createBuildActivities(deps: BuildActivityDeps) {
   return {
     /**
-     * Builds one platform's image with buildctl and pushes it by digest. Streams progress into the
-     * build log, heartbeats so cancellation can reach it, and on cancel stops the solve.
+     * Builds one platform's image with buildctl and pushes it by digest; with `accelerated`, then
+     * pushes its eStargz variant from the same BuildKit cache. Streams progress into the build
+     * log, heartbeats so cancellation can reach it, and on cancel stops the solve.
      */
     async buildPlatformImage(req: PlatformBuildRequest): Promise<PlatformImage> {
       const ctx = Context.current();
       const { db } = deps;
       const log = new LogSink(db, req.buildId, req.platform);
-      const tracker = new ProgressTracker();
+      let tracker = new ProgressTracker();
       await mkdir(deps.workRoot, { recursive: true });
       const workDir = await mkdtemp(path.join(deps.workRoot, `${req.buildId.slice(0, 8)}-${req.platform.replace('/', '-')}-`));
-      const heartbeat = setInterval(() => ctx.heartbeat({ steps: tracker.steps().length }), HEARTBEAT_MS);
+      const mainTracker = tracker;
+      let savedProgress = '';
+      let progressWrite: Promise<void> = Promise.resolve();
+      let progressStopped = false;
+      // Per-step progress is saved as it changes so GET /builds/:id shows it while the build runs.
+      const saveProgress = () => {
+        const steps = mainTracker.steps();
+        const key = `${steps.length}:${steps.filter((st) => st.completedAt).length}`;
+        if (progressStopped || key === savedProgress) return;
+        savedProgress = key;
+        progressWrite = progressWrite.then(() =>
+          progressStopped
+            ? undefined
+            : updateBuildPlatform(db, req.buildId, req.platform, { steps, cacheHits: mainTracker.cacheHits() }).catch(() => {
+                savedProgress = '';
+              }),
+        );
+      };
+      /** Before the final platform record, so a late progress write cannot overwrite it. */
+      const stopProgress = () => {
+        progressStopped = true;
+        return progressWrite;
+      };
+      const heartbeat = setInterval(() => {
+        ctx.heartbeat({ steps: tracker.steps().length });
+        if (tracker === mainTracker) saveProgress();
+      }, HEARTBEAT_MS);
       try {
         await updateBuildPlatform(db, req.buildId, req.platform, { status: 'running', startedAt: new Date(), finishedAt: null });
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
@@ -53,25 +85,27 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         ctx.heartbeat();
 
         const context = await prepareContext(req, workDir, deps, ctx.cancellationSignal);
+        const env = await registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir });
         const metadataFile = path.join(workDir, 'metadata.json');
-        const exit = await runBuildctl({
-          buildctl: deps.buildctl,
-          args: buildctlArgs(req, context, deps, metadataFile),
-          signal: ctx.cancellationSignal,
-          onLine: (line) => {
-            log.push(tracker.push(line));
-          },
-        });
-        log.push(tracker.flush());
-        const steps = tracker.steps();
-        const cacheHits = tracker.cacheHits();
-
-        if (exit.canceled) {
-          log.push([`==> ${req.platform} canceled`]);
-          await updateBuildPlatform(db, req.buildId, req.platform, { status: 'canceled', finishedAt: new Date(), steps, cacheHits });
-          throw new CancelledFailure('build canceled');
-        }
-        if (exit.code !== 0) {
+        const solve = async (args: string[]) => {
+          const exit = await runBuildctl({
+            buildctl: deps.buildctl,
+            args,
+            signal: ctx.cancellationSignal,
+            env,
+            onLine: (line) => log.push(tracker.push(line)),
+          });
+          log.push(tracker.flush());
+          return exit;
+        };
+        /** Ends the activity for a canceled or failed solve: records it, then throws. */
+        const fail = async (exit: BuildctlExit, steps: BuildStep[], cacheHits: number): Promise<never> => {
+          await stopProgress();
+          if (exit.canceled) {
+            log.push([`==> ${req.platform} canceled`]);
+            await updateBuildPlatform(db, req.buildId, req.platform, { status: 'canceled', finishedAt: new Date(), steps, cacheHits });
+            throw new CancelledFailure('build canceled');
+          }
           const failure = classifyBuildFailure(tracker.plainOutput, exit);
           if (failure.retryable) {
             log.push([`==> ${req.platform}: transient failure, will retry: ${failure.message}`]);
@@ -80,22 +114,45 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           log.push([`==> ${req.platform} failed: ${failure.message}`]);
           await updateBuildPlatform(db, req.buildId, req.platform, { status: 'failed', finishedAt: new Date(), steps, cacheHits });
           throw ApplicationFailure.create({ type: failure.code, message: failure.message, nonRetryable: true });
+        };
+
+        const exit = await solve(buildctlArgs(req, context, deps, metadataFile));
+        const steps = tracker.steps();
+        const cacheHits = tracker.cacheHits();
+        if (exit.canceled || exit.code !== 0) return await fail(exit, steps, cacheHits);
+        const descriptor = await readDescriptor(metadataFile);
+        log.push([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
+
+        let accelerated: AcceleratedPlatformImage | undefined;
+        if (req.accelerated) {
+          // A second solve of the same definition on the same buildkitd: every step is a cache hit
+          // of the solve that just ran, so only the layers are recompressed (as eStargz) and
+          // pushed. Its progress shows that no step ran twice; a step that did is reported.
+          log.push([`==> ${req.platform}: eStargz variant from the same BuildKit cache`]);
+          tracker = new ProgressTracker({ firstIndex: tracker.nextIndex });
+          const accMetadataFile = path.join(workDir, 'metadata-estargz.json');
+          const accExit = await solve(buildctlArgs(req, context, deps, accMetadataFile, 'estargz'));
+          if (accExit.canceled || accExit.code !== 0) return await fail(accExit, steps, cacheHits);
+          const accDescriptor = await readDescriptor(accMetadataFile);
+          const passSteps = dockerfileSteps(tracker.steps());
+          const rerun = passSteps.filter((s) => !s.cached);
+          accelerated = { ...accDescriptor, steps: passSteps.length, cacheHits: passSteps.length - rerun.length };
+          log.push([
+            `==> ${req.platform} eStargz variant pushed ${accDescriptor.digest} (${accelerated.cacheHits} of ${passSteps.length} steps from cache)`,
+            ...(rerun.length ? [`==> WARNING: the eStargz pass re-ran ${rerun.map((s) => s.name).join('; ')}`] : []),
+          ]);
         }
 
-        const meta = JSON.parse(await readFile(metadataFile, 'utf8')) as {
-          'containerimage.digest': string;
-          'containerimage.descriptor': { mediaType: string; digest: string; size: number };
-        };
-        const descriptor = meta['containerimage.descriptor'];
-        log.push([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
+        await stopProgress();
         await updateBuildPlatform(db, req.buildId, req.platform, {
           status: 'succeeded',
           digest: descriptor.digest,
+          acceleratedDigest: accelerated?.digest ?? null,
           finishedAt: new Date(),
           steps,
           cacheHits,
         });
-        return { platform: req.platform, digest: descriptor.digest, mediaType: descriptor.mediaType, size: descriptor.size, cacheHits };
+        return { platform: req.platform, ...descriptor, cacheHits, ...(accelerated ? { accelerated } : {}) };
       } finally {
         clearInterval(heartbeat);
         await log.flush();
@@ -103,6 +160,19 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       }
     },
   };
+}
+
+async function readDescriptor(metadataFile: string): Promise<ImageDescriptor> {
+  const meta = JSON.parse(await readFile(metadataFile, 'utf8')) as {
+    'containerimage.descriptor': { mediaType: string; digest: string; size: number };
+  };
+  const { digest, mediaType, size } = meta['containerimage.descriptor'];
+  return { digest, mediaType, size };
+}
+
+/** The steps of the Dockerfile that do work (`[stage n/m] RUN|COPY|...`); FROM only resolves its base. */
+export function dockerfileSteps(steps: BuildStep[]): BuildStep[] {
+  return steps.filter((s) => /^\[[^\]]*\d+\/\d+\] /.test(s.name) && !/^\[[^\]]*\] FROM /.test(s.name));
 }
 
 export type BuildActivities = ReturnType<typeof createBuildActivities>;
@@ -128,7 +198,33 @@ async function prepareContext(
   return deps.checkoutSource(req, workDir, signal);
 }
 
-export function buildctlArgs(req: PlatformBuildRequest, context: BuildContext, deps: BuildActivityDeps, metadataFile: string): string[] {
+/**
+ * The registry cache of one repository and platform: `<registry>/<ns>/<name>/buildcache:<os>-<arch>`.
+ * A repository of its own beside the image's (never a tag of it), so cache manifests never show
+ * up as image versions, in the image's tag list, in registry notifications (Kiln records
+ * `ns/name` repositories only) or in immutable-tag checks. One ref per platform, as each
+ * platform's build exports its own (`mode=max`) cache and would overwrite a shared one.
+ */
+export function registryCacheRef(registry: string, repository: string, platform: string): string {
+  return `${registry}/${repository}/buildcache:${platform.replace(/\//g, '-')}`;
+}
+
+/**
+ * buildctl arguments for one platform. `image` is the build itself: push by digest, import the
+ * registry cache (unless noCache) and export it (`mode=max`: every step, so a fresh build host
+ * gets hits on all of them). `estargz` is the accelerated pass that follows it on the same
+ * buildkitd: the same definition (so the same cache keys), an eStargz output, no export (the
+ * build just exported) and never `--no-cache`, which would run every step again.
+ */
+export function buildctlArgs(
+  req: PlatformBuildRequest,
+  context: BuildContext,
+  deps: Pick<BuildActivityDeps, 'buildkitAddr' | 'registry'>,
+  metadataFile: string,
+  variant: 'image' | 'estargz' = 'image',
+): string[] {
+  const image = `type=image,name=${deps.registry}/${req.repository},push=true,push-by-digest=true,oci-mediatypes=true`;
+  const cacheRef = registryCacheRef(deps.registry, req.repository, req.platform);
   const args = [
     '--addr', deps.buildkitAddr,
     'build',
@@ -138,12 +234,18 @@ export function buildctlArgs(req: PlatformBuildRequest, context: BuildContext, d
     '--local', `dockerfile=${context.dockerfileDir}`,
     '--opt', `filename=${context.dockerfileName}`,
     '--opt', `platform=${req.platform}`,
-    '--output', `type=image,name=${deps.registry}/${req.repository},push=true,push-by-digest=true,oci-mediatypes=true`,
+    '--output', variant === 'estargz' ? `${image},compression=estargz,force-compression=true` : image,
     '--metadata-file', metadataFile,
   ];
   for (const [k, v] of Object.entries(req.buildArgs)) args.push('--opt', `build-arg:${k}=${v}`);
   for (const [k, v] of Object.entries(req.labels)) args.push('--opt', `label:${k}=${v}`);
   if (req.target) args.push('--opt', `target=${req.target}`);
-  if (req.noCache) args.push('--no-cache');
+  if (!req.noCache) args.push('--import-cache', `type=registry,ref=${cacheRef}`);
+  if (variant === 'image') {
+    if (req.noCache) args.push('--no-cache');
+    // The image is what the user asked for; a cache that cannot be written must not fail it
+    // (BuildKit then reports the export step with its error in the log).
+    args.push('--export-cache', `type=registry,ref=${cacheRef},mode=max,ignore-error=true`);
+  }
   return args;
 }

@@ -41,9 +41,15 @@ interface VertexState {
  */
 export class ProgressTracker {
   private readonly vertexes = new Map<string, VertexState>();
-  private nextIndex = 1;
+  /** The `#N` the next new vertex gets. */
+  nextIndex: number;
   /** Lines that were not JSON: buildctl's own messages, including its final error. */
   readonly plainOutput: string[] = [];
+
+  /** `firstIndex` lets a second solve of one build continue the first one's `#N` numbering. */
+  constructor(opts: { firstIndex?: number } = {}) {
+    this.nextIndex = opts.firstIndex ?? 1;
+  }
 
   /** Feeds one stderr line; returns the log lines it produced. */
   push(raw: string): string[] {
@@ -82,7 +88,18 @@ export class ProgressTracker {
     if (v.started) s.started ??= v.started;
     if (v.cached) s.cached = true;
     if (v.completed) s.completed = v.completed;
-    if (v.error) s.error = v.error;
+    if (v.error) {
+      // The first build of a repository and platform finds no registry cache to import; BuildKit
+      // reports that on the import vertex and builds on. It is news, not an error.
+      if (isMissingCacheImport(s.name, v.error)) {
+        if (!s.announced) out.push(`#${s.index} ${s.name}`);
+        if (!s.finished) out.push(`#${s.index} no cache there yet`);
+        s.announced = true;
+        s.finished = true;
+        return;
+      }
+      s.error = v.error;
+    }
     if (!s.announced && (s.started || s.cached || s.completed)) {
       s.announced = true;
       out.push(`#${s.index} ${s.name}`);
@@ -139,6 +156,10 @@ export class ProgressTracker {
   errors(): string[] {
     return [...this.vertexes.values()].filter((s) => s.error).map((s) => s.error!);
   }
+}
+
+function isMissingCacheImport(name: string, error: string): boolean {
+  return name.startsWith('importing cache manifest from ') && /: not found$/.test(error);
 }
 
 function decode(b64: string): string {

@@ -4,9 +4,10 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/** Nearest-rank percentile. */
 export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+  return s[Math.max(0, Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 export async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -24,3 +25,6 @@ export function printTable(rows: Record<string, string | number>[]): void {
   console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
   for (const r of rows) console.log(line(cols.map((c) => String(r[c] ?? ''))));
 }
+
+export const ms = (x: number) => `${x.toFixed(0)} ms`;
+export const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;

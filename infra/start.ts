@@ -46,6 +46,7 @@ const stack = await startStack({
   buildkitAmd64: env.KILN_BUILDKIT_AMD64 ?? (runsBuilds ? undefined : 'none'),
   buildkitArm64: env.KILN_BUILDKIT_ARM64 ?? (runsBuilds ? undefined : 'none'),
   ensureTools: !env.KILN_SKIP_TOOL_SETUP,
+  registryMirrors: env.KILN_REGISTRY_MIRRORS,
   registryNotifications,
   log: (msg) => console.log(`kiln: ${msg}`),
 });

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
 import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
@@ -84,12 +85,15 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
         namespace: opts.namespace,
         taskQueue: CONTROL_TASK_QUEUE,
         workflowBundle: await workflowBundle(),
-        activities: createControlActivities({
-          db: opts.db,
-          registry: opts.registry,
-          resolveSource: source.resolveSource,
-          ...opts.controlActivities,
-        }),
+        activities: {
+          ...createControlActivities({
+            db: opts.db,
+            registry: opts.registry,
+            resolveSource: source.resolveSource,
+            ...opts.controlActivities,
+          }),
+          ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
+        },
       }),
     );
   }
@@ -112,6 +116,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           registry: opts.registryHost,
           workRoot: opts.workRoot,
           checkoutSource: source.checkoutSource,
+          secretKey: opts.secretKey,
           ...opts.buildActivities,
         }),
       }),

@@ -10,6 +10,7 @@ import {
   sleep,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
+import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
 import type { ControlActivities } from '../activities/control';
 import { KilnCommit, KilnRef, KilnStatus } from './search-attributes';
@@ -47,6 +48,18 @@ export const USER_FAULT_TYPES = [
 const control = proxyLocalActivities<ControlActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+});
+
+// The accelerated index steps are control steps too (registry and database calls).
+const accelerate = proxyLocalActivities<AccelerateActivities>({
+  startToCloseTimeout: '2 minutes',
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '30s',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: [...USER_FAULT_TYPES],
+  },
 });
 
 function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
@@ -121,6 +134,12 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
   }
   // startBuild left the build in phase `building`; each later step records its own phase.
   const images = await buildAllPlatforms(plan);
+  // Accelerated: every platform activity also pushed an eStargz variant. Its tags are checked
+  // (and claimed, with immutable tags) before the anchors are pushed, so a conflict pushes nothing.
+  const acceleratedInput = plan.accelerated
+    ? { buildId: plan.buildId, repository: plan.repository, images, tags: plan.tags, immutableTags: plan.immutableTags }
+    : null;
+  if (acceleratedInput) await accelerate.prepareAcceleratedIndex(acceleratedInput);
   const index = await control.assembleImageIndex({
     buildId: plan.buildId,
     repository: plan.repository,
@@ -128,6 +147,7 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
     tags: plan.tags,
     immutableTags: plan.immutableTags,
   });
+  if (acceleratedInput) await accelerate.pushAcceleratedIndex(acceleratedInput);
   await control.recordBuildSucceeded({ buildId: plan.buildId, manifestDigest: index.digest, tags: plan.tags });
   return { buildId: plan.buildId, status: 'succeeded', manifestDigest: index.digest, tags: plan.tags };
 }
@@ -148,6 +168,7 @@ async function buildAllPlatforms(plan: BuildPlan): Promise<PlatformImage[]> {
             labels: plan.labels,
             target: plan.target,
             noCache: plan.noCache,
+            accelerated: plan.accelerated,
           });
         } catch (err) {
           if (!isCancellation(err)) scope.cancel();

@@ -40,15 +40,34 @@ export interface PlatformBuildRequest {
   labels: Record<string, string>;
   target: string | null;
   noCache: boolean;
+  /** Also push an eStargz (lazy-pull) variant of this platform's image, from the same cache. */
+  accelerated?: boolean;
 }
 
-/** One per-platform image, pushed by digest. */
-export interface PlatformImage {
-  platform: PlatformName;
+/** A manifest pushed by digest: what an index entry needs. */
+export interface ImageDescriptor {
   digest: string;
   mediaType: string;
   size: number;
+}
+
+/** One per-platform image, pushed by digest. */
+export interface PlatformImage extends ImageDescriptor {
+  platform: PlatformName;
   cacheHits: number;
+  /** The eStargz variant, when the request asked for one. */
+  accelerated?: AcceleratedPlatformImage;
+}
+
+export interface AcceleratedPlatformImage extends ImageDescriptor {
+  /** Dockerfile steps of the eStargz pass and how many came from cache (all, when none re-ran). */
+  steps: number;
+  cacheHits: number;
+}
+
+/** Tag of the accelerated (eStargz) index for an anchor tag, as the anchors name it. */
+export function acceleratedTag(tag: string): string {
+  return `${tag}_accelerated`;
 }
 
 export interface ImageBuildResult {

@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, gt, inArray, notInArray, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, notInArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
 import {
   buildLogs,
@@ -42,20 +42,45 @@ export async function findBuildByClientToken(db: Db, clientToken: string): Promi
   return row;
 }
 
+/**
+ * The build, its repository path and its platform rows in ONE round trip (the platforms as a JSON
+ * array, built from the table's own column list), as a query prepared once per database handle.
+ * GET /builds/:id and every build step read it, so it is the hottest query there is.
+ */
 export async function getBuild(db: Db, id: string): Promise<BuildWithDetails | undefined> {
-  const [row] = await db
-    .select({ build: builds, namespace: namespaces.name, repository: repositories.name })
+  let query = preparedGetBuild.get(db);
+  if (!query) preparedGetBuild.set(db, (query = prepareGetBuild(db)));
+  const [row] = await query.execute({ id });
+  if (!row) return undefined;
+  const platformStates = (row.platforms as Record<string, unknown>[]).map(platformFromJson);
+  return { ...row.build, repository: `${row.namespace}/${row.repository}`, platformStates };
+}
+
+function prepareGetBuild(db: Db) {
+  return db
+    .select({ build: builds, namespace: namespaces.name, repository: repositories.name, platforms: platformsJson })
     .from(builds)
     .innerJoin(repositories, eq(builds.repositoryId, repositories.id))
     .innerJoin(namespaces, eq(repositories.namespaceId, namespaces.id))
-    .where(eq(builds.id, id));
-  if (!row) return undefined;
-  const platformStates = await db
-    .select()
-    .from(buildPlatforms)
-    .where(eq(buildPlatforms.buildId, id))
-    .orderBy(asc(buildPlatforms.platform));
-  return { ...row.build, repository: `${row.namespace}/${row.repository}`, platformStates };
+    .where(eq(builds.id, sql.placeholder('id')))
+    .prepare('kiln_get_build');
+}
+/** Keyed by handle: a transaction passed as `db` gets its own, run inside it. */
+const preparedGetBuild = new WeakMap<Db, ReturnType<typeof prepareGetBuild>>();
+
+const platformColumns = Object.entries(getTableColumns(buildPlatforms));
+/** `[{platform, status, ...}]` of one build, ordered by platform, keys as the schema names them. */
+const platformsJson = sql<unknown[]>`coalesce((select json_agg(json_build_object(${sql.raw(
+  platformColumns.map(([key, col]) => `'${key}', bp.${JSON.stringify(col.name)}`).join(', '),
+)}) order by bp.platform) from build_platforms bp where bp.build_id = ${builds.id}), '[]'::json)`;
+
+/** JSON has no dates: timestamp columns come back as ISO strings. */
+function platformFromJson(raw: Record<string, unknown>): BuildPlatform {
+  const out: Record<string, unknown> = { ...raw };
+  for (const [key, col] of platformColumns) {
+    if (col.dataType === 'date' && typeof out[key] === 'string') out[key] = new Date(out[key] as string);
+  }
+  return out as BuildPlatform;
 }
 
 export interface BuildCursor {

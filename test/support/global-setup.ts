@@ -22,7 +22,18 @@ declare module 'vitest' {
   }
 }
 
-export const TEST_PORTS = { temporal: 27233, temporalUi: 28233, registry: 25000, postgres: 25432 };
+/**
+ * KILN_TEST_PORT_OFFSET shifts every port (and those test files start themselves), so two test
+ * runs on one machine (two clones, two engineers) do not collide.
+ */
+export const TEST_PORT_OFFSET = Number(process.env.KILN_TEST_PORT_OFFSET ?? 0) || 0;
+
+export const TEST_PORTS = {
+  temporal: 27233 + TEST_PORT_OFFSET,
+  temporalUi: 28233 + TEST_PORT_OFFSET,
+  registry: 25000 + TEST_PORT_OFFSET,
+  postgres: 25432 + TEST_PORT_OFFSET,
+};
 
 export default async function setup(project: TestProject) {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kiln-test-'));

@@ -1,0 +1,172 @@
+// HTTP rows of `npm run bench`: webhook ingest and build reads, against an API process of its own
+// (`npm start` with KILN_COMPONENTS=api, as an API node runs when scaled out) on Postgres. The
+// load comes from autocannon in this process, so the API's event loop is the API's alone. All
+// traffic goes to 127.0.0.1 and every run is bounded in time.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, openSync } from 'node:fs';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { REPO_ROOT } from '../infra/tools';
+import { githubPush } from '../test/support/webhooks';
+import { median, percentile } from './stats';
+
+export interface ApiProcess {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Runs infra/start.ts as an API-only node against the bench's Temporal, registry and Postgres. */
+export async function startApiProcess(o: {
+  dataDir: string;
+  port: number;
+  databaseUrl: string;
+  temporalAddress: string;
+  registry: string;
+  apiToken: string;
+  secretKey: string;
+  /** Extra node flags, e.g. `--cpu-prof` to profile the API under load. */
+  nodeArgs?: string[];
+}): Promise<ApiProcess> {
+  mkdirSync(o.dataDir, { recursive: true });
+  const out = openSync(path.join(o.dataDir, 'api.log'), 'a');
+  const child: ChildProcess = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', path.join(REPO_ROOT, 'infra/start.ts')], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', out, out],
+    env: {
+      ...process.env,
+      PORT: String(o.port),
+      HOST: '127.0.0.1',
+      KILN_DATA_DIR: o.dataDir,
+      DATABASE_URL: o.databaseUrl,
+      TEMPORAL_ADDRESS: o.temporalAddress,
+      KILN_REGISTRY: o.registry,
+      KILN_COMPONENTS: 'api',
+      KILN_API_TOKEN: o.apiToken,
+      KILN_SECRET_KEY: o.secretKey,
+      KILN_SKIP_TOOL_SETUP: '1',
+      NODE_ENV: 'production',
+    },
+  });
+  const url = `http://127.0.0.1:${o.port}`;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the API process exited (${child.exitCode}); see ${o.dataDir}/api.log`);
+    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error(`the API process did not become healthy; see ${o.dataDir}/api.log`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export interface Load {
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+}
+
+/** `runs` autocannon runs of `seconds` each; medians of their throughput and latency percentiles. */
+async function load(runs: number, seconds: number, opts: autocannon.Options): Promise<Load> {
+  const results: autocannon.Result[] = [];
+  for (let i = 0; i < runs; i++) results.push(await autocannon({ connections: 10, duration: seconds, ...opts }));
+  return {
+    rps: median(results.map((r) => r.requests.total / (r.duration || seconds))),
+    p50: median(results.map((r) => r.latency.p50)),
+    p99: median(results.map((r) => r.latency.p99)),
+    non2xx: results.reduce((n, r) => n + r.non2xx, 0),
+    errors: results.reduce((n, r) => n + r.errors + r.timeouts, 0),
+  };
+}
+
+async function call(url: string, token: string, method: string, pathname: string, json?: unknown): Promise<any> {
+  const res = await fetch(`${url}${pathname}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: json === undefined ? undefined : JSON.stringify(json),
+  });
+  const body = res.status === 204 ? null : await res.json();
+  if (res.status >= 400) throw new Error(`${method} ${pathname}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+/**
+ * 4. Signed GitHub push deliveries, each with its own delivery id, to a repository whose only rule
+ * matches nothing (verify, de-duplicate, plan, record; no build); then 50 deliveries that do start
+ * a build each (a branch per delivery, so none supersedes another): from sending the delivery to
+ * the workflow's start as Temporal recorded it. This API node runs no workers: the started
+ * workflows wait in Temporal's queue and are terminated afterwards, so builds do not share the
+ * machine with the measurement.
+ */
+export async function benchIngest(
+  api: ApiProcess,
+  o: { token: string; runs: number; describeStart: (workflowId: string) => Promise<Date>; terminate: (workflowIds: string[]) => Promise<void> },
+) {
+  const secret = 'bench-webhook-secret-0123456789';
+  const repoUrl = `https://github.com/bench/ingest-${Date.now().toString(36)}.git`;
+  const repo = await call(api.url, o.token, 'POST', '/api/v1/repositories', {
+    namespace: 'bench',
+    name: `ingest-${Date.now().toString(36)}`,
+    source: { provider: 'github', url: repoUrl, webhookSecret: secret },
+  });
+  await call(api.url, o.token, 'POST', `/api/v1/repositories/${repo.id}/rules`, {
+    type: 'branch',
+    match: 'never-matches',
+    platforms: ['linux/amd64'],
+    tags: [{ template: 'x' }],
+  });
+  // The signature covers the body only, so one signed body serves every delivery id.
+  const delivery = githubPush({ repoUrl, ref: 'refs/heads/main', after: 'a'.repeat(40), secret });
+  const { 'x-github-delivery': _, ...headers } = delivery.headers;
+  const url = `${api.url}/webhooks/github`;
+  const ingest = await load(o.runs, 3, {
+    url,
+    method: 'POST',
+    headers,
+    body: delivery.body,
+    requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) }],
+  });
+
+  // Deliveries that start builds, one at a time.
+  await call(api.url, o.token, 'POST', `/api/v1/repositories/${repo.id}/rules`, {
+    type: 'branch',
+    match: 'bench-(?<n>\\d+)',
+    platforms: ['linux/amd64'],
+    tags: [{ template: 'bench-${n}' }],
+  });
+  const startMs: number[] = [];
+  const responseMs: number[] = [];
+  const started: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    const d = githubPush({ repoUrl, ref: `refs/heads/bench-${i}`, after: randomUUID().replace(/-/g, '').padEnd(40, '0').slice(0, 40), secret });
+    const sent = Date.now();
+    const t = performance.now();
+    const res = await fetch(url, { method: 'POST', headers: d.headers, body: d.body });
+    responseMs.push(performance.now() - t);
+    const body = (await res.json()) as { builds?: { workflowId: string }[] };
+    if (res.status !== 202 || body.builds?.length !== 1) throw new Error(`delivery ${i}: ${res.status} ${JSON.stringify(body)}`);
+    const workflowId = body.builds[0]!.workflowId;
+    started.push(workflowId);
+    startMs.push((await o.describeStart(workflowId)).getTime() - sent);
+  }
+  await o.terminate(started);
+  return {
+    ingest,
+    start: { p50: percentile(startMs, 50), p99: percentile(startMs, 99) },
+    response: { p50: percentile(responseMs, 50), p99: percentile(responseMs, 99) },
+  };
+}
+
+/** 5. GET /api/v1/builds/:id of a finished two-platform build, under load, on Postgres. */
+export async function benchReads(api: ApiProcess, o: { token: string; runs: number; buildId: string }): Promise<Load> {
+  return load(o.runs, 3, { url: `${api.url}/api/v1/builds/${o.buildId}`, headers: { authorization: `Bearer ${o.token}` } });
+}
