@@ -18,9 +18,18 @@ export interface ControlActivityDeps {
 export function createControlActivities(deps: ControlActivityDeps) {
   const { db, registry } = deps;
 
-  /** The immutable-tags check of assembleImageIndex; throws `tag_immutable` naming the taken tags. */
-  async function claimImmutableTags(buildId: string, repository: string, tags: string[], digest: string): Promise<void> {
-    const guarded = tags.filter((t) => t !== 'latest');
+  /**
+   * The tag guard of assembleImageIndex: with immutable tags every tag but `latest`, with
+   * overwriteTags off every tag, must be free. Throws `tag_immutable` naming the taken tags.
+   */
+  async function claimGuardedTags(
+    buildId: string,
+    repository: string,
+    tags: string[],
+    digest: string,
+    why: 'immutable' | 'no-overwrite',
+  ): Promise<void> {
+    const guarded = why === 'immutable' ? tags.filter((t) => t !== 'latest') : tags;
     if (guarded.length === 0) return;
     const taken: string[] = [];
     // Tags pushed outside Kiln exist in the registry even when the database never heard of them.
@@ -41,9 +50,10 @@ export function createControlActivities(deps: ControlActivityDeps) {
       for (const t of held) taken.push(`${t.tag} (${t.buildId ? `pushed by build ${t.buildId}` : t.creationMethod})`);
     }
     if (taken.length) {
+      const rule = why === 'immutable' ? `Tags are immutable in ${repository}` : 'The build may not overwrite tags (OverwriteImageTag: false)';
       throw ApplicationFailure.create({
         type: 'tag_immutable',
-        message: `Tags are immutable in ${repository} and these already exist: ${taken.join(', ')}; no tag was pushed`,
+        message: `${rule} and these already exist: ${taken.join(', ')}; no tag was pushed`,
         nonRetryable: true,
       });
     }
@@ -119,7 +129,10 @@ export function createControlActivities(deps: ControlActivityDeps) {
       const body = Buffer.from(JSON.stringify(index));
       const digest = sha256(body);
       try {
-        if (input.immutableTags) await claimImmutableTags(input.buildId, input.repository, input.tags, digest);
+        if (input.immutableTags) await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'immutable');
+        else if ((await getBuild(db, input.buildId))?.overwriteTags === false) {
+          await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'no-overwrite');
+        }
         const signal = activityCancellationSignal();
         for (const tag of input.tags) {
           // A cancel that lands mid-way must not leave more tags behind than it has to.

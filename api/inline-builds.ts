@@ -153,6 +153,7 @@ export function inlineBuilds(deps: AppDeps) {
         clientToken: spec.clientToken ?? null,
         requestHash: spec.requestHash,
         registryAuthsEnc: spec.registryAuthsEnc ?? null,
+        overwriteTags: !spec.refuseExistingTags,
         workflowId: `build-${id}`,
       });
       // A concurrent request with the same token won the insert; a conflicting one must leave nothing behind.

@@ -101,6 +101,8 @@ export const builds = pgTable(
     tags: text('tags').array().notNull(),
     noCache: boolean('no_cache').notNull().default(false),
     accelerated: boolean('accelerated').notNull().default(false),
+    /** False (PAI OverwriteImageTag: false): no tag of this build, `latest` included, may replace one. */
+    overwriteTags: boolean('overwrite_tags').notNull().default(true),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
     manifestDigest: text('manifest_digest'),
     pushedTags: text('pushed_tags').array().notNull().default(sql`'{}'::text[]`),

@@ -92,6 +92,28 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     expect(again.ImageBuildId).toBe(first.ImageBuildId);
     expect((await waitForImageBuild(first.ImageBuildId)).Status).toBe('Succeeded');
   });
+
+  it('OverwriteImageTag false: two builds racing for one new tag, exactly one pushes it', async () => {
+    const uri = `${kiln.registry}/${repo}:race-${nonce}`;
+    const noOverwrite = (marker: string) =>
+      request(uri, {
+        TargetRegistry: { Type: 'ACREE', InstanceId: 'cri-local', OverwriteImageTag: false },
+        BuildConfig: { Dockerfile: `FROM ${kiln.registry}/base/busybox\nRUN echo "${marker}" > /who\n`, BuildType: 'DOCKERFILE' },
+      });
+    // Both pass the submit-time check (the tag does not exist yet); only the final claim decides.
+    const [a, b] = await Promise.all([create(noOverwrite('a')), create(noOverwrite('b'))]);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    const ids = [(await a.json()).ImageBuildId, (await b.json()).ImageBuildId];
+    const ends = await Promise.all(ids.map((id) => waitForImageBuild(id)));
+    expect(ends.map((e) => e.Status).sort()).toEqual(['Failed', 'Succeeded']);
+    const loser = ids[ends.findIndex((e) => e.Status === 'Failed')];
+    const view = await (await kiln.api(`/api/v1/builds/${loser}`)).json();
+    expect(view.error.code).toBe('tag_immutable');
+    expect(view.error.message).toMatch(/OverwriteImageTag: false/);
+    const winner = ids[ends.findIndex((e) => e.Status === 'Succeeded')];
+    const winnerView = await (await kiln.api(`/api/v1/builds/${winner}`)).json();
+    expect((await fetchManifest(kiln.registry, repo, `race-${nonce}`))!.digest).toBe(winnerView.manifestDigest);
+  });
 });
 
 describe('RegistryAuths', () => {

@@ -1,0 +1,1 @@
+ALTER TABLE "builds" ADD COLUMN "overwrite_tags" boolean DEFAULT true NOT NULL;
