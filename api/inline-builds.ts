@@ -3,7 +3,7 @@
 // the workflow is started with nothing but ids.
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'hono';
-import { finishBuild, findBuildByClientToken, insertBuild } from '../db/queries/builds';
+import { findBuildByClientToken, insertBuild } from '../db/queries/builds';
 import { ensureNamespace, getNamespaceByName } from '../db/queries/namespaces';
 import { getRepositoryByPath, type RepositoryWithNamespace } from '../db/queries/repositories';
 import { findImageTags } from '../db/queries/tags';
@@ -12,7 +12,7 @@ import type { Platform } from '../env';
 import type { AppDeps } from './app';
 import { requireNamespace, type AppEnv } from './auth';
 import { ApiError } from './errors';
-import { errorMessage } from './util';
+import { startBuildOrFail } from './start-build';
 
 export interface InlineBuildSpec {
   namespace: string;
@@ -46,22 +46,9 @@ export interface BuildAcceptedBody {
 export function inlineBuilds(deps: AppDeps) {
   const { db } = deps;
 
-  /** Starts the workflow; when the engine cannot be reached the build fails at once, so none hangs queued. */
+  /** Starts the workflow; a build the engine cannot take is marked failed and answered with 503. */
   async function startOrFail(build: Build, repository: string): Promise<void> {
-    try {
-      await deps.builds.start({
-        buildId: build.id,
-        workflowId: build.workflowId,
-        timeoutMinutes: build.timeoutMinutes,
-        repository,
-        trigger: build.trigger,
-      });
-    } catch (err) {
-      await finishBuild(db, build.id, {
-        status: 'failed',
-        errorCode: 'engine_unavailable',
-        errorMessage: `The build engine could not be reached: ${errorMessage(err)}`,
-      });
+    if (await startBuildOrFail(deps, build, repository)) {
       throw new ApiError('service_unavailable', 'The build engine is unavailable; the build was marked failed', {
         buildId: build.id,
       });

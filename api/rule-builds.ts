@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { finishBuild } from '../db/queries/builds';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import { findSupersededBuilds } from '../db/queries/rules';
 import type { Build, BuildRule, NewBuild } from '../db/schema';
 import type { RefName } from '../workflows/rules';
 import type { AppDeps } from './app';
-import { errorMessage } from './util';
+import { startBuildOrFail } from './start-build';
 
 /** `refs/heads/x` or `refs/tags/x`: kept whole so a branch and a tag of one name never mix. */
 export function fullRefName(ref: RefName): string {
@@ -61,21 +60,12 @@ export async function startRuleBuilds(
   const failed: { build: Build; message: string }[] = [];
   await Promise.all(
     items.map(async ({ build, rule, repository }) => {
-      try {
-        await deps.builds.start({
-          buildId: build.id,
-          workflowId: build.workflowId,
-          timeoutMinutes: build.timeoutMinutes,
-          repository,
-          trigger: build.trigger,
-        });
-        started.push(build);
-      } catch (err) {
-        const message = `The build engine could not be reached: ${errorMessage(err)}`;
-        await finishBuild(deps.db, build.id, { status: 'failed', errorCode: 'engine_unavailable', errorMessage: message });
-        failed.push({ build, message });
+      const failure = await startBuildOrFail(deps, build, repository);
+      if (failure) {
+        failed.push({ build, message: failure });
         return;
       }
+      started.push(build);
       if (!rule.cancelSuperseded || !build.sourceRef) return;
       const older = await findSupersededBuilds(deps.db, {
         id: build.id,
