@@ -1,6 +1,9 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
@@ -45,6 +48,12 @@ export interface AppDeps {
 }
 
 export const API_PREFIX = '/api/v1';
+
+const SWAGGER_UI_DIR = path.dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+const DOCS_ASSETS: Record<string, string> = {
+  'swagger-ui.css': 'text/css; charset=utf-8',
+  'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
+};
 export const OPENAPI_PATH = `${API_PREFIX}/openapi.json`;
 
 const HTTP_STATUS_CODES: Record<number, ErrorCode> = {
@@ -102,6 +111,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     }),
   );
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
+  app.use(`${API_PREFIX}/*`, jsonWithoutContentType);
 
   app.route('/', systemRoutes(deps, metrics));
   app.route(API_PREFIX, namespaceRoutes(deps));
@@ -127,10 +137,35 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     servers: [{ url: deps.config.publicUrl.replace(/\/+$/, '') }],
     security: [{ bearerAuth: [] }],
   });
-  app.get('/docs', swaggerUI({ url: OPENAPI_PATH, title: 'Kiln API' }));
+  // Swagger UI's assets come from the swagger-ui-dist package, not a CDN: Kiln runs offline too.
+  app.get('/docs', swaggerUI({ url: OPENAPI_PATH, title: 'Kiln API', baseUrl: '/docs/assets' }));
+  app.get('/docs/assets/swagger-ui-dist/:file', async (c) => {
+    const file = c.req.param('file');
+    const type = DOCS_ASSETS[file];
+    if (!type) throw new ApiError('not_found', `No docs asset ${file}`);
+    const body = await readFile(path.join(SWAGGER_UI_DIR, file));
+    return c.body(body, 200, { 'content-type': type, 'cache-control': 'public, max-age=86400' });
+  });
 
   return app;
 }
+
+/**
+ * The API speaks only JSON, but `curl -d '{...}'` labels its body as a form. A form-typed (or
+ * untyped) body that is a JSON document is read as JSON instead of being refused with 415.
+ */
+const jsonWithoutContentType: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const type = c.req.header('content-type') ?? '';
+  if (['POST', 'PUT', 'PATCH'].includes(c.req.method) && (type === '' || type.startsWith('application/x-www-form-urlencoded'))) {
+    const body = await c.req.raw.clone().text();
+    if (/^\s*[{[]/.test(body)) {
+      const headers = new Headers(c.req.raw.headers);
+      headers.set('content-type', 'application/json');
+      c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers, body });
+    }
+  }
+  await next();
+};
 
 /** The route pattern, never the raw path, so label cardinality stays bounded. */
 function metricRoute(c: Context): string {

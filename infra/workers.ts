@@ -69,7 +69,13 @@ export const BUILD_HEARTBEAT_THROTTLE = '1 second';
 export function installQuietRuntime(level: 'WARN' | 'ERROR' = 'WARN'): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  Runtime.install({ logger: new DefaultLogger(level) });
+  Runtime.install({
+    logger: new DefaultLogger(level, (entry) => {
+      // Build workers run activities only; the SDK warns about that at every start.
+      if (entry.message.startsWith('No workflows registered')) return;
+      console.error(`[temporal ${entry.level}] ${entry.message}`, entry.meta ?? '');
+    }),
+  });
 }
 
 /** Starts the control worker and one build worker per platform, as `components` selects. */

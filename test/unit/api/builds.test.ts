@@ -250,6 +250,22 @@ describe('POST /builds — bad input creates nothing', () => {
     expect(await h.counts()).toEqual(before);
   });
 
+  it('a JSON body sent as a form, as `curl -d` sends it, is read as JSON', async () => {
+    const res = await h.call('/api/v1/builds', {
+      body: JSON.stringify(buildBody({ repository: 'curl/web' })),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    expect(res.status).toBe(202);
+    expect(res.body.buildId).toEqual(expect.any(String));
+  });
+
+  it('a real form body is still refused with 415 and creates nothing', async () => {
+    const before = await h.counts();
+    const res = await h.call('/api/v1/builds', { body: 'repository=bad/web', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    expect(res.status).toBe(415);
+    expect(await h.counts()).toEqual(before);
+  });
+
   it('a body that is not JSON → 415', async () => {
     const before = await h.counts();
     const res = await h.call('/api/v1/builds', { body: 'repository=bad/web', headers: { 'content-type': 'text/plain' } });

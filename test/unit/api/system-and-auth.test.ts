@@ -154,6 +154,19 @@ describe('OpenAPI document and docs', () => {
     expect(res.headers.get('content-type')).toContain('text/html');
     expect(res.text).toContain('/api/v1/openapi.json');
   });
+
+  it('serves the Swagger UI assets itself, so /docs works without internet', async () => {
+    const page = await h.call('/docs', { token: null });
+    const assets = [...page.text.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+    expect(assets.length).toBeGreaterThanOrEqual(2);
+    for (const url of assets) {
+      expect(url.startsWith('/')).toBe(true); // no CDN
+      const res = await h.call(url, { token: null });
+      expect(res.status).toBe(200);
+      expect(res.text.length).toBeGreaterThan(1000);
+    }
+    expect((await h.call('/docs/assets/swagger-ui-dist/package.json', { token: null })).status).toBe(404);
+  });
 });
 
 describe('health, readiness, metrics', () => {
