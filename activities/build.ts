@@ -79,13 +79,19 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         if (tracker === mainTracker) saveProgress();
       }, HEARTBEAT_MS);
       try {
-        await updateBuildPlatform(db, req.buildId, req.platform, { status: 'running', startedAt: new Date(), finishedAt: null });
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
         log.push([`==> building ${req.platform} on ${hostname()}${attempt}`]);
         ctx.heartbeat();
-
-        const context = await prepareContext(req, workDir, deps, ctx.cancellationSignal);
-        const env = await registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir });
+        // Independent of each other, and all before buildctl can start: at once, not in turn. All
+        // settle before a failure is thrown, so nothing still writes into workDir as it is removed.
+        const [running, prepared, auth] = await Promise.allSettled([
+          updateBuildPlatform(db, req.buildId, req.platform, { status: 'running', startedAt: new Date(), finishedAt: null }),
+          prepareContext(req, workDir, deps, ctx.cancellationSignal),
+          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir }),
+        ]);
+        for (const r of [prepared, auth, running]) if (r.status === 'rejected') throw r.reason;
+        const context = (prepared as PromiseFulfilledResult<BuildContext>).value;
+        const env = (auth as PromiseFulfilledResult<NodeJS.ProcessEnv | undefined>).value;
         const metadataFile = path.join(workDir, 'metadata.json');
         const solve = async (args: string[]) => {
           const exit = await runBuildctl({
@@ -155,8 +161,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         return { platform: req.platform, ...descriptor, cacheHits, ...(accelerated ? { accelerated } : {}) };
       } finally {
         clearInterval(heartbeat);
-        await log.flush();
-        await rm(workDir, { recursive: true, force: true });
+        await Promise.all([log.flush(), rm(workDir, { recursive: true, force: true })]);
       }
     },
   };

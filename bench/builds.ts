@@ -76,11 +76,45 @@ export interface Side {
 
 const side = (samples: number[]): Side => ({ median: median(samples), samples });
 
+/** Where the time of one Kiln build went, from its workflow history (server time stamps). */
+export interface Breakdown {
+  'submit → workflow started': number;
+  'started → build activity scheduled (startBuild)': number;
+  'scheduled → build activity running': number;
+  'build activity (buildctl inside)': number;
+  'activity done → workflow done (index push, record)': number;
+  'workflow done → client has the view': number;
+}
+
+async function breakdown(ctx: BuildCtx, workflowId: string, t0: number, t1: number): Promise<Breakdown> {
+  const history = await ctx.kiln.client.workflow.getHandle(workflowId).fetchHistory();
+  const at = (type: number) => {
+    const e = history.events?.find((ev) => ev.eventType === type);
+    if (!e?.eventTime) throw new Error(`no event ${type} in ${workflowId}`);
+    return Number(e.eventTime.seconds) * 1000 + Math.round((e.eventTime.nanos ?? 0) / 1e6);
+  };
+  // EventType numbers: 1 execution started, 10/11/12 activity scheduled/started/completed, 2 execution completed.
+  const [started, scheduled, running, done, completed] = [at(1), at(10), at(11), at(12), at(2)];
+  return {
+    'submit → workflow started': started - t0,
+    'started → build activity scheduled (startBuild)': scheduled - started,
+    'scheduled → build activity running': running - scheduled,
+    'build activity (buildctl inside)': done - running,
+    'activity done → workflow done (index push, record)': completed - done,
+    'workflow done → client has the view': t1 - completed,
+  };
+}
+
 /** 1. Kiln end to end vs raw buildctl + push, same Dockerfile, warm cache, one platform. */
 export async function benchOverhead(ctx: BuildCtx) {
   const dockerfile = `FROM ${ctx.stack.registry}/base/busybox\nRUN echo bench > /bench\nRUN head -c 1000000 /dev/zero > /blob\n`;
   const repository = 'bench/overhead';
-  const kiln = () => kilnBuild(ctx, { repository, dockerfile, platforms: ['linux/amd64'], tags: ['warm'] });
+  const parts: Breakdown[] = [];
+  const kiln = async () => {
+    const t0 = Date.now();
+    const view = await kilnBuild(ctx, { repository, dockerfile, platforms: ['linux/amd64'], tags: ['warm'] });
+    parts.push(await breakdown(ctx, view.workflowId, t0, Date.now()));
+  };
   const raw = (cache: boolean) => rawBuild(ctx, { dockerfile, platform: 'linux/amd64', repository, cache });
   // Warm BuildKit's cache, the registry cache and Kiln's own paths (database, workflow bundle).
   for (let i = 0; i < 2; i++) {
@@ -104,7 +138,10 @@ export async function benchOverhead(ctx: BuildCtx) {
     }
   }
   if (process.env.KILN_BENCH_DEBUG) console.log({ kiln: k.map(Math.round), raw: r.map(Math.round), rawNoCache: rn.map(Math.round) });
-  return { kiln: side(k), raw: side(r), rawNoCache: side(rn) };
+  const measured = parts.slice(-ctx.runs); // not the warm-up builds
+  const keys = Object.keys(measured[0]!) as (keyof Breakdown)[];
+  const where = Object.fromEntries(keys.map((key) => [key, median(measured.map((p) => p[key]))])) as unknown as Breakdown;
+  return { kiln: side(k), raw: side(r), rawNoCache: side(rn), where };
 }
 
 /**

@@ -78,6 +78,8 @@ export interface Load {
 /** `runs` autocannon runs of `seconds` each; medians of their throughput and latency percentiles. */
 async function load(runs: number, seconds: number, opts: autocannon.Options): Promise<Load> {
   const results: autocannon.Result[] = [];
+  // A discarded warm-up: V8 compiles the hot paths and the connection pools fill.
+  await autocannon({ connections: 10, duration: 2, ...opts });
   for (let i = 0; i < runs; i++) results.push(await autocannon({ connections: 10, duration: seconds, ...opts }));
   return {
     rps: median(results.map((r) => r.requests.total / (r.duration || seconds))),

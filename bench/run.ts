@@ -60,6 +60,7 @@ async function main() {
   const log = (m: string) => console.log(`bench: ${m}`);
   let kiln: Kiln | undefined;
   let readBuildId: string | undefined;
+  let where: Record<string, number> | undefined;
   try {
     // ---------------------------------------------------------------- builds on the stack's buildkitd
     kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
@@ -69,6 +70,7 @@ async function main() {
       log('1. overhead');
       const r = await benchOverhead(ctx);
       const over = r.kiln.median - r.raw.median;
+      where = { ...r.where };
       rows.push({
         '#': '1',
         scenario: 'Overhead: warm 1-platform build, Kiln end to end vs `buildctl build` + push with the same flags (registry cache import + export)',
@@ -199,6 +201,10 @@ async function main() {
     }
     console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs\n`);
     printTable(rows);
+    if (where) {
+      console.log('\nWhere a warm 1-platform Kiln build spends its time (row 1; medians, from the workflow history):\n');
+      printTable(Object.entries(where).map(([step, t]) => ({ step, median: ms(t) })));
+    }
   } finally {
     await kiln?.close().catch(() => undefined);
     await connection.close();

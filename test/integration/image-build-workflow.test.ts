@@ -69,6 +69,15 @@ function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
     },
     recordBuildSucceeded: record('recordBuildSucceeded'),
     recordBuildFailed: record('recordBuildFailed'),
+    // activities/accelerate.ts, registered on the same control worker.
+    prepareAcceleratedIndex: async (input: unknown) => {
+      rec.calls.push({ name: 'prepareAcceleratedIndex', args: [input] });
+      return { digest: 'sha256:accelerated', tags: [] };
+    },
+    pushAcceleratedIndex: async (input: unknown) => {
+      rec.calls.push({ name: 'pushAcceleratedIndex', args: [input] });
+      return { digest: 'sha256:accelerated', tags: [] };
+    },
   } as unknown as ControlActivities;
 }
 
@@ -153,6 +162,29 @@ describe('ImageBuildWorkflow', () => {
     expect(assemble.images.map((i) => i.platform).sort()).toEqual(['linux/amd64', 'linux/arm64']);
     expect(rec.calls.map((c) => c.name)).toContain('recordBuildSucceeded');
     expect(rec.calls.map((c) => c.name)).not.toContain('recordBuildFailed');
+  }, 60_000);
+
+  it('accelerated: asks each platform for an eStargz variant, checks its tags before the anchors are pushed, pushes it after', async () => {
+    const p = plan({ accelerated: true });
+    const rec: Recorder = { calls: [] };
+    const variant = { digest: `sha256:${'c'.repeat(64)}`, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 200, steps: 1, cacheHits: 1 };
+    const build: BuildFn = async (req) => {
+      expect(req.accelerated).toBe(true);
+      return { ...image(req.platform), accelerated: variant };
+    };
+    await withWorkers(p, { 'linux/amd64': build, 'linux/arm64': build }, rec, () =>
+      env.client.workflow.execute('ImageBuildWorkflow', { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] }),
+    );
+    expect(rec.calls.map((c) => c.name)).toEqual([
+      'startBuild',
+      'prepareAcceleratedIndex',
+      'assembleImageIndex',
+      'pushAcceleratedIndex',
+      'recordBuildSucceeded',
+    ]);
+    const push = rec.calls.find((c) => c.name === 'pushAcceleratedIndex')!.args[0] as { images: PlatformImage[]; tags: string[] };
+    expect(push.tags).toEqual(['v1', 'latest']);
+    expect(push.images.map((i) => i.accelerated?.digest)).toEqual([variant.digest, variant.digest]);
   }, 60_000);
 
   it('fails the build when one platform fails and cancels the other platform', async () => {
