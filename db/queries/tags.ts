@@ -2,29 +2,23 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
 import { CREATION_METHODS, imageTags, type ImageTag } from '../schema';
 
+type TagValues = {
+  repositoryId: string;
+  tags: string[];
+  digest: string;
+  buildId: string | null;
+  creationMethod: (typeof CREATION_METHODS)[number];
+};
+
+const tagRows = (v: TagValues) =>
+  v.tags.map((tag) => ({ repositoryId: v.repositoryId, tag, digest: v.digest, buildId: v.buildId, creationMethod: v.creationMethod }));
+
 /** Records tags pointing at `digest`; a tag moved by a newer build is updated in place. */
-export async function upsertImageTags(
-  db: Db,
-  values: {
-    repositoryId: string;
-    tags: string[];
-    digest: string;
-    buildId: string | null;
-    creationMethod: (typeof CREATION_METHODS)[number];
-  },
-): Promise<void> {
+export async function upsertImageTags(db: Db, values: TagValues): Promise<void> {
   if (values.tags.length === 0) return;
   await db
     .insert(imageTags)
-    .values(
-      values.tags.map((tag) => ({
-        repositoryId: values.repositoryId,
-        tag,
-        digest: values.digest,
-        buildId: values.buildId,
-        creationMethod: values.creationMethod,
-      })),
-    )
+    .values(tagRows(values))
     .onConflictDoUpdate({
       target: [imageTags.repositoryId, imageTags.tag],
       set: {
@@ -58,13 +52,7 @@ export async function findImageTags(db: Db, repositoryId: string, tags: string[]
  */
 export async function claimImageTags(
   db: Db,
-  values: {
-    repositoryId: string;
-    tags: string[];
-    digest: string;
-    buildId: string;
-    creationMethod: (typeof CREATION_METHODS)[number];
-  },
+  values: TagValues & { buildId: string },
 ): Promise<ImageTag[]> {
   if (values.tags.length === 0) return [];
   const rollback = new Error('tag claim rolled back');
@@ -73,15 +61,7 @@ export async function claimImageTags(
     await db.transaction(async (tx) => {
       await tx
         .insert(imageTags)
-        .values(
-          values.tags.map((tag) => ({
-            repositoryId: values.repositoryId,
-            tag,
-            digest: values.digest,
-            buildId: values.buildId,
-            creationMethod: values.creationMethod,
-          })),
-        )
+        .values(tagRows(values))
         .onConflictDoNothing({ target: [imageTags.repositoryId, imageTags.tag] });
       // Under READ COMMITTED this statement sees a concurrent claimer's committed row: the insert
       // above waited for it on the unique index.

@@ -9,19 +9,13 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { startBuildkitd, type RegistryMirrors } from '../../infra/stack';
 import type { ProcessHandle } from '../../infra/supervisor';
-import { fetchBlob } from './registry';
+import { fetchBlob, MANIFEST_ACCEPT } from './registry';
 
 const run = promisify(execFile);
 
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
 
 async function getRaw(registry: string, repo: string, ref: string): Promise<{ body: Buffer; contentType: string }> {
-  const res = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { accept: ACCEPT } });
+  const res = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
   if (!res.ok) throw new Error(`GET ${registry}/${repo}:${ref}: ${res.status}`);
   return { body: Buffer.from(await res.arrayBuffer()), contentType: res.headers.get('content-type') ?? '' };
 }

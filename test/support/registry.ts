@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-const ACCEPT = [
+export const MANIFEST_ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
   'application/vnd.oci.image.manifest.v1+json',
   'application/vnd.docker.distribution.manifest.list.v2+json',
@@ -22,7 +22,7 @@ export interface FetchedManifest {
 }
 
 export async function fetchManifest(registry: string, repo: string, ref: string): Promise<FetchedManifest | null> {
-  const res = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { accept: ACCEPT } });
+  const res = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
   if (res.status === 404) return null;
   if (!res.ok) throw new Error(`GET manifest ${repo}:${ref}: ${res.status} ${await res.text()}`);
   return {
