@@ -91,6 +91,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         noCache: build.noCache,
         accelerated: build.accelerated,
         immutableTags: repo.immutableTags,
+        overwriteTags: build.overwriteTags,
         timeoutMinutes: build.timeoutMinutes,
         trigger: build.trigger,
         ref: build.sourceRef,
@@ -123,6 +124,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
       images: PlatformImage[];
       tags: string[];
       immutableTags: boolean;
+      overwriteTags: boolean;
     }): Promise<{ digest: string }> {
       await updateBuild(db, input.buildId, { phase: 'assembling' });
       const index = assembleIndexManifest(input.images);
@@ -130,9 +132,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
       const digest = sha256(body);
       try {
         if (input.immutableTags) await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'immutable');
-        else if ((await getBuild(db, input.buildId))?.overwriteTags === false) {
-          await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'no-overwrite');
-        }
+        else if (!input.overwriteTags) await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'no-overwrite');
         const signal = activityCancellationSignal();
         for (const tag of input.tags) {
           // A cancel that lands mid-way must not leave more tags behind than it has to.

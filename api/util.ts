@@ -45,4 +45,7 @@ export function isUniqueViolation(err: unknown): boolean {
   return false;
 }
 
+/** The `content` of a JSON request or response in a route declaration. */
+export const jsonContent = <T>(schema: T) => ({ 'application/json': { schema } });
+
 export const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));

@@ -146,6 +146,7 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
     images,
     tags: plan.tags,
     immutableTags: plan.immutableTags,
+    overwriteTags: plan.overwriteTags,
   });
   if (acceleratedInput) await accelerate.pushAcceleratedIndex(acceleratedInput);
   await control.recordBuildSucceeded({ buildId: plan.buildId, manifestDigest: index.digest, tags: plan.tags });

@@ -26,6 +26,8 @@ export interface BuildPlan {
   noCache: boolean;
   accelerated: boolean;
   immutableTags: boolean;
+  /** False when no tag of this build may replace an existing one (PAI OverwriteImageTag: false). */
+  overwriteTags: boolean;
   timeoutMinutes: number;
   trigger: string;
   ref: string | null;

@@ -30,10 +30,9 @@ import {
   type BuildSubmitInput,
 } from '../schemas';
 import { inlineBuilds } from '../inline-builds';
-import { canonicalJson, createRouter, errorMessage, isUuid, sha256Hex } from '../util';
+import { canonicalJson, createRouter, errorMessage, isUuid, jsonContent, sha256Hex } from '../util';
 import { buildView } from '../views';
 
-const json = <T>(schema: T) => ({ 'application/json': { schema } });
 
 const submit = createRoute({
   method: 'post',
@@ -43,9 +42,9 @@ const submit = createRoute({
   description:
     'Creates the namespace and repository on demand when the namespace allows it. With clientToken, a retry of ' +
     'the same request returns the same build; the same token with a different request is a 409.',
-  request: { body: { required: true, content: json(BuildSubmit) } },
+  request: { body: { required: true, content: jsonContent(BuildSubmit) } },
   responses: {
-    202: { description: 'Accepted; the build runs asynchronously', content: json(BuildAccepted) },
+    202: { description: 'Accepted; the build runs asynchronously', content: jsonContent(BuildAccepted) },
     ...pickErrors(400, 401, 403, 404, 409, 413, 415, 503),
   },
 });
@@ -56,7 +55,7 @@ const list = createRoute({
   tags: ['builds'],
   summary: 'List builds, newest first',
   request: { query: BuildListQuery },
-  responses: { 200: { description: 'A page of builds', content: json(BuildPage) }, ...pickErrors(400, 401, 403) },
+  responses: { 200: { description: 'A page of builds', content: jsonContent(BuildPage) }, ...pickErrors(400, 401, 403) },
 });
 
 const get = createRoute({
@@ -65,7 +64,7 @@ const get = createRoute({
   tags: ['builds'],
   summary: 'Get a build',
   request: { params: IdParams },
-  responses: { 200: { description: 'The build', content: json(BuildView) }, ...pickErrors(401, 403, 404) },
+  responses: { 200: { description: 'The build', content: jsonContent(BuildView) }, ...pickErrors(401, 403, 404) },
 });
 
 const logs = createRoute({
@@ -97,7 +96,7 @@ const cancel = createRoute({
     'with no tag pushed. Repeating it is harmless (202 again, also once canceled); a build that ended otherwise is a 409.',
   request: { params: IdParams },
   responses: {
-    202: { description: 'Cancellation requested', content: json(CancelAccepted) },
+    202: { description: 'Cancellation requested', content: jsonContent(CancelAccepted) },
     ...pickErrors(401, 403, 404, 409, 503),
   },
 });

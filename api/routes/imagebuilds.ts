@@ -17,10 +17,9 @@ import {
 } from '../imagebuild-schemas';
 import { inlineBuilds } from '../inline-builds';
 import { IdParams, OCI_TAG_RE, RepositoryPath, splitRepositoryPath } from '../schemas';
-import { canonicalJson, createRouter, isUuid, sha256Hex } from '../util';
+import { canonicalJson, createRouter, isUuid, jsonContent, sha256Hex } from '../util';
 import { temporalWorkflowUrl } from '../views';
 
-const json = <T>(schema: T) => ({ 'application/json': { schema } });
 
 const create = createRoute({
   method: 'post',
@@ -32,9 +31,9 @@ const create = createRoute({
     'repository on demand. `Image.Labels` become image labels; `TargetRegistry.OverwriteImageTag: false` refuses a tag ' +
     'that exists (409); `RegistryAuths` are used to pull private base images and are stored encrypted, never returned or ' +
     'logged. `Resource`, `WorkspaceId`, `RegionId`, `TargetRegistry.Type` and `InstanceId` are accepted and ignored.',
-  request: { query: PaiCreateImageBuildQuery, body: { required: true, content: json(PaiCreateImageBuild) } },
+  request: { query: PaiCreateImageBuildQuery, body: { required: true, content: jsonContent(PaiCreateImageBuild) } },
   responses: {
-    200: { description: 'Accepted; the build runs asynchronously', content: json(PaiImageBuildCreated) },
+    200: { description: 'Accepted; the build runs asynchronously', content: jsonContent(PaiImageBuildCreated) },
     ...pickErrors(400, 401, 403, 404, 409, 413, 415, 503),
   },
 });
@@ -45,7 +44,7 @@ const get = createRoute({
   tags: ['imagebuilds (PAI)'],
   summary: 'Get an image build (PAI GetImageBuild)',
   request: { params: IdParams },
-  responses: { 200: { description: 'The image build', content: json(PaiImageBuild) }, ...pickErrors(401, 403, 404) },
+  responses: { 200: { description: 'The image build', content: jsonContent(PaiImageBuild) }, ...pickErrors(401, 403, 404) },
 });
 
 const invalidUri = (message: string) =>

@@ -6,7 +6,7 @@ import type { AppDeps } from '../app';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NamespaceCreate, NamespacePage, NamespaceView } from '../schemas';
-import { createRouter, isUniqueViolation } from '../util';
+import { createRouter, isUniqueViolation, jsonContent } from '../util';
 import { namespaceView } from '../views';
 
 const create = createRoute({
@@ -14,9 +14,9 @@ const create = createRoute({
   path: '/namespaces',
   tags: ['namespaces'],
   summary: 'Create a namespace',
-  request: { body: { required: true, content: { 'application/json': { schema: NamespaceCreate } } } },
+  request: { body: { required: true, content: jsonContent(NamespaceCreate) } },
   responses: {
-    201: { description: 'Created', content: { 'application/json': { schema: NamespaceView } } },
+    201: { description: 'Created', content: jsonContent(NamespaceView) },
     ...pickErrors(400, 401, 403, 409, 413, 415),
   },
 });
@@ -27,7 +27,7 @@ const list = createRoute({
   tags: ['namespaces'],
   summary: 'List namespaces',
   responses: {
-    200: { description: 'Namespaces by name', content: { 'application/json': { schema: NamespacePage } } },
+    200: { description: 'Namespaces by name', content: jsonContent(NamespacePage) },
     ...pickErrors(401),
   },
 });
@@ -46,9 +46,9 @@ const createToken = createRoute({
   path: '/namespaces/{name}/tokens',
   tags: ['namespaces'],
   summary: 'Create an API token limited to one namespace (admin only)',
-  request: { params: TokenParams, body: { required: true, content: { 'application/json': { schema: TokenCreate } } } },
+  request: { params: TokenParams, body: { required: true, content: jsonContent(TokenCreate) } },
   responses: {
-    201: { description: 'Created', content: { 'application/json': { schema: TokenCreated } } },
+    201: { description: 'Created', content: jsonContent(TokenCreated) },
     ...pickErrors(400, 401, 403, 404),
   },
 });
@@ -60,7 +60,7 @@ const listTokens = createRoute({
   summary: "List a namespace's API tokens (never the tokens themselves)",
   request: { params: TokenParams },
   responses: {
-    200: { description: 'Tokens', content: { 'application/json': { schema: z.object({ items: z.array(TokenView), nextCursor: z.null() }) } } },
+    200: { description: 'Tokens', content: jsonContent(z.object({ items: z.array(TokenView), nextCursor: z.null() })) },
     ...pickErrors(401, 403, 404),
   },
 });

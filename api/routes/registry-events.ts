@@ -13,7 +13,7 @@ import type { AppDeps } from '../app';
 import { tokensEqual } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NAMESPACE_NAME_RE, OCI_TAG_RE, REPOSITORY_NAME_RE } from '../schemas';
-import { createRouter } from '../util';
+import { createRouter, jsonContent } from '../util';
 
 /**
  * The bearer token the registry sends with each notification. Derived from KILN_SECRET_KEY (a
@@ -69,7 +69,7 @@ const route = createRoute({
     'registry\'s event envelope (`application/vnd.docker.distribution.events.v1+json`).',
   security: [{ registryNotificationToken: [] }],
   responses: {
-    200: { description: 'Events processed', content: { 'application/json': { schema: RegistryEventsResult } } },
+    200: { description: 'Events processed', content: jsonContent(RegistryEventsResult) },
     ...pickErrors(400, 401, 413),
   },
 });

@@ -27,10 +27,9 @@ import {
   RepositoryUpdate,
   RepositoryView,
 } from '../schemas';
-import { createRouter, isUniqueViolation, isUuid } from '../util';
+import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { imageTagView, repositoryView, webhookUrl } from '../views';
 
-const json = <T>(schema: T) => ({ 'application/json': { schema } });
 
 const create = createRoute({
   method: 'post',
@@ -40,9 +39,9 @@ const create = createRoute({
   description:
     'Omitted visibility, immutableTags and acceleratedImages take the namespace defaults. With a source and no ' +
     'webhookSecret, a secret is generated and returned once, in this response, with the webhook URL to set.',
-  request: { body: { required: true, content: json(RepositoryCreate) } },
+  request: { body: { required: true, content: jsonContent(RepositoryCreate) } },
   responses: {
-    201: { description: 'Created', content: json(RepositoryCreated) },
+    201: { description: 'Created', content: jsonContent(RepositoryCreated) },
     ...pickErrors(400, 401, 403, 409, 413, 415),
   },
 });
@@ -53,7 +52,7 @@ const list = createRoute({
   tags: ['repositories'],
   summary: 'List image repositories',
   request: { query: RepositoryListQuery },
-  responses: { 200: { description: 'A page of repositories', content: json(RepositoryPage) }, ...pickErrors(400, 401, 403) },
+  responses: { 200: { description: 'A page of repositories', content: jsonContent(RepositoryPage) }, ...pickErrors(400, 401, 403) },
 });
 
 const get = createRoute({
@@ -62,7 +61,7 @@ const get = createRoute({
   tags: ['repositories'],
   summary: 'Get an image repository',
   request: { params: IdParams },
-  responses: { 200: { description: 'The repository', content: json(RepositoryView) }, ...pickErrors(401, 403, 404) },
+  responses: { 200: { description: 'The repository', content: jsonContent(RepositoryView) }, ...pickErrors(401, 403, 404) },
 });
 
 const patch = createRoute({
@@ -70,9 +69,9 @@ const patch = createRoute({
   path: '/repositories/{id}',
   tags: ['repositories'],
   summary: 'Change an image repository',
-  request: { params: IdParams, body: { required: true, content: json(RepositoryUpdate) } },
+  request: { params: IdParams, body: { required: true, content: jsonContent(RepositoryUpdate) } },
   responses: {
-    200: { description: 'The changed repository', content: json(RepositoryView) },
+    200: { description: 'The changed repository', content: jsonContent(RepositoryView) },
     ...pickErrors(400, 401, 403, 404, 413, 415),
   },
 });
@@ -93,7 +92,7 @@ const tags = createRoute({
   tags: ['repositories'],
   summary: 'Image versions (tags) of a repository with their creation method',
   request: { params: IdParams },
-  responses: { 200: { description: 'Tags by name', content: json(ImageTagPage) }, ...pickErrors(401, 403, 404) },
+  responses: { 200: { description: 'Tags by name', content: jsonContent(ImageTagPage) }, ...pickErrors(401, 403, 404) },
 });
 
 const encodeCursor = (id: string) => Buffer.from(id).toString('base64url');

@@ -11,11 +11,10 @@ import { ApiError, pickErrors } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
 import { RuleCreate, RuleIdParams, RuleMerged, RuleTrigger, RuleUpdate, RuleView } from '../rule-schemas';
 import { BuildAccepted, IdParams } from '../schemas';
-import { createRouter, isUuid } from '../util';
+import { createRouter, isUuid, jsonContent } from '../util';
 import { z } from '@hono/zod-openapi';
 import { loadRepository } from './repositories';
 
-const json = <T>(schema: T) => ({ 'application/json': { schema } });
 const RulePage = z.object({ items: z.array(RuleView), nextCursor: z.null() }).openapi('RulePage');
 
 const create = createRoute({
@@ -23,8 +22,8 @@ const create = createRoute({
   path: '/repositories/{id}/rules',
   tags: ['rules'],
   summary: 'Add a build rule to a repository with a code source',
-  request: { params: IdParams, body: { required: true, content: json(RuleCreate) } },
-  responses: { 201: { description: 'Created', content: json(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+  request: { params: IdParams, body: { required: true, content: jsonContent(RuleCreate) } },
+  responses: { 201: { description: 'Created', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
 });
 
 const list = createRoute({
@@ -33,7 +32,7 @@ const list = createRoute({
   tags: ['rules'],
   summary: "List a repository's build rules",
   request: { params: IdParams },
-  responses: { 200: { description: 'The rules', content: json(RulePage) }, ...pickErrors(401, 403, 404) },
+  responses: { 200: { description: 'The rules', content: jsonContent(RulePage) }, ...pickErrors(401, 403, 404) },
 });
 
 const get = createRoute({
@@ -42,7 +41,7 @@ const get = createRoute({
   tags: ['rules'],
   summary: 'Get a build rule',
   request: { params: RuleIdParams },
-  responses: { 200: { description: 'The rule', content: json(RuleView) }, ...pickErrors(401, 403, 404) },
+  responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(401, 403, 404) },
 });
 
 const patch = createRoute({
@@ -50,8 +49,8 @@ const patch = createRoute({
   path: '/rules/{id}',
   tags: ['rules'],
   summary: 'Change a build rule',
-  request: { params: RuleIdParams, body: { required: true, content: json(RuleUpdate) } },
-  responses: { 200: { description: 'The rule', content: json(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+  request: { params: RuleIdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
+  responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
 });
 
 const remove = createRoute({
@@ -71,8 +70,8 @@ const trigger = createRoute({
   description:
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
-  request: { params: RuleIdParams, body: { required: false, content: json(RuleTrigger) } },
-  responses: { 202: { description: 'Accepted', content: json(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 503) },
+  request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
+  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 503) },
 });
 
 export function ruleView(rule: BuildRule) {
