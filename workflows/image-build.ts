@@ -66,8 +66,9 @@ function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
     taskQueue: buildTaskQueue(platform),
     startToCloseTimeout: plan.timeoutMinutes * 60_000,
-    // Cancellation reaches the activity only through heartbeats.
-    heartbeatTimeout: '30 seconds',
+    // Cancellation reaches the activity only through heartbeats (sent every second). A worker
+    // that dies is noticed when they stop; the build then retries on another worker.
+    heartbeatTimeout: '15 seconds',
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: {
       initialInterval: '2s',
