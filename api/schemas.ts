@@ -289,6 +289,7 @@ export const BuildPlatformView = z
     platform: z.string(),
     status: z.enum(PLATFORM_STATUSES),
     digest: z.string().nullable(),
+    acceleratedDigest: z.string().nullable().openapi({ description: "This platform's eStargz image, when the build is accelerated" }),
     cacheHits: z.number().int(),
     startedAt: iso().nullable(),
     finishedAt: iso().nullable(),

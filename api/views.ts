@@ -88,6 +88,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
       platform: p.platform,
       status: p.status,
       digest: p.digest,
+      acceleratedDigest: p.acceleratedDigest,
       cacheHits: p.cacheHits,
       startedAt: isoOrNull(p.startedAt),
       finishedAt: isoOrNull(p.finishedAt),

@@ -66,6 +66,7 @@ describe('accelerated images', () => {
       const arch = entry.platform.architecture as string;
       const plain = anchor.json.manifests.find((m: any) => m.platform.architecture === arch);
       expect(entry.digest).not.toBe(plain.digest);
+      expect(build.platforms.find((p: any) => p.platform === `linux/${arch}`).acceleratedDigest).toBe(entry.digest);
       const { rootfs, config, manifest } = await unpackImage(kiln.registry, repo, entry.digest);
       // Every layer is eStargz: the TOC digest annotation, and the TOC inside the layer.
       expect(manifest.layers.length).toBeGreaterThan(1);
