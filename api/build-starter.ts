@@ -46,6 +46,8 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
           workflowExecutionTimeout: (req.timeoutMinutes + EXECUTION_GRACE_MINUTES) * 60_000,
           // A build id runs at most once, so a retried start never re-runs a finished build.
           workflowIdReusePolicy: 'REJECT_DUPLICATE',
+          // Served by a control worker in this process when there is one; harmless otherwise.
+          requestEagerStart: true,
           typedSearchAttributes: [
             { key: KilnRepository, value: req.repository },
             { key: KilnTrigger, value: req.trigger },

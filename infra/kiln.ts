@@ -1,12 +1,13 @@
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
 import { RegistryClient } from '../activities/registry';
 import { createApp } from '../api/app';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { serveApi } from '../api/server';
 import { openDatabase, type DbHandle } from '../db/client';
 import type { Component, Platform } from '../env';
-import { startWorkers, type RunningWorkers } from './workers';
+import { installQuietRuntime, startWorkers, type RunningWorkers } from './workers';
 
 export interface KilnOptions {
   dataDir: string;
@@ -43,11 +44,14 @@ export interface Kiln {
 export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const db = opts.db ?? (await openDatabase({ url: opts.databaseUrl, dataDir: opts.dataDir }));
   const registry = new RegistryClient(opts.registry, opts.registryCredentials);
-  const connection = await Connection.connect({ address: opts.temporalAddress });
+  installQuietRuntime();
+  // One native connection for the workers and the API's client: with a control worker in this
+  // process, the server can hand a new build's first workflow task straight back (eager start).
+  const connection = await NativeConnection.connect({ address: opts.temporalAddress });
   const client = new Client({ connection, namespace: opts.temporalNamespace });
 
   const workers = await startWorkers({
-    temporalAddress: opts.temporalAddress,
+    connection,
     namespace: opts.temporalNamespace,
     db: db.db,
     registry,

@@ -36,7 +36,8 @@ const quietBundlerLogger = {
 };
 
 export interface WorkerOptions {
-  temporalAddress: string;
+  /** The connection the workers poll on; the caller owns it (a Client may share it). */
+  connection: NativeConnection;
   namespace: string;
   db: Db;
   registry: RegistryClient;
@@ -80,8 +81,7 @@ export function installQuietRuntime(level: 'WARN' | 'ERROR' = 'WARN'): void {
 
 /** Starts the control worker and one build worker per platform, as `components` selects. */
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
-  installQuietRuntime();
-  const connection = await NativeConnection.connect({ address: opts.temporalAddress });
+  const { connection } = opts;
   const source = createSourceAccess({ db: opts.db, secretKey: opts.secretKey });
   const workers: Worker[] = [];
   if (opts.components.includes('control')) {
@@ -135,7 +135,6 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
     async shutdown() {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await done.catch(() => undefined);
-      await connection.close();
     },
   };
 }
