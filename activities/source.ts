@@ -5,7 +5,7 @@ import type { Db } from '../db/client';
 import { updateBuild, type BuildWithDetails } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
 import { getRule } from '../db/queries/rules';
-import { InvalidTagError, matchRef, renderImageTags, type RefName } from '../workflows/rules';
+import { InvalidTagError, matchRef, parseFullRef, renderImageTags } from '../workflows/rules';
 import type { BuildPlan, PlatformBuildRequest } from '../workflows/types';
 import type { BuildContext } from './build';
 import { checkoutCommit, resolveBuildContext, resolveRef } from './git';
@@ -18,12 +18,6 @@ const TOKEN_USERS: Record<string, string> = {
   bitbucket: 'x-token-auth',
   git: 'git',
 };
-
-export function parseFullRef(ref: string): RefName {
-  if (ref.startsWith('refs/tags/')) return { type: 'tag', name: ref.slice('refs/tags/'.length) };
-  if (ref.startsWith('refs/heads/')) return { type: 'branch', name: ref.slice('refs/heads/'.length) };
-  return { type: 'branch', name: ref };
-}
 
 /**
  * Git access for builds. Credentials are read and decrypted here, inside activities, from the
@@ -47,6 +41,9 @@ export function createSourceAccess(deps: { db: Db; secretKey: string }) {
     async resolveSource(plan: BuildPlan, build: BuildWithDetails): Promise<BuildPlan> {
       if (plan.source.kind !== 'git' || !build.sourceRef) return plan;
       const ref = parseFullRef(build.sourceRef);
+      if (!ref) {
+        throw ApplicationFailure.create({ type: 'invalid_source', message: `"${build.sourceRef}" is not a branch or tag`, nonRetryable: true });
+      }
       let commit = build.sourceCommit;
       if (!commit) {
         const creds = await credentials(plan.repositoryId);

@@ -2,14 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import { findSupersededBuilds } from '../db/queries/rules';
 import type { Build, BuildRule, NewBuild } from '../db/schema';
-import type { RefName } from '../workflows/rules';
+import { fullRefName, type RefName } from '../workflows/rules';
 import type { AppDeps } from './app';
 import { startBuildOrFail } from './start-build';
 
-/** `refs/heads/x` or `refs/tags/x`: kept whole so a branch and a tag of one name never mix. */
-export function fullRefName(ref: RefName): string {
-  return `${ref.type === 'tag' ? 'refs/tags' : 'refs/heads'}/${ref.name}`;
-}
 
 /**
  * The row for one build of a rule. Tags stay empty here: they are rendered by the workflow once

@@ -57,6 +57,19 @@ export interface RefName {
   name: string;
 }
 
+/** `refs/heads/x` or `refs/tags/x`: kept whole so a branch and a tag of one name never mix. */
+export function fullRefName(ref: RefName): string {
+  return `${ref.type === 'tag' ? 'refs/tags' : 'refs/heads'}/${ref.name}`;
+}
+
+/** The branch or tag a full ref names; null for other refs (`refs/pull/...`, `HEAD`). */
+export function parseFullRef(fullRef: unknown): RefName | null {
+  if (typeof fullRef !== 'string') return null;
+  if (fullRef.startsWith('refs/heads/')) return { type: 'branch', name: fullRef.slice('refs/heads/'.length) };
+  if (fullRef.startsWith('refs/tags/')) return { type: 'tag', name: fullRef.slice('refs/tags/'.length) };
+  return null;
+}
+
 export const MAX_MATCH_LENGTH = 256;
 /** RE2 program size above which a pattern is refused as too complex. */
 export const MAX_PROGRAM_SIZE = 10_000;

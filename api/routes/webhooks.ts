@@ -1,13 +1,12 @@
 import { Hono } from 'hono';
 import { changedFiles } from '../../activities/git';
-import { parseFullRef } from '../../activities/source';
 import { decryptSecret } from '../../db/crypto';
 import { insertBuild } from '../../db/queries/builds';
 import { claimDelivery, getDelivery } from '../../db/queries/deliveries';
 import { listSourceRepositories, type RepositoryWithNamespace } from '../../db/queries/repositories';
 import { listEnabledRulesFor } from '../../db/queries/rules';
 import type { Build, BuildRule } from '../../db/schema';
-import { matchesPathFilters, matchRef } from '../../workflows/rules';
+import { fullRefName, matchesPathFilters, matchRef } from '../../workflows/rules';
 import type { AppDeps } from '../app';
 import { ApiError } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
@@ -108,7 +107,7 @@ export function webhookRoutes(deps: AppDeps) {
     for (const repo of repos) {
       const repository = `${repo.namespace}/${repo.name}`;
       for (const update of updates) {
-        const ref = `${update.ref.type === 'tag' ? 'refs/tags' : 'refs/heads'}/${update.ref.name}`;
+        const ref = fullRefName(update.ref);
         if (!repo.autoBuild) {
           skipped.push({ repository, ref, reason: 'auto build is off for this repository' });
           continue;
@@ -130,7 +129,7 @@ export function webhookRoutes(deps: AppDeps) {
           const values = ruleBuildValues({
             repo,
             rule,
-            ref: parseFullRef(ref),
+            ref: update.ref,
             commit: update.after,
             trigger: update.ref.type === 'tag' ? 'tag' : 'push',
             creationMethod: 'auto build',

@@ -2,7 +2,7 @@
 // repository, which refs); nothing is trusted until `verify` passes with that repository's secret.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Webhooks } from '@octokit/webhooks';
-import type { RefName } from '../../workflows/rules';
+import { parseFullRef, type RefName } from '../../workflows/rules';
 
 export const WEBHOOK_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket'] as const;
 export type WebhookProvider = (typeof WEBHOOK_PROVIDERS)[number];
@@ -34,12 +34,6 @@ interface Provider {
   verify(headers: Headers, rawBody: string, secret: string, now: number): Promise<boolean>;
 }
 
-function refOf(fullRef: unknown): RefName | null {
-  if (typeof fullRef !== 'string') return null;
-  if (fullRef.startsWith('refs/heads/')) return { type: 'branch', name: fullRef.slice(11) };
-  if (fullRef.startsWith('refs/tags/')) return { type: 'tag', name: fullRef.slice(10) };
-  return null;
-}
 
 function sha(v: unknown): string | null {
   return typeof v === 'string' && v.length > 0 && !ZERO_SHA.test(v) ? v : null;
@@ -77,7 +71,7 @@ const hmacHex = (secret: string, data: string) => createHmac('sha256', secret).u
 
 /** Push events of GitHub, GitLab and Gitee share this shape. */
 function pushUpdate(body: any, changedFiles: string[] | null): RefUpdate[] {
-  const ref = refOf(body?.ref);
+  const ref = parseFullRef(body?.ref);
   if (!ref) return [];
   const after = sha(body.after);
   return [{ ref, before: sha(body.before), after, deleted: body.deleted === true || after === null, changedFiles }];
