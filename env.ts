@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseNetworkAllow } from './infra/build-network';
 
 /** Platforms Kiln builds for; each has its own task queue and buildkitd. */
 export const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
@@ -39,6 +40,19 @@ const registryMirrors = z
     return out;
   });
 
+/** `KILN_BUILD_NETWORK_ALLOW`: CIDRs, addresses or host:port a RUN step may reach (infra/build-network.ts). */
+const networkAllow = z
+  .string()
+  .default('')
+  .transform((v, ctx) => {
+    try {
+      return parseNetworkAllow(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
 /** Configuration from the environment (SPEC §6), parsed once. Unset means "start it locally". */
 export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -54,6 +68,7 @@ export const envSchema = z.object({
   KILN_BUILDKIT_AMD64: optionalString,
   KILN_BUILDKIT_ARM64: optionalString,
   KILN_REGISTRY_MIRRORS: registryMirrors,
+  KILN_BUILD_NETWORK_ALLOW: networkAllow,
   KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,

@@ -60,6 +60,16 @@ export function classifyBuildFailure(plainOutput: string[], exit: { code: number
   if (base) {
     return { code: 'base_image_not_found', message: `Base image ${base[1]} could not be pulled (${base[2]})${at}`, retryable: false };
   }
+  // Kiln's buildkitd grants no insecure entitlement and buildctl asks for none.
+  const entitlement = /(?:granting entitlement )?\b(network\.host|security\.insecure)\b (?:is not allowed|.*not allowed)/.exec(error);
+  if (entitlement) {
+    const flag = entitlement[1] === 'network.host' ? 'RUN --network=host' : 'RUN --security=insecure';
+    return {
+      code: 'entitlement_denied',
+      message: `${flag}${at} is not allowed: build steps run in Kiln's sandbox (entitlement ${entitlement[1]} is off)`,
+      retryable: false,
+    };
+  }
   const target = /target stage "([^"]+)" could not be found/.exec(error);
   if (target) return { code: 'invalid_target', message: `Target stage "${target[1]}" is not in the Dockerfile`, retryable: false };
   return { code: 'build_failed', message: `${error}${at && !error.includes('Dockerfile:') ? ` (${at.trim()})` : ''}`, retryable: false };

@@ -28,7 +28,10 @@ BUILDKIT_VERSION=$(awk '$1 == "github.com/moby/buildkit" { print $2; exit }' "$B
 BUILDKIT_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$BK_MOD_DIR/go.mod")
 [[ $(printf '%s\n' "$BUILDKIT_MIN_GO" 1.24.3 | sort -V | tail -1) == 1.24.3 ]] && BUILDKIT_MIN_GO=1.24.3
 
-APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates)
+# containernetworking-plugins + iptables + nftables: RUN steps on a firewalled bridge (infra/build-network.ts);
+# skopeo: the standard registry client the tests pull with.
+APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates
+  containernetworking-plugins iptables nftables iproute2 skopeo)
 
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }
@@ -75,6 +78,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   for p in "${missing[@]}"; do installed "$p" || die "Debian package $p is still not installed"; done
 fi
 command -v runc >/dev/null || die "runc is not on PATH (Debian package runc); buildkitd's OCI worker needs it"
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/firewall ]] || die "/usr/lib/cni/{bridge,firewall} missing (Debian package containernetworking-plugins); buildkitd's bridge networking needs them"
+command -v nft >/dev/null || die "nft is not on PATH (Debian package nftables); the build firewall needs it"
 [[ -x /usr/bin/docker-registry ]] || die "/usr/bin/docker-registry missing (Debian package docker-registry)"
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [[ -n $PG_BIN && -x $PG_BIN/postgres ]] || die "no /usr/lib/postgresql/<ver>/bin/postgres (Debian package postgresql)"

@@ -47,6 +47,7 @@ const stack = await startStack({
   buildkitArm64: env.KILN_BUILDKIT_ARM64 ?? (runsBuilds ? undefined : 'none'),
   ensureTools: !env.KILN_SKIP_TOOL_SETUP,
   registryMirrors: env.KILN_REGISTRY_MIRRORS,
+  buildNetworkAllow: env.KILN_BUILD_NETWORK_ALLOW,
   registryNotifications,
   log: (msg) => console.log(`kiln: ${msg}`),
 });

@@ -41,6 +41,8 @@ export const USER_FAULT_TYPES = [
   'registry_rejected',
   'tag_immutable',
   'build_failed',
+  'entitlement_denied',
+  'image_access_denied',
 ] as const;
 
 // Control steps are short database and registry calls: local activities run them in the control

@@ -44,6 +44,8 @@ export interface TestKilnOptions {
   registry?: string;
   /** Other buildkitd addresses than the shared stack's. */
   buildkit?: TestStack['buildkit'];
+  /** Address the API binds (default 127.0.0.1). */
+  host?: string;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -56,7 +58,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
   const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
   const kiln = await startKiln({
     dataDir,
-    host: '127.0.0.1',
+    host: opts.host ?? '127.0.0.1',
     port: 0,
     db,
     temporalAddress: stack.temporalAddress,

@@ -19,6 +19,15 @@ describe('classifyBuildFailure', () => {
     });
   });
 
+  it.each([
+    ['network.host', 'RUN --network=host'],
+    ['security.insecure', 'RUN --security=insecure'],
+  ])('reports a refused %s entitlement as a user fault', (ent, flag) => {
+    const f = classifyBuildFailure([...excerpt(2, `${flag} true`), `error: failed to solve: ${ent} is not allowed`], exit1);
+    expect(f).toMatchObject({ code: 'entitlement_denied', retryable: false });
+    expect(f.message).toBe(`${flag} at Dockerfile:2 is not allowed: build steps run in Kiln's sandbox (entitlement ${ent} is off)`);
+  });
+
   it('reports a Dockerfile syntax error', () => {
     const f = classifyBuildFailure(
       [...excerpt(2, 'RUNN echo hi'), 'error: failed to solve: dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)'],
