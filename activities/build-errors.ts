@@ -56,7 +56,18 @@ export function classifyBuildFailure(plainOutput: string[], exit: { code: number
     const instruction = location?.instruction ?? 'COPY';
     return { code: 'file_not_found', message: `${instruction}${at}: "${missing[1]}" was not found in the build context`, retryable: false };
   }
-  const base = /failed to resolve source metadata for (\S+?):? .*(not found|unauthorized|denied|forbidden)/i.exec(error);
+  const base = /failed to resolve source metadata for (\S+?):? .*(not found|unauthorized|denied|forbidden|insufficient_scope)/i.exec(error);
+  if (base && !/not found/i.test(base[2]!)) {
+    // The registry checks rights before existence: a missing repository of another namespace looks
+    // the same as a private one, and both are refused.
+    return {
+      code: 'image_access_denied',
+      message:
+        `Access to image ${base[1]} was denied${at}: it is private to another namespace or does not exist ` +
+        '(a build may pull its own namespace and public repositories)',
+      retryable: false,
+    };
+  }
   if (base) {
     return { code: 'base_image_not_found', message: `Base image ${base[1]} could not be pulled (${base[2]})${at}`, retryable: false };
   }

@@ -6,6 +6,7 @@ import type { Db } from '../db/client';
 import { updateBuildPlatform } from '../db/queries/builds';
 import type { BuildStep } from '../db/schema';
 import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../workflows/types';
+import { mintBuildCredential, REGISTRY_BUILD_USER } from '../domain/registry-access';
 import { classifyBuildFailure } from './build-errors';
 import { runBuildctl, type BuildctlExit } from './buildctl';
 import { LogSink } from './log-sink';
@@ -26,6 +27,11 @@ export interface BuildActivityDeps {
   checkoutSource?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
   /** Decrypts a build's registry credentials (PAI RegistryAuths) for pulling private bases. */
   secretKey?: string;
+  /**
+   * The registry is Kiln's own (token auth with Kiln as issuer): each build gets a credential of its
+   * own for it, scoped to its namespace (domain/registry-access.ts). Needs `secretKey`.
+   */
+  issueBuildCredentials?: boolean;
 }
 
 export interface BuildContext {
@@ -87,7 +93,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         const [running, prepared, auth] = await Promise.allSettled([
           updateBuildPlatform(db, req.buildId, req.platform, { status: 'running', startedAt: new Date(), finishedAt: null }),
           prepareContext(req, workDir, deps, ctx.cancellationSignal),
-          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir }),
+          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir, kilnRegistry: kilnRegistryLogin(req, deps, ctx.info) }),
         ]);
         for (const r of [prepared, auth, running]) if (r.status === 'rejected') throw r.reason;
         const context = (prepared as PromiseFulfilledResult<BuildContext>).value;
@@ -182,6 +188,27 @@ export function dockerfileSteps(steps: BuildStep[]): BuildStep[] {
 
 export type BuildActivities = ReturnType<typeof createBuildActivities>;
 
+/** The dockerfile frontend's build arg that prefixes every cache mount id. */
+export const CACHE_MOUNT_NS_ARG = 'BUILDKIT_CACHE_MOUNT_NS';
+
+/** `ns/name` → the cache-mount namespace of its builds: one per Kiln namespace. */
+export function cacheMountNamespace(repository: string): string {
+  return `kiln-ns/${repository.split('/')[0]}`;
+}
+
+/** This build's own login for Kiln's registry, valid a little longer than the activity may run. */
+function kilnRegistryLogin(req: PlatformBuildRequest, deps: BuildActivityDeps, info: { startToCloseTimeoutMs: number }) {
+  if (!deps.issueBuildCredentials || !deps.secretKey) return undefined;
+  const expiresAt = Math.floor((Date.now() + info.startToCloseTimeoutMs) / 1000) + 600;
+  const password = mintBuildCredential(deps.secretKey, {
+    buildId: req.buildId,
+    namespace: req.repository.split('/')[0]!,
+    repository: req.repository,
+    expiresAt,
+  });
+  return { host: deps.registry, username: REGISTRY_BUILD_USER, password };
+}
+
 async function prepareContext(
   req: PlatformBuildRequest,
   workDir: string,
@@ -242,7 +269,10 @@ export function buildctlArgs(
     '--output', variant === 'estargz' ? `${image},compression=estargz,force-compression=true` : image,
     '--metadata-file', metadataFile,
   ];
-  for (const [k, v] of Object.entries(req.buildArgs)) args.push('--opt', `build-arg:${k}=${v}`);
+  for (const [k, v] of Object.entries(req.buildArgs)) if (k !== CACHE_MOUNT_NS_ARG) args.push('--opt', `build-arg:${k}=${v}`);
+  // Cache mounts (`RUN --mount=type=cache`) live in the daemon, shared by every build it runs:
+  // prefixing their ids with the namespace keeps one tenant from reading or poisoning another's.
+  args.push('--opt', `build-arg:${CACHE_MOUNT_NS_ARG}=${cacheMountNamespace(req.repository)}`);
   for (const [k, v] of Object.entries(req.labels)) args.push('--opt', `label:${k}=${v}`);
   if (req.target) args.push('--opt', `target=${req.target}`);
   if (!req.noCache) args.push('--import-cache', `type=registry,ref=${cacheRef}`);

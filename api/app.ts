@@ -17,6 +17,7 @@ import { buildRoutes } from './routes/builds';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { registryEventRoutes } from './routes/registry-events';
+import { registryTokenRoutes, type RegistryTokenSigner } from './routes/registry-token';
 import { repositoryRoutes } from './routes/repositories';
 import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
@@ -45,6 +46,8 @@ export interface AppDeps {
   readiness?: Record<string, () => Promise<void>>;
   /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
   authenticate?: Authenticate;
+  /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
+  registryTokenSigner?: RegistryTokenSigner;
 }
 
 export const API_PREFIX = '/api/v1';
@@ -119,6 +122,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.route(API_PREFIX, buildRoutes(deps));
   app.route(API_PREFIX, imageBuildRoutes(deps));
   app.route(API_PREFIX, ruleRoutes(deps));
+  app.route('/', registryTokenRoutes(deps, authenticate));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
   app.route('/', webhookRoutes(deps));
 

@@ -20,7 +20,8 @@ export const NAMESPACE_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 /** One path component of the OCI distribution name grammar. */
 export const REPOSITORY_NAME_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
 export const OCI_TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
-export const BUILD_ARG_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** BUILDKIT_CACHE_MOUNT_NS is Kiln's: it keeps each namespace's cache mounts apart (activities/build.ts). */
+export const BUILD_ARG_KEY_RE = /^(?!BUILDKIT_CACHE_MOUNT_NS$)[A-Za-z_][A-Za-z0-9_]*$/;
 export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const SOURCE_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] as const;
 export type SourceProvider = (typeof SOURCE_PROVIDERS)[number];
@@ -225,7 +226,7 @@ export const BuildSubmit = createInsertSchema(builds, {
   buildArgs: stringMap(
     MAX_BUILD_ARGS,
     'build args',
-    z.string().regex(BUILD_ARG_KEY_RE, 'build arg names are letters, digits and "_", not starting with a digit'),
+    z.string().regex(BUILD_ARG_KEY_RE, 'build arg names are letters, digits and "_", not starting with a digit (BUILDKIT_CACHE_MOUNT_NS is reserved)'),
   )
     .openapi({ description: `Case-sensitive names matching ${BUILD_ARG_KEY_RE.source}` })
     .optional(),

@@ -3,6 +3,8 @@ import { Client } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { RegistryClient } from '../activities/registry';
 import { createApp } from '../api/app';
+import type { RegistryTokenSigner } from '../api/routes/registry-token';
+import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { serveApi } from '../api/server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -19,6 +21,14 @@ export interface KilnOptions {
   temporalUiUrl: string | null;
   registry: string;
   registryCredentials?: { username: string; password: string };
+  /**
+   * The registry is Kiln's own, with Kiln as its token issuer: Kiln's services log in with a
+   * credential derived from the secret key and every build gets one of its own (unless
+   * registryCredentials says otherwise for the services).
+   */
+  ownRegistry?: boolean;
+  /** Signs registry tokens at /registry/token (the API of a Kiln whose registry trusts it). */
+  registryTokenSigner?: RegistryTokenSigner;
   buildkit: Record<Platform, string>;
   buildctl: string;
   apiToken: string;
@@ -43,7 +53,10 @@ export interface Kiln {
 /** Runs the Kiln processes (API, control worker, build workers) that `components` selects. */
 export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const db = opts.db ?? (await openDatabase({ url: opts.databaseUrl, dataDir: opts.dataDir }));
-  const registry = new RegistryClient(opts.registry, opts.registryCredentials);
+  const registry = new RegistryClient(
+    opts.registry,
+    opts.registryCredentials ?? (opts.ownRegistry ? { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(opts.secretKey) } : undefined),
+  );
   installQuietRuntime();
   // One native connection for the workers and the API's client: with a control worker in this
   // process, the server can hand a new build's first workflow task straight back (eager start).
@@ -61,6 +74,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     workRoot: path.join(opts.dataDir, 'work'),
     components: opts.components,
     secretKey: opts.secretKey,
+    issueBuildCredentials: !!opts.ownRegistry,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
@@ -77,6 +91,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
       },
       builds: createTemporalBuildStarter(client),
+      registryTokenSigner: opts.registryTokenSigner,
       readiness: {
         temporal: async () => {
           await connection.workflowService.getSystemInfo({});

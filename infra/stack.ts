@@ -44,6 +44,8 @@ export interface StackOptions {
   buildNetworkAllow?: NetworkAllowEntry[];
   /** Registry events (pushes, deletes) are POSTed here with `Authorization: Bearer <token>`. */
   registryNotifications?: { url: string; token: string };
+  /** Start the local registry with token auth, Kiln as the issuer. */
+  registryTokenAuth?: RegistryTokenAuth;
   log?: (msg: string) => void;
   /** Run infra/setup-tools.sh first (default true; it is quick when everything is present). */
   ensureTools?: boolean;
@@ -179,16 +181,26 @@ export async function startTemporalDevServer(
 
 // ------------------------------------------------------------------ Registry
 
+/** Distribution `auth: token` settings: Kiln's realm issues the tokens (api/routes/registry-token.ts). */
+export interface RegistryTokenAuth {
+  realm: string;
+  service: string;
+  issuer: string;
+  /** PEM certificate of Kiln's signing key (infra/registry-token-keys.ts). */
+  rootCertBundle: string;
+}
+
 export interface RegistryOptions {
   dataDir: string;
   port?: number;
   notifications?: { url: string; token: string };
+  tokenAuth?: RegistryTokenAuth;
   registryBin?: string;
   log?: (msg: string) => void;
 }
 
 /** Distribution 2.8 configuration (YAML; JSON strings are valid YAML scalars, hence JSON.stringify). */
-export function registryConfigYaml(o: { rootDir: string; port: number; notifications?: { url: string; token: string } }): string {
+export function registryConfigYaml(o: { rootDir: string; port: number; notifications?: { url: string; token: string }; tokenAuth?: RegistryTokenAuth }): string {
   const q = JSON.stringify;
   const lines = [
     'version: 0.1',
@@ -207,6 +219,16 @@ export function registryConfigYaml(o: { rootDir: string; port: number; notificat
     '  headers:',
     '    X-Content-Type-Options: [nosniff]',
   ];
+  if (o.tokenAuth) {
+    lines.push(
+      'auth:',
+      '  token:',
+      `    realm: ${q(o.tokenAuth.realm)}`,
+      `    service: ${q(o.tokenAuth.service)}`,
+      `    issuer: ${q(o.tokenAuth.issuer)}`,
+      `    rootcertbundle: ${q(o.tokenAuth.rootCertBundle)}`,
+    );
+  }
   if (o.notifications) {
     lines.push(
       'notifications:',
@@ -239,7 +261,7 @@ export async function startRegistry(o: RegistryOptions): Promise<{ handle: Proce
   mkdirSync(rootDir, { recursive: true });
   const configFile = join(dataDir, 'registry.yml');
   // 0600: the notification token is a secret.
-  writeFileSync(configFile, registryConfigYaml({ rootDir, port, notifications: o.notifications }), { mode: 0o600 });
+  writeFileSync(configFile, registryConfigYaml({ rootDir, port, notifications: o.notifications, tokenAuth: o.tokenAuth }), { mode: 0o600 });
   chmodSync(configFile, 0o600);
   const address = `127.0.0.1:${port}`;
   const handle = await startProcess({
@@ -250,7 +272,8 @@ export async function startRegistry(o: RegistryOptions): Promise<{ handle: Proce
     restart: true,
     readyTimeoutMs: 30_000,
     log: o.log,
-    ready: async () => (await httpStatus(`http://${address}/v2/`)) === 200,
+    // With token auth /v2/ answers 401 and a challenge: that is a registry up and serving.
+    ready: async () => (await httpStatus(`http://${address}/v2/`)) === (o.tokenAuth ? 401 : 200),
   });
   return { handle, address };
 }
@@ -585,7 +608,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       : track('temporal', startTemporalDevServer({ dataDir, port: ports.temporal, uiPort: ports.temporalUi, temporalBin: tools.temporal, log })),
     opts.registry
       ? Promise.resolve(undefined)
-      : track('registry', startRegistry({ dataDir, port: ports.registry, notifications: opts.registryNotifications, log })),
+      : track('registry', startRegistry({ dataDir, port: ports.registry, notifications: opts.registryNotifications, tokenAuth: opts.registryTokenAuth, log })),
     needLocalBuildkit
       ? track('buildkitd', startBuildkitd({ dataDir, plainHttpRegistries: plainHttp, registryMirrors: opts.registryMirrors, networkAllow: opts.buildNetworkAllow, busyboxArm64: tools.busybox.arm64, log }))
       : Promise.resolve(undefined),
@@ -619,7 +642,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   // The base image is made with the local buildkitd (it builds both platforms); with only outside
   // builders (e.g. docker compose) it is opt-in, as those hosts need not have busybox binaries.
-  if (opts.baseImage ?? !!localBk) {
+  // With token auth the realm (Kiln's API) is not up yet: infra/start.ts pushes it once it is.
+  if (opts.baseImage ?? (!!localBk && !opts.registryTokenAuth)) {
     try {
       await ensureBaseImage({
         registry: stack.registry,

@@ -49,6 +49,8 @@ export interface WorkerOptions {
   components: Component[];
   /** Decrypts stored git tokens inside activities. */
   secretKey: string;
+  /** Mint each build its own credential for Kiln's registry (see activities/build.ts). */
+  issueBuildCredentials?: boolean;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
@@ -123,6 +125,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           workRoot: opts.workRoot,
           checkoutSource: source.checkoutSource,
           secretKey: opts.secretKey,
+          issueBuildCredentials: opts.issueBuildCredentials,
           ...opts.buildActivities,
         }),
       }),

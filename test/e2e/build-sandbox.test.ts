@@ -114,4 +114,45 @@ describe('build sandbox: RUN steps behind the build firewall', () => {
     expect(build.error.code, build.error.message).toBe('entitlement_denied');
     expect(build.error.message).toMatch(/not allowed/i);
   });
+
+  it('cache mounts are per namespace: what one writes, another never sees', async () => {
+    // No `noCache` here: BuildKit gives a --no-cache build fresh cache mounts. A nonce in each
+    // command keeps the steps from being cache hits of an earlier run instead.
+    const nonce = Date.now();
+    const run = async (repository: string, step: string) => {
+      const submit = await kiln.api('/api/v1/builds', {
+        json: { repository, dockerfile: `FROM ${kiln.registry}/base/busybox\n${step} # ${repository} ${nonce}`, platforms: ['linux/amd64'], tags: ['c'] },
+      });
+      expect(submit.status).toBe(202);
+      const build = await waitForBuild(kiln, (await submit.json()).buildId);
+      expect(build.status, JSON.stringify(build.error)).toBe('succeeded');
+      return (await kiln.api(`/api/v1/builds/${build.id}/logs`)).text();
+    };
+    const mounts = 'RUN --mount=type=cache,target=/cache --mount=type=cache,id=gocache,target=/go';
+    const read = `${mounts} echo "SEEN $(cat /cache/s 2>/dev/null) $(cat /go/s 2>/dev/null) END"`;
+    const wrote = await run('tenant-a/app', `${mounts} echo a-secret > /cache/s && echo a-go > /go/s`);
+    // The control: the same namespace finds its cache again (so the mount does persist)...
+    expect(await run('tenant-a/other', read), wrote).toContain('SEEN a-secret a-go END');
+    // ...and another namespace, with the same target and the same explicit id, finds it empty.
+    const b = await run('tenant-b/app', read);
+    expect(b).toContain('SEEN   END');
+    expect(b).not.toContain('a-secret');
+  });
+
+  it('a build arg cannot choose the cache-mount namespace', async () => {
+    const before = (await (await kiln.api('/api/v1/builds')).json()).items.length;
+    const res = await kiln.api('/api/v1/builds', {
+      json: {
+        repository: 'tenant-b/app',
+        dockerfile: `FROM ${kiln.registry}/base/busybox`,
+        platforms: ['linux/amd64'],
+        tags: ['x'],
+        buildArgs: { BUILDKIT_CACHE_MOUNT_NS: 'kiln-ns/tenant-a' },
+      },
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.stringify(await res.json())).toContain('BUILDKIT_CACHE_MOUNT_NS');
+    expect((await (await kiln.api('/api/v1/builds')).json()).items.length).toBe(before);
+  });
 });
+

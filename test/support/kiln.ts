@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import postgres from 'postgres';
 import { inject } from 'vitest';
+import type { RegistryTokenSigner } from '../../api/routes/registry-token';
 import { openDatabase, type DbHandle } from '../../db/client';
 import { installQuietRuntime } from '../../infra/workers';
 import { startKiln, type Kiln } from '../../infra/kiln';
@@ -46,6 +47,8 @@ export interface TestKilnOptions {
   buildkit?: TestStack['buildkit'];
   /** Address the API binds (default 127.0.0.1). */
   host?: string;
+  /** The registry is Kiln's own with token auth: Kiln logs in, builds get credentials, the API is the realm. */
+  registryTokenSigner?: RegistryTokenSigner;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -70,6 +73,8 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     apiToken: token,
     secretKey,
     maxBodyBytes: 1024 * 1024,
+    ownRegistry: !!opts.registryTokenSigner,
+    registryTokenSigner: opts.registryTokenSigner,
     components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
   });
   const url = kiln.url!;

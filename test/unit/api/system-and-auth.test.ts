@@ -132,6 +132,8 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/imagebuilds',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
+        'GET /registry/token',
+        'POST /registry/token',
         'POST /api/v1/namespaces/{name}/tokens',
         'GET /api/v1/namespaces/{name}/tokens',
       ].sort(),
