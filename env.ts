@@ -69,6 +69,8 @@ export const envSchema = z.object({
   KILN_BUILDKIT_ARM64: optionalString,
   KILN_REGISTRY_MIRRORS: registryMirrors,
   KILN_BUILD_NETWORK_ALLOW: networkAllow,
+  /** This process's build workers serve only this dedicated pool (task queues `kiln-build-<os>-<arch>@<pool>`). */
+  KILN_BUILD_POOL: optionalString.pipe(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'KILN_BUILD_POOL is lowercase letters, digits and "-"').optional()),
   KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,

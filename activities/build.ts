@@ -32,6 +32,8 @@ export interface BuildActivityDeps {
    * own for it, scoped to its namespace (domain/registry-access.ts). Needs `secretKey`.
    */
   issueBuildCredentials?: boolean;
+  /** The dedicated pool this worker serves (named in the build log); unset: the shared pool. */
+  buildPool?: string;
 }
 
 export interface BuildContext {
@@ -86,7 +88,8 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       }, HEARTBEAT_MS);
       try {
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
-        log.push([`==> building ${req.platform} on ${hostname()}${attempt}`]);
+        const pool = deps.buildPool ? `pool ${deps.buildPool}` : 'shared pool';
+        log.push([`==> building ${req.platform} on ${hostname()} (${pool})${attempt}`]);
         ctx.heartbeat();
         // Independent of each other, and all before buildctl can start: at once, not in turn. All
         // settle before a failure is thrown, so nothing still writes into workDir as it is removed.

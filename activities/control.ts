@@ -95,6 +95,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         timeoutMinutes: build.timeoutMinutes,
         trigger: build.trigger,
         ref: build.sourceRef,
+        buildPool: repo.buildPool,
       };
       if (plan.source.kind === 'git') {
         if (!deps.resolveSource) {

@@ -91,6 +91,23 @@ export const NamespaceCreate = createInsertSchema(namespaces, { name: NamespaceN
   .strict()
   .openapi('NamespaceCreate');
 
+/** A dedicated build pool's name, as workers give it in KILN_BUILD_POOL (a task-queue suffix). */
+export const BUILD_POOL_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const BuildPool = z.string().regex(BUILD_POOL_RE, 'a pool name is lowercase letters, digits and "-", at most 63 characters');
+
+export const NamespaceUpdate = createUpdateSchema(namespaces, { buildPool: BuildPool.nullable() })
+  .pick({
+    defaultVisibility: true,
+    defaultImmutableTags: true,
+    defaultAcceleratedImages: true,
+    autoCreateRepository: true,
+    buildPool: true,
+  })
+  .strict()
+  .openapi('NamespaceUpdate', {
+    description: '`buildPool`: builds of this namespace run only on workers started with KILN_BUILD_POOL=<pool>; null: the shared pool',
+  });
+
 export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() }).openapi('Namespace');
 export const NamespacePage = page(NamespaceView, 'NamespacePage');
 

@@ -37,6 +37,8 @@ export const namespaces = pgTable('namespaces', {
   defaultImmutableTags: boolean('default_immutable_tags').notNull().default(false),
   defaultAcceleratedImages: boolean('default_accelerated_images').notNull().default(false),
   autoCreateRepository: boolean('auto_create_repository').notNull().default(true),
+  /** Dedicated build pool (admin-set): its builds run only on workers with KILN_BUILD_POOL=<pool>. */
+  buildPool: text('build_pool'),
   createdAt: createdAt(),
 });
 

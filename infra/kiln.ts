@@ -29,6 +29,8 @@ export interface KilnOptions {
   ownRegistry?: boolean;
   /** Signs registry tokens at /registry/token (the API of a Kiln whose registry trusts it). */
   registryTokenSigner?: RegistryTokenSigner;
+  /** KILN_BUILD_POOL: the build workers serve this dedicated pool. */
+  buildPool?: string;
   buildkit: Record<Platform, string>;
   buildctl: string;
   apiToken: string;
@@ -75,6 +77,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     components: opts.components,
     secretKey: opts.secretKey,
     issueBuildCredentials: !!opts.ownRegistry,
+    buildPool: opts.buildPool,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;

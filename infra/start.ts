@@ -86,6 +86,7 @@ const kiln = await startKiln({
       : undefined,
   ownRegistry,
   registryTokenSigner: tokenKeys,
+  buildPool: env.KILN_BUILD_POOL,
   buildkit: stack.buildkit,
   buildctl,
   apiToken: apiToken.value,

@@ -51,6 +51,8 @@ export interface WorkerOptions {
   secretKey: string;
   /** Mint each build its own credential for Kiln's registry (see activities/build.ts). */
   issueBuildCredentials?: boolean;
+  /** Serve this dedicated build pool instead of the shared one. */
+  buildPool?: string;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
@@ -111,7 +113,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
       await Worker.create({
         connection,
         namespace: opts.namespace,
-        taskQueue: buildTaskQueue(platform),
+        taskQueue: buildTaskQueue(platform, opts.buildPool),
         maxConcurrentActivityTaskExecutions: opts.buildConcurrency ?? 8,
         // Cancellation reaches an activity only in a heartbeat's answer; by default heartbeats are
         // throttled to 80% of heartbeatTimeout (24 s), far too slow for "canceled within seconds".
@@ -126,6 +128,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           checkoutSource: source.checkoutSource,
           secretKey: opts.secretKey,
           issueBuildCredentials: opts.issueBuildCredentials,
+          buildPool: opts.buildPool,
           ...opts.buildActivities,
         }),
       }),

@@ -66,7 +66,7 @@ const accelerate = proxyLocalActivities<AccelerateActivities>({
 
 function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
-    taskQueue: buildTaskQueue(platform),
+    taskQueue: buildTaskQueue(platform, plan.buildPool),
     startToCloseTimeout: plan.timeoutMinutes * 60_000,
     // Cancellation reaches the activity only through heartbeats (sent every second). A worker
     // that dies is noticed when they stop; the build then retries on another worker.

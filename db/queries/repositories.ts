@@ -3,11 +3,12 @@ import type { Db } from '../client';
 import { ensureNamespace } from './namespaces';
 import { namespaces, repositories, type Namespace, type Repository } from '../schema';
 
-export type RepositoryWithNamespace = Repository & { namespace: string };
+export type RepositoryWithNamespace = Repository & { namespace: string; buildPool: string | null };
 
 const withNamespace = (r: { repositories: Repository; namespaces: Namespace }): RepositoryWithNamespace => ({
   ...r.repositories,
   namespace: r.namespaces.name,
+  buildPool: r.namespaces.buildPool,
 });
 
 export async function insertRepository(db: Db, values: typeof repositories.$inferInsert): Promise<Repository> {

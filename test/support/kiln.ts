@@ -5,6 +5,7 @@ import postgres from 'postgres';
 import { inject } from 'vitest';
 import type { RegistryTokenSigner } from '../../api/routes/registry-token';
 import { openDatabase, type DbHandle } from '../../db/client';
+import type { Component } from '../../env';
 import { installQuietRuntime } from '../../infra/workers';
 import { startKiln, type Kiln } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
@@ -49,15 +50,21 @@ export interface TestKilnOptions {
   host?: string;
   /** The registry is Kiln's own with token auth: Kiln logs in, builds get credentials, the API is the realm. */
   registryTokenSigner?: RegistryTokenSigner;
+  /** Which parts run (default: all). */
+  components?: Component[];
+  /** KILN_BUILD_POOL of this instance's build workers. */
+  buildPool?: string;
+  /** Share another instance's database (a second process of the same deployment); not closed here. */
+  shareDatabaseOf?: TestKiln;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
   installQuietRuntime('ERROR'); // expected failures would otherwise log stack traces
   const stack = inject('stack');
   const token = randomBytes(24).toString('hex');
-  const secretKey = randomBytes(32).toString('hex');
+  const secretKey = opts.shareDatabaseOf?.secretKey ?? randomBytes(32).toString('hex');
   const registry = opts.registry ?? stack.registry;
-  const db = await openTestDatabase(opts.db ?? 'pglite');
+  const db = opts.shareDatabaseOf?.db ?? (await openTestDatabase(opts.db ?? 'pglite'));
   const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
   const kiln = await startKiln({
     dataDir,
@@ -75,9 +82,10 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     maxBodyBytes: 1024 * 1024,
     ownRegistry: !!opts.registryTokenSigner,
     registryTokenSigner: opts.registryTokenSigner,
-    components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
+    components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
+    buildPool: opts.buildPool,
   });
-  const url = kiln.url!;
+  const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {
     ...kiln,
     url,
@@ -87,7 +95,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     workRoot: path.join(dataDir, 'work'),
     async close() {
       await kiln.close();
-      await db.close();
+      if (!opts.shareDatabaseOf) await db.close();
     },
     api(pathname, init = {}) {
       const { json, ...rest } = init;
