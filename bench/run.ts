@@ -124,7 +124,7 @@ async function main() {
       const faster = (x: { plain: { median: number }; accelerated: { median: number } }) => `${(x.plain.median / x.accelerated.median).toFixed(2)}× faster`;
       rows.push({
         '#': '6a',
-        scenario: `Cold start, large image (1 layer of ${mb(r.large.layerBytes)} incompressible files; reads one small file): \`_accelerated\` (stargz, lazy) vs plain (overlayfs, full pull); pull → first line`,
+        scenario: `Cold start, large image (${mb(r.large.layerBytes)}: busybox + one layer of 50 × 10 MB incompressible files; the command reads one small file): \`_accelerated\` (stargz, lazy) vs plain (overlayfs, full pull); pull → first line`,
         Kiln: `accelerated ${ms(r.large.accelerated.median)}`,
         'side by side (same run)': `plain ${ms(r.large.plain.median)}`,
         ratio: faster(r.large),
