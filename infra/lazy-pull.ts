@@ -2,7 +2,9 @@
  * A private lazy-pull runtime for the bench and the tests that need one: Debian's containerd with
  * its own root, state, sockets and config under one directory, and the stargz snapshotter
  * (containerd-stargz-grpc, infra/tools/stargz) as its `stargz` proxy plugin, pulling plain HTTP
- * from the (loopback) registry. Nothing of it touches /run/containerd or /var/lib/containerd.
+ * from the (loopback) registry. Its state (runc's and ctr's FIFOs too) stays under that directory;
+ * only the shim sockets go where containerd 1.6 fixes them, /run/containerd/s (named by a hash of
+ * our socket path; removed with the container).
  *
  * Containers run with `ctr run` without --net-host: a fresh network namespace holding only `lo`.
  */
@@ -138,6 +140,8 @@ export async function startLazyPullRuntime(opts: LazyPullRuntimeOptions): Promis
   const logs = { containerd: join(dir, 'logs', 'containerd.log'), stargz: join(dir, 'logs', 'stargz.log') };
   const containerdConfig = join(dir, 'containerd.toml');
   const stargzConfig = join(dir, 'stargz.toml');
+  const fifoDir = join(dir, 'fifo');
+  const runcRoot = join(dir, 'runc');
   mkdirSync(sockDir, { recursive: true, mode: 0o700 });
   mkdirSync(join(dir, 'logs'), { recursive: true });
   writeFileSync(
@@ -204,7 +208,7 @@ export async function startLazyPullRuntime(opts: LazyPullRuntimeOptions): Promis
       const id = `kiln-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
       return new Promise((resolvePromise, reject) => {
         // No --net-host: the container gets a network namespace of its own with only loopback.
-        const child = spawn(tools.ctr, ctrArgs(['run', '--rm', '--snapshotter', snapshotter, ref, id, ...argv]), { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(tools.ctr, ctrArgs(['run', '--rm', '--fifo-dir', fifoDir, '--runc-root', runcRoot, '--snapshotter', snapshotter, ref, id, ...argv]), { stdio: ['ignore', 'pipe', 'pipe'] });
         let output = '';
         let stderr = '';
         let firstLine: string | undefined;

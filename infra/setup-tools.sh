@@ -39,8 +39,11 @@ BUILDKIT_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$BK_MOD_DIR/go.mod")
 STARGZ_VERSION=$(awk '$1 == "github.com/containerd/stargz-snapshotter" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
 STARGZ_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
 
-# containerd (1.6, with ctr) and stargz-snapshotter (only ctr-remote) are the lazy-pull runtime's.
-APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates containerd stargz-snapshotter)
+# stargz-snapshotter (only ctr-remote) and containerd (1.6, with ctr) are the lazy-pull runtime's.
+APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates stargz-snapshotter)
+# A containerd already on PATH (e.g. Docker's containerd.io, which conflicts with Debian's package:
+# installing ours would remove Docker) is used as it is; the runtime starts a private one anyway.
+command -v containerd >/dev/null && command -v ctr >/dev/null || APT_PACKAGES+=(containerd)
 
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }

@@ -59,6 +59,14 @@ export function detectPgBin(root = '/usr/lib/postgresql'): string {
   return versions[0] ? join(root, versions[0], 'bin') : '';
 }
 
+/** The first executable `name` on PATH, or `name` itself if there is none (the caller reports it). */
+export function onPath(name: string): string {
+  for (const d of (process.env.PATH ?? '').split(':')) {
+    if (d && existsSync(join(d, name))) return join(d, name);
+  }
+  return name;
+}
+
 export function toolPaths(): ToolPaths {
   const dir = toolsDir();
   const bk = join(dir, `buildkit-${BUILDKIT_VERSION}`);
@@ -74,9 +82,9 @@ export function toolPaths(): ToolPaths {
     pgBin: detectPgBin(),
     lazyPull: {
       stargzGrpc: join(dir, `stargz-snapshotter-${STARGZ_VERSION}`, 'containerd-stargz-grpc'),
-      containerd: '/usr/bin/containerd',
-      ctr: '/usr/bin/ctr',
-      ctrRemote: '/usr/bin/ctr-remote',
+      containerd: onPath('containerd'),
+      ctr: onPath('ctr'),
+      ctrRemote: onPath('ctr-remote'),
     },
   };
 }
