@@ -1,6 +1,7 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
-// Prints one table; asserts nothing. KILN_BENCH_ONLY=overhead,fanout,cache,ingest,reads picks rows.
+// Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
+// KILN_BENCH_ONLY=overhead,fanout,cache,ingest,reads,lazy) picks rows.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -13,12 +14,17 @@ import { toolPaths } from '../infra/tools';
 import { installQuietRuntime } from '../infra/workers';
 import { benchCache, benchFanOut, benchOverhead, kilnBuild, type BuildCtx } from './builds';
 import { benchIngest, benchReads, startApiProcess } from './http';
+import { benchLazyPull } from './lazy';
 import { ms, printTable, ratio } from './stats';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ONLY = new Set((process.env.KILN_BENCH_ONLY ?? 'overhead,fanout,cache,ingest,reads').split(',').map((s) => s.trim()));
-const PORTS = { temporal: 37233, temporalUi: 38233, registry: 35000, postgres: 35432 };
-const API_PORT = 33000;
+const ROWS = ['overhead', 'fanout', 'cache', 'ingest', 'reads', 'lazy'];
+const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
+for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
+// KILN_BENCH_PORT_OFFSET shifts them, for two benches on one machine.
+const PORT_OFFSET = Number(process.env.KILN_BENCH_PORT_OFFSET ?? 0) || 0;
+const PORTS = { temporal: 37233 + PORT_OFFSET, temporalUi: 38233 + PORT_OFFSET, registry: 35000 + PORT_OFFSET, postgres: 35432 + PORT_OFFSET };
+const API_PORT = 33000 + PORT_OFFSET;
 
 type Row = { '#': string; scenario: string; Kiln: string; 'side by side (same run)': string; ratio: string; target: string };
 
@@ -61,6 +67,7 @@ async function main() {
   let kiln: Kiln | undefined;
   let readBuildId: string | undefined;
   let where: Record<string, number> | undefined;
+  let lazyVersions: string | undefined;
   try {
     // ---------------------------------------------------------------- builds on the stack's buildkitd
     kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
@@ -109,6 +116,29 @@ async function main() {
         tags: ['reads'],
       });
       readBuildId = view.id;
+    }
+    if (ONLY.has('lazy')) {
+      log('6. lazy pull (cold start)');
+      const r = await benchLazyPull(ctx, log);
+      const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
+      const faster = (x: { plain: { median: number }; accelerated: { median: number } }) => `${(x.plain.median / x.accelerated.median).toFixed(2)}× faster`;
+      rows.push({
+        '#': '6a',
+        scenario: `Cold start, large image (${mb(r.large.layerBytes)}: busybox + one layer of 50 × 10 MB incompressible files; the command reads one small file): \`_accelerated\` (stargz, lazy) vs plain (overlayfs, full pull); pull → first line`,
+        Kiln: `accelerated ${ms(r.large.accelerated.median)}`,
+        'side by side (same run)': `plain ${ms(r.large.plain.median)}`,
+        ratio: faster(r.large),
+        target: '≥ 2× faster',
+      });
+      rows.push({
+        '#': '6b',
+        scenario: `Cold start, small image (busybox + 1 file, ${mb(r.small.layerBytes)}): same comparison`,
+        Kiln: `accelerated ${ms(r.small.accelerated.median)}`,
+        'side by side (same run)': `plain ${ms(r.small.plain.median)}`,
+        ratio: faster(r.small),
+        target: 'reported',
+      });
+      lazyVersions = `containerd ${r.versions.containerd} (Debian), containerd-stargz-grpc ${r.versions.stargzSnapshotter}, ctr-remote ${r.versions.ctrRemote} (Debian)`;
     }
     await kiln.close();
     kiln = undefined;
@@ -201,6 +231,7 @@ async function main() {
     }
     console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs\n`);
     printTable(rows);
+    if (lazyVersions) console.log(`\nRow 6: ${lazyVersions}`);
     if (where) {
       console.log('\nWhere a warm 1-platform Kiln build spends its time (row 1; medians, from the workflow history):\n');
       printTable(Object.entries(where).map(([step, t]) => ({ step, median: ms(t) })));
