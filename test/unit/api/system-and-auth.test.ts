@@ -132,6 +132,7 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/imagebuilds',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
+        'POST /webhooks/{provider}',
         'POST /api/v1/namespaces/{name}/tokens',
         'GET /api/v1/namespaces/{name}/tokens',
       ].sort(),
