@@ -48,12 +48,13 @@ const operations: Operation[] = Object.entries(doc.paths).flatMap(([path, item])
 const OWNER = 'matrix-owner';
 const OTHER = 'matrix-other';
 const admin = (path: string, init: Parameters<typeof h.call>[1] = {}) => h.call(path, { ...init, token: TOKEN });
-for (const name of [OWNER, OTHER]) expect((await admin('/api/v1/namespaces', { json: { name } })).status).toBe(201);
-const newToken = async (ns: string) => {
-  const res = await admin(`/api/v1/namespaces/${ns}/tokens`, { json: { name: 'matrix' } });
-  expect(res.status).toBe(201);
-  return res.body.token as string;
-};
+/** Set-up outside any test: a failure here must stop the file with the answer that caused it. */
+function must(res: Res, status: number): Res {
+  if (res.status !== status) throw new Error(`set-up expected ${status}, got ${res.status} ${res.text}`);
+  return res;
+}
+for (const name of [OWNER, OTHER]) must(await admin('/api/v1/namespaces', { json: { name } }), 201);
+const newToken = async (ns: string) => must(await admin(`/api/v1/namespaces/${ns}/tokens`, { json: { name: 'matrix' } }), 201).body.token as string;
 const OWNER_TOKEN = await newToken(OWNER);
 const OTHER_TOKEN = await newToken(OTHER);
 
@@ -92,10 +93,10 @@ type SecurityClass = keyof typeof SECURITY_CLASSES;
 const normalizeSecurity = (s: Record<string, string[]>[]) =>
   JSON.stringify(s.map((alt) => Object.keys(alt).sort()).sort((a, b) => a.join().localeCompare(b.join())));
 
-function classify(o: Operation): SecurityClass | undefined {
-  const effective = normalizeSecurity(o.op.security ?? doc.security ?? []);
-  return (Object.keys(SECURITY_CLASSES) as SecurityClass[]).find((c) => normalizeSecurity(SECURITY_CLASSES[c].map((a) => Object.fromEntries(a.map((n) => [n, []])))) === effective);
-}
+const CLASS_KEYS = Object.fromEntries(
+  Object.entries(SECURITY_CLASSES).map(([c, alts]) => [normalizeSecurity(alts.map((a) => Object.fromEntries(a.map((n) => [n, []])))), c]),
+) as Record<string, SecurityClass>;
+const classify = (o: Operation): SecurityClass | undefined => CLASS_KEYS[normalizeSecurity(o.op.security ?? doc.security ?? [])];
 const classified = operations.map((o) => ({ ...o, securityClass: classify(o) }));
 const ofClass = (c: SecurityClass) => classified.filter((o) => o.securityClass === c);
 
