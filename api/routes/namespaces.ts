@@ -13,7 +13,7 @@ const create = createRoute({
   method: 'post',
   path: '/namespaces',
   tags: ['namespaces'],
-  summary: 'Create a namespace',
+  summary: 'Create a namespace (admin only)',
   request: { body: { required: true, content: jsonContent(NamespaceCreate) } },
   responses: {
     201: { description: 'Created', content: jsonContent(NamespaceView) },

@@ -134,6 +134,8 @@ describe('OpenAPI document and docs', () => {
         'POST /webhooks/registry',
         'GET /registry/token',
         'POST /registry/token',
+        'POST /webhooks/{provider}',
+        'PATCH /api/v1/namespaces/{name}',
         'POST /api/v1/namespaces/{name}/tokens',
         'GET /api/v1/namespaces/{name}/tokens',
       ].sort(),
