@@ -65,6 +65,8 @@ export const envSchema = z.object({
   KILN_REGISTRY: optionalString,
   KILN_REGISTRY_USERNAME: optionalString,
   KILN_REGISTRY_PASSWORD: optionalString,
+  /** KILN_REGISTRY trusts Kiln as its token issuer (as in infra/docker-compose.yml): Kiln serves the realm and gives builds their own credentials. */
+  KILN_REGISTRY_TOKEN_AUTH: bool.default(false),
   KILN_BUILDKIT_AMD64: optionalString,
   KILN_BUILDKIT_ARM64: optionalString,
   KILN_REGISTRY_MIRRORS: registryMirrors,

@@ -83,6 +83,9 @@ export function buildNetworkFor(dataDir: string, taken: string[] = []): BuildNet
   return { bridge: `kiln${id}`, subnet: `10.213.${third}.0/24`, gateway: `10.213.${third}.1`, table: `kiln_${id}` };
 }
 
+/** The build network of infra/docker-compose.yml's buildkitd containers (one bridge per container). */
+export const COMPOSE_BUILD_NETWORK: BuildNetwork = { bridge: 'kiln0', subnet: '10.213.0.0/24', gateway: '10.213.0.1', table: 'kiln_compose' };
+
 /** The host's DNS resolvers, which RUN steps need to resolve package hosts (port 53 only). */
 export function hostResolvers(resolvConf = '/etc/resolv.conf'): string[] {
   let text = '';

@@ -42,9 +42,10 @@ const registryNotifications = {
 }
 
 // The registry Kiln starts enforces access, with Kiln's API as its token realm (SPEC §2 Isolation).
-const ownRegistry = !env.KILN_REGISTRY;
+// KILN_REGISTRY_TOKEN_AUTH: a registry started elsewhere (docker compose) that trusts Kiln the same way.
+const ownRegistry = !env.KILN_REGISTRY || env.KILN_REGISTRY_TOKEN_AUTH;
 const tokenKeys = ownRegistry ? await loadOrCreateRegistryTokenKeys(path.join(dataDir, 'secrets')) : undefined;
-const registryTokenAuth = tokenKeys
+const registryTokenAuth = tokenKeys && !env.KILN_REGISTRY
   ? {
       realm: `${(env.KILN_PUBLIC_URL ?? apiBase).replace(/\/+$/, '')}/registry/token`,
       service: REGISTRY_TOKEN_SERVICE,

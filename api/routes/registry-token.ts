@@ -84,7 +84,7 @@ const postRoute = createRoute({
   tags: ['registry'],
   summary: 'Registry token realm (OAuth2 password grant, as containerd sends it)',
   description,
-  security: [{}],
+  security: [{ registryBasic: [] }, {}] as Array<Record<string, string[]>>,
   request: { body: { content: { 'application/x-www-form-urlencoded': { schema: TokenForm } }, required: true } },
   responses: {
     200: { description: 'A registry bearer token', content: jsonContent(TokenResponse) },

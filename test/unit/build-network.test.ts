@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildNetworkFor, firewallRuleset, hostResolvers, parseNetworkAllow } from '../../infra/build-network';
+import { buildNetworkFor, COMPOSE_BUILD_NETWORK, firewallRuleset, hostResolvers, parseNetworkAllow } from '../../infra/build-network';
 import { buildkitdToml } from '../../infra/stack';
 
 describe('KILN_BUILD_NETWORK_ALLOW', () => {
@@ -69,3 +69,27 @@ describe('build network', () => {
     expect(toml).toContain(`bridgeSubnet = "${net.subnet}"`);
   });
 });
+
+describe('the compose topology', () => {
+  const read = (f: string) => readFileSync(new URL(`../../infra/${f}`, import.meta.url), 'utf8');
+
+  it("applies the same firewall (the committed ruleset is what build-network.ts generates for it)", () => {
+    // Regenerate with: firewallRuleset(COMPOSE_BUILD_NETWORK, [], []) → infra/compose/build-firewall.nft
+    expect(read('compose/build-firewall.nft')).toBe(firewallRuleset(COMPOSE_BUILD_NETWORK, [], []));
+    const toml = read('buildkitd.toml');
+    expect(toml).toContain(`bridgeName = "${COMPOSE_BUILD_NETWORK.bridge}"`);
+    expect(toml).toContain(`bridgeSubnet = "${COMPOSE_BUILD_NETWORK.subnet}"`);
+    expect(toml).toContain('networkMode = "bridge"');
+    expect(toml).toContain('insecure-entitlements = []');
+    expect(read('compose/buildkitd-entrypoint.sh')).toMatch(/nft -f \/etc\/kiln\/build-firewall.nft\nexec buildkitd .*--addr unix:\/\//);
+  });
+
+  it('never exposes buildkitd on TCP and keeps Temporal and Postgres off the build hosts\' network', () => {
+    const compose = read('docker-compose.yml');
+    expect(compose).not.toMatch(/tcp:\/\/(0\.0\.0\.0|buildkitd)/);
+    const service = (name: string) => compose.slice(compose.indexOf(`\n  ${name}:`), compose.indexOf('\n\n', compose.indexOf(`\n  ${name}:`)));
+    for (const name of ['temporal', 'postgres']) expect(service(name)).toContain('networks: [control]');
+    expect(compose).toMatch(/x-buildkitd: &buildkitd[\s\S]*?networks: \[images\]/);
+  });
+});
+

@@ -2,6 +2,10 @@
 // every kind of caller, with nothing changed by a refused call. A new route is covered as soon as
 // it is documented; one that cannot be classified, filled or sent fails here with what to add.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadOrCreateRegistryTokenKeys } from '../../../infra/registry-token-keys';
 import { afterAll, describe, expect, it } from 'vitest';
 import { OPENAPI_PATH } from '../../../api/app';
 import { registryNotificationToken } from '../../../api/routes/registry-events';
@@ -11,7 +15,8 @@ import { createHarness, DOCKERFILE, SECRET_KEY, TOKEN, type Res } from './harnes
 
 // ---- the app and its document -------------------------------------------------------------
 
-const h = await createHarness();
+const realmKeys = await loadOrCreateRegistryTokenKeys(mkdtempSync(path.join(tmpdir(), 'kiln-matrix-keys-')));
+const h = await createHarness({ registryTokenSigner: realmKeys });
 afterAll(() => h.close());
 
 interface OpenApiOperation {
@@ -87,6 +92,11 @@ const SECURITY_CLASSES = {
   /** Git host webhooks, per provider: missing or wrong signature → 401 with or without any Kiln
    * token, nothing recorded and no build started; the correct signature → 2xx. */
   'git host signature': [['bitbucketSignature'], ['giteeSignature'], ['githubSignature'], ['gitlabToken']],
+  /** The registry's token realm: Basic with a Kiln token as the password, or nothing (anonymous).
+   * A bearer header is no credential here (anonymous); an unknown password → 401; the token grants
+   * the owning namespace and the admin pull+push on a private repository, others nothing; no call
+   * changes anything. */
+  'registry token realm': [['registryBasic'], []],
 } satisfies Record<string, string[][]>;
 type SecurityClass = keyof typeof SECURITY_CLASSES;
 
@@ -206,6 +216,7 @@ const EXAMPLES: Record<string, (f: Fixture) => Example | Example[]> = {
   'POST /api/v1/repositories/{id}/rules': () => ({ body: { ...RULE, match: 'develop', tags: [{ template: 'develop' }] } }),
   'PATCH /api/v1/rules/{id}': () => ({ body: { match: 'trunk', tags: [{ template: 'trunk' }], noCache: true } }),
   'POST /api/v1/rules/{id}/builds': () => ({ body: { ref: 'main' } }),
+  'PATCH /api/v1/namespaces/{name}': () => ({ body: { defaultImmutableTags: true, buildPool: 'dedicated' } }),
 };
 
 function examplesFor(o: Operation, f: Fixture): Example[] {
@@ -391,5 +402,41 @@ describe.each(ofClass('git host signature'))('$key (git host signature)', (o) =>
     const ok = await post(delivery(f.webhookSecret), null);
     expect(is2xx(ok.status), `${provider} signed: ${ok.status} ${ok.text}`).toBe(true);
     expect(h.starter.starts.length).toBe(starts + 1);
+  });
+});
+
+describe.each(ofClass('registry token realm'))('$key (registry token realm)', (o) => {
+  const ask = (f: Fixture, headers: Record<string, string>) => {
+    const scope = `repository:${f.namespace}/${f.repositoryName}:pull,push`;
+    return o.method === 'GET'
+      ? h.call(`${o.path}?service=kiln-registry&scope=${encodeURIComponent(scope)}`, { token: null, headers })
+      : h.call(o.path, {
+          method: 'POST',
+          token: null,
+          body: new URLSearchParams({ grant_type: 'password', service: 'kiln-registry', scope }).toString(),
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+        });
+  };
+  const actions = (res: Res) => JSON.parse(Buffer.from(res.body.token.split('.')[1], 'base64url').toString()).access[0].actions;
+
+  it('grants by the Basic password; a bearer header is no credential; unknown passwords → 401; nothing changes', async () => {
+    const f = await seed();
+    const expected: Record<Caller, string[] | 401> = {
+      'no token': [],
+      'unknown token': 401,
+      'other namespace': [],
+      'owning namespace': ['pull', 'push'],
+      admin: ['pull', 'push'],
+    };
+    for (const who of CALLERS) {
+      const bearer = BEARER[who];
+      const asBearer = await refused(() => ask(f, bearer ? { authorization: `Bearer ${bearer}` } : {}));
+      expect(asBearer.status, describeRes(o, `${who} (bearer)`, asBearer)).toBe(200);
+      expect(actions(asBearer), `${who} (bearer) is anonymous`).toEqual([]);
+      if (!bearer) continue;
+      const asBasic = await refused(() => ask(f, { authorization: `Basic ${Buffer.from(`u:${bearer}`).toString('base64')}` }));
+      if (expected[who] === 401) expect(asBasic.status, describeRes(o, who, asBasic)).toBe(401);
+      else expect([asBasic.status, actions(asBasic)], describeRes(o, who, asBasic)).toEqual([200, expected[who]]);
+    }
   });
 });

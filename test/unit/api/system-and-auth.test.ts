@@ -281,6 +281,7 @@ describe('namespaces', () => {
       defaultImmutableTags: true,
       defaultAcceleratedImages: false,
       autoCreateRepository: false,
+      buildPool: null,
       createdAt: expect.any(String),
     });
     expect((await h.call('/api/v1/namespaces', { json: { name: 'ns.one' } })).status).toBe(409);
