@@ -1,7 +1,7 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
 // Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
-// KILN_BENCH_ONLY=overhead,fanout,cache,ingest,reads,lazy) picks rows.
+// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,lazy) picks rows.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -9,16 +9,20 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { Component } from '../env';
 import { startKiln, type Kiln, type KilnOptions } from '../infra/kiln';
-import { startBuildkitd, startStack, type Stack } from '../infra/stack';
+import { startBuildkitd, startRegistry, startStack, type ProcessHandle, type Stack } from '../infra/stack';
 import { toolPaths } from '../infra/tools';
 import { installQuietRuntime } from '../infra/workers';
-import { benchCache, benchFanOut, benchOverhead, kilnBuild, type BuildCtx } from './builds';
+import { benchCache, benchFanOut, benchOverhead, benchSandboxSide, kilnBuild, type BuildCtx } from './builds';
+import { ensurePublicRepository } from '../db/queries/repositories';
+import { REGISTRY_SYSTEM_USER, REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE, registrySystemPassword } from '../domain/registry-access';
+import { BASE_IMAGE_REPO, ensureBaseImage } from '../infra/base-image';
+import { loadOrCreateRegistryTokenKeys } from '../infra/registry-token-keys';
 import { benchIngest, benchReads, startApiProcess } from './http';
 import { benchLazyPull } from './lazy';
 import { ms, printTable, ratio } from './stats';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ROWS = ['overhead', 'fanout', 'cache', 'ingest', 'reads', 'lazy'];
+const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'lazy'];
 const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
 // KILN_BENCH_PORT_OFFSET shifts them, for two benches on one machine.
@@ -142,6 +146,58 @@ async function main() {
     }
     await kiln.close();
     kiln = undefined;
+
+    if (ONLY.has('sandbox')) {
+      log('1c. sandbox');
+      const stops: ProcessHandle[] = [];
+      try {
+        // The design before the sandbox: a host-networked buildkitd and the stack's open registry.
+        const hostBk = await startBuildkitd({ dataDir: path.join(dataDir, 'bk-host'), unsandboxedForBench: true, log: () => {} });
+        stops.push(hostBk.handle);
+        kiln = await startKiln(kilnOptions({ 'linux/amd64': hostBk.address, 'linux/arm64': hostBk.address }, 'kiln-open', ['api', 'control', 'build-linux-amd64']));
+        const open = await benchSandboxSide({ stack, kiln, token, workDir: path.join(dataDir, 'bench'), runs: RUNS, registry: stack.registry });
+        await kiln.close();
+        kiln = undefined;
+        // The sandbox: the stack's bridge buildkitd and a registry whose token issuer is Kiln.
+        const keys = await loadOrCreateRegistryTokenKeys(path.join(dataDir, 'secrets'));
+        const authRegistry = `127.0.0.1:${PORTS.registry + 1}`;
+        kiln = await startKiln({
+          ...kilnOptions(stack.buildkit, 'kiln-sandboxed', ['api', 'control', 'build-linux-amd64']),
+          registry: authRegistry,
+          ownRegistry: true,
+          registryTokenSigner: keys,
+        });
+        const reg = await startRegistry({
+          dataDir: path.join(dataDir, 'auth-registry'),
+          port: PORTS.registry + 1,
+          tokenAuth: { realm: `${kiln.url}/registry/token`, service: REGISTRY_TOKEN_SERVICE, issuer: REGISTRY_TOKEN_ISSUER, rootCertBundle: keys.certFile },
+          log: () => {},
+        });
+        stops.push(reg.handle);
+        await ensurePublicRepository(kiln.db.db, BASE_IMAGE_REPO);
+        await ensureBaseImage({
+          registry: authRegistry,
+          buildctl: toolPaths().buildctl,
+          buildkitAddr: stack.buildkit['linux/amd64'],
+          busybox: toolPaths().busybox,
+          workDir: path.join(dataDir, 'auth-base'),
+          credentials: { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(secretKey) },
+        });
+        const sandboxed = await benchSandboxSide({ stack, kiln, token, workDir: path.join(dataDir, 'bench'), runs: RUNS, registry: authRegistry });
+        await kiln.close();
+        kiln = undefined;
+        rows.push({
+          '#': '1c',
+          scenario: 'Sandbox: warm build whose one RUN runs; bridge network + firewall + token-auth registry (a credential per build) vs host network + open registry (before the sandbox)',
+          Kiln: ms(sandboxed.median),
+          'side by side (same run)': `open ${ms(open.median)}`,
+          ratio: `${ratio(sandboxed.median, open.median)} (+${ms(sandboxed.median - open.median)})`,
+          target: '≤ 1.05×',
+        });
+      } finally {
+        for (const h of stops.reverse()) await h.stop().catch(() => undefined);
+      }
+    }
 
     // ---------------------------------------------------------------- a fresh buildkitd, for the cache row
     if (ONLY.has('cache')) {

@@ -292,6 +292,11 @@ export interface BuildkitdOptions {
   busyboxArm64?: string;
   /** Exceptions to the build firewall (KILN_BUILD_NETWORK_ALLOW). */
   networkAllow?: NetworkAllowEntry[];
+  /**
+   * `host`: RUN steps share the host's network, no firewall: the design before the sandbox, kept
+   * only so `npm run bench` can measure what the sandbox costs. Never for builds of tenants.
+   */
+  unsandboxedForBench?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -410,9 +415,9 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
   }
   const network = buildNetworkFor(dataDir, await routedSubnets());
   // The firewall goes up before the daemon: no step ever runs on an open bridge.
-  const firewall = await installBuildFirewall({ network, allow: o.networkAllow });
+  const firewall = o.unsandboxedForBench ? { remove: async () => {} } : await installBuildFirewall({ network, allow: o.networkAllow });
   const configFile = join(bkDir, 'buildkitd.toml');
-  writeFileSync(configFile, buildkitdToml(o.plainHttpRegistries, o.registryMirrors, network));
+  writeFileSync(configFile, buildkitdToml(o.plainHttpRegistries, o.registryMirrors, o.unsandboxedForBench ? undefined : network));
 
   const daemon = await startProcess({
     name: 'buildkitd',
@@ -426,8 +431,7 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
       '--oci-worker-snapshotter=overlayfs',
       '--oci-worker-platform', 'linux/amd64',
       '--oci-worker-platform', 'linux/arm64',
-      '--oci-worker-net', 'bridge',
-      '--oci-cni-binary-dir', CNI_BIN_DIR,
+      ...(o.unsandboxedForBench ? ['--oci-worker-net', 'host'] : ['--oci-worker-net', 'bridge', '--oci-cni-binary-dir', CNI_BIN_DIR]),
     ],
     logFile: join(logsDir(dataDir), 'buildkitd.log'),
     restart: true,
@@ -458,7 +462,7 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
       await firewall.remove();
     },
     async start() {
-      await installBuildFirewall({ network, allow: o.networkAllow });
+      if (!o.unsandboxedForBench) await installBuildFirewall({ network, allow: o.networkAllow });
       await daemon.start();
     },
   };
