@@ -1,7 +1,8 @@
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { appendBuildLogs, finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';
 import { claimImageTags, releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';

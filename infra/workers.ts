@@ -49,6 +49,8 @@ export interface WorkerOptions {
   components: Component[];
   /** Decrypts stored git tokens inside activities. */
   secretKey: string;
+  /** KILN_MAX_LOG_BYTES for the build activities. */
+  maxLogBytes?: number;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
@@ -123,6 +125,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           workRoot: opts.workRoot,
           checkoutSource: source.checkoutSource,
           secretKey: opts.secretKey,
+          maxLogBytes: opts.maxLogBytes,
           ...opts.buildActivities,
         }),
       }),
