@@ -126,22 +126,28 @@ export class ProgressTracker {
     const s = this.state(l.vertex);
     const data = Buffer.from(l.data ?? '', 'base64');
     s.logBytes += data.length;
+    const last = data.lastIndexOf(0x0a);
+    if (last < 0) {
+      s.partial = s.partial ? Buffer.concat([s.partial, data]) : data;
+      return;
+    }
+    // One buffer for every whole line of this message, each behind the step's `#N ` prefix: a
+    // chatty step sends thousands of lines per message, too many for a buffer each.
+    let lines = 0;
+    for (let nl = data.indexOf(0x0a); nl >= 0 && nl <= last; nl = data.indexOf(0x0a, nl + 1)) lines++;
+    const partialLength = s.partial?.length ?? 0;
+    const lined = Buffer.allocUnsafe(partialLength + last + 1 + lines * s.prefix.length);
+    let at = s.prefix.copy(lined, 0);
+    if (s.partial) at += s.partial.copy(lined, at);
     let start = 0;
-    for (let nl = data.indexOf(0x0a); nl >= 0; nl = data.indexOf(0x0a, start)) {
-      s.logLines++;
-      if (s.partial) {
-        out.raw(s.prefix, s.partial, data.subarray(start, nl + 1));
-        s.partial = null;
-      } else {
-        out.raw(s.prefix, data.subarray(start, nl + 1));
-      }
+    for (let nl = data.indexOf(0x0a); nl >= 0 && nl <= last; nl = data.indexOf(0x0a, start)) {
+      if (start > 0) at += s.prefix.copy(lined, at);
+      at += data.copy(lined, at, start, nl + 1);
       start = nl + 1;
     }
-    if (start < data.length) {
-      // Copied: the rest of `data` is garbage once this returns.
-      const rest = Buffer.from(data.subarray(start));
-      s.partial = s.partial ? Buffer.concat([s.partial, rest]) : rest;
-    }
+    s.logLines += lines;
+    s.partial = start < data.length ? Buffer.from(data.subarray(start)) : null;
+    out.raw(lined);
   }
 
   private endPartial(s: VertexState, out: LineOutput): void {
