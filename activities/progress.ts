@@ -125,6 +125,7 @@ export class ProgressTracker {
   private onLog(l: RawLog, out: LineOutput): void {
     const s = this.state(l.vertex);
     const data = Buffer.from(l.data ?? '', 'base64');
+    if (data.length === 0) return;
     s.logBytes += data.length;
     const last = data.lastIndexOf(0x0a);
     if (last < 0) {

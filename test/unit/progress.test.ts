@@ -57,6 +57,7 @@ describe('ProgressTracker merging', () => {
     const t = new ProgressTracker();
     t.push(JSON.stringify({ vertexes: [{ digest: 'a', name: 'RUN', started: '2026-01-01T00:00:00Z' }] }));
     expect(linesOf(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('hel') }] })))).toEqual([]);
+    expect(linesOf(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: '' }] })))).toEqual([]);
     expect(linesOf(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('lo\nwor') }] })))).toEqual(['#1 hello']);
     expect(linesOf(t.flush())).toEqual(['#1 wor']);
     expect(t.steps()[0]).toMatchObject({ logBytes: 9, logLines: 2 });
