@@ -77,6 +77,11 @@ export const envSchema = z.object({
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,
   KILN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+  /** Log bytes one build may store (all platforms); beyond it the log ends with a truncation marker. */
+  KILN_MAX_LOG_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
+  /** Live log followers (`GET /builds/:id/logs?follow=1`) per build and per token; more get 429. */
+  KILN_MAX_LOG_FOLLOWERS_PER_BUILD: z.coerce.number().int().positive().default(100),
+  KILN_MAX_LOG_FOLLOWERS_PER_TOKEN: z.coerce.number().int().positive().default(100),
   /** Which parts this process runs; split them across hosts to scale out. */
   KILN_COMPONENTS: z
     .string()

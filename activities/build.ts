@@ -9,7 +9,7 @@ import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, P
 import { mintBuildCredential, REGISTRY_BUILD_USER } from '../domain/registry-access';
 import { classifyBuildFailure } from './build-errors';
 import { runBuildctl, type BuildctlExit } from './buildctl';
-import { LogSink } from './log-sink';
+import { dbLogStore, LogSink } from './log-sink';
 import { ProgressTracker } from './progress';
 import { registryAuthEnv } from './registry-auth';
 
@@ -34,7 +34,11 @@ export interface BuildActivityDeps {
   issueBuildCredentials?: boolean;
   /** The dedicated pool this worker serves (named in the build log); unset: the shared pool. */
   buildPool?: string;
+  /** KILN_MAX_LOG_BYTES: log bytes a whole build may store. */
+  maxLogBytes?: number;
 }
+
+export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 
 export interface BuildContext {
   contextDir: string;
@@ -55,7 +59,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
     async buildPlatformImage(req: PlatformBuildRequest): Promise<PlatformImage> {
       const ctx = Context.current();
       const { db } = deps;
-      const log = new LogSink(db, req.buildId, req.platform);
+      const log = new LogSink(dbLogStore(db), req.buildId, req.platform, { maxBuildBytes: deps.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES });
       let tracker = new ProgressTracker();
       await mkdir(deps.workRoot, { recursive: true });
       const workDir = await mkdtemp(path.join(deps.workRoot, `${req.buildId.slice(0, 8)}-${req.platform.replace('/', '-')}-`));
@@ -66,7 +70,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       // Per-step progress is saved as it changes so GET /builds/:id shows it while the build runs.
       const saveProgress = () => {
         const steps = mainTracker.steps();
-        const key = `${steps.length}:${steps.filter((st) => st.completedAt).length}`;
+        const key = `${steps.length}:${steps.filter((st) => st.completedAt).length}:${steps.reduce((n, st) => n + (st.logBytes ?? 0), 0)}`;
         if (progressStopped || key === savedProgress) return;
         savedProgress = key;
         progressWrite = progressWrite.then(() =>
@@ -89,7 +93,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       try {
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
         const pool = deps.buildPool ? `pool ${deps.buildPool}` : 'shared pool';
-        log.push([`==> building ${req.platform} on ${hostname()} (${pool})${attempt}`]);
+        log.pushLines([`==> building ${req.platform} on ${hostname()} (${pool})${attempt}`]);
         ctx.heartbeat();
         // Independent of each other, and all before buildctl can start: at once, not in turn. All
         // settle before a failure is thrown, so nothing still writes into workDir as it is removed.
@@ -108,25 +112,25 @@ export function createBuildActivities(deps: BuildActivityDeps) {
             args,
             signal: ctx.cancellationSignal,
             env,
-            onLine: (line) => log.push(tracker.push(line)),
+            onLine: (line) => log.pushBytes(tracker.push(line)),
           });
-          log.push(tracker.flush());
+          log.pushBytes(tracker.flush());
           return exit;
         };
         /** Ends the activity for a canceled or failed solve: records it, then throws. */
         const fail = async (exit: BuildctlExit, steps: BuildStep[], cacheHits: number): Promise<never> => {
           await stopProgress();
           if (exit.canceled) {
-            log.push([`==> ${req.platform} canceled`]);
+            log.pushLines([`==> ${req.platform} canceled`]);
             await updateBuildPlatform(db, req.buildId, req.platform, { status: 'canceled', finishedAt: new Date(), steps, cacheHits });
             throw new CancelledFailure('build canceled');
           }
           const failure = classifyBuildFailure(tracker.plainOutput, exit);
           if (failure.retryable) {
-            log.push([`==> ${req.platform}: transient failure, will retry: ${failure.message}`]);
+            log.pushLines([`==> ${req.platform}: transient failure, will retry: ${failure.message}`]);
             throw new Error(failure.message);
           }
-          log.push([`==> ${req.platform} failed: ${failure.message}`]);
+          log.pushLines([`==> ${req.platform} failed: ${failure.message}`]);
           await updateBuildPlatform(db, req.buildId, req.platform, { status: 'failed', finishedAt: new Date(), steps, cacheHits });
           throw ApplicationFailure.create({ type: failure.code, message: failure.message, nonRetryable: true });
         };
@@ -136,14 +140,14 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         const cacheHits = tracker.cacheHits();
         if (exit.canceled || exit.code !== 0) return await fail(exit, steps, cacheHits);
         const descriptor = await readDescriptor(metadataFile);
-        log.push([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
+        log.pushLines([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
 
         let accelerated: AcceleratedPlatformImage | undefined;
         if (req.accelerated) {
           // A second solve of the same definition on the same buildkitd: every step is a cache hit
           // of the solve that just ran, so only the layers are recompressed (as eStargz) and
           // pushed. Its progress shows that no step ran twice; a step that did is reported.
-          log.push([`==> ${req.platform}: eStargz variant from the same BuildKit cache`]);
+          log.pushLines([`==> ${req.platform}: eStargz variant from the same BuildKit cache`]);
           tracker = new ProgressTracker({ firstIndex: tracker.nextIndex });
           const accMetadataFile = path.join(workDir, 'metadata-estargz.json');
           const accExit = await solve(buildctlArgs(req, context, deps, accMetadataFile, 'estargz'));
@@ -152,7 +156,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           const passSteps = dockerfileSteps(tracker.steps());
           const rerun = passSteps.filter((s) => !s.cached);
           accelerated = { ...accDescriptor, steps: passSteps.length, cacheHits: passSteps.length - rerun.length };
-          log.push([
+          log.pushLines([
             `==> ${req.platform} eStargz variant pushed ${accDescriptor.digest} (${accelerated.cacheHits} of ${passSteps.length} steps from cache)`,
             ...(rerun.length ? [`==> WARNING: the eStargz pass re-ran ${rerun.map((s) => s.name).join('; ')}`] : []),
           ]);

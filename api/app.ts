@@ -23,6 +23,7 @@ import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
 import { validationHook } from './util';
+import type { BuildLogSignals } from '../db/log-signals';
 
 export interface AppConfig {
   apiToken: string;
@@ -36,10 +37,14 @@ export interface AppConfig {
   secretKey: string;
   /** Externally reachable base URL of this API, for the webhook URLs given to git hosts. */
   publicUrl: string;
+  /** Live log followers per build and per token (KILN_MAX_LOG_FOLLOWERS_*); 100 each unless set. */
+  logFollowers?: { perBuild: number; perToken: number };
 }
 
 export interface AppDeps {
   db: Db;
+  /** Wakes log followers when a build's log or status changes (DbHandle.logSignals). */
+  logSignals: BuildLogSignals;
   config: AppConfig;
   builds: BuildStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */

@@ -292,6 +292,8 @@ export const BuildStepView = z
     completedAt: z.string().nullable(),
     durationMs: z.number().int().nullable().openapi({ description: 'null until the step has started and completed' }),
     error: z.string().optional(),
+    logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }),
+    logLines: z.number().int().openapi({ description: 'Lines the step printed' }),
   })
   .openapi('BuildStep');
 
@@ -331,6 +333,9 @@ export const BuildView = z
     pushedTags: z.array(z.string()),
     accelerated: z.object({ tags: z.array(z.string()), digest: z.string().nullable() }).optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
+    logIncomplete: z.boolean().openapi({
+      description: 'Some log output could not be stored; a line starting `==> log incomplete` in the log says what',
+    }),
     workflowId: z.string(),
     temporalUiUrl: z.string().nullable(),
     createdAt: iso(),
@@ -354,6 +359,17 @@ export const BuildLogsQuery = z.object({
     .enum(['1', '0', 'true', 'false'])
     .optional()
     .openapi({ description: '1 → Server-Sent Events until the build ends' }),
+  platform: z
+    .enum([...PLATFORMS, 'build'])
+    .optional()
+    .openapi({ description: "One stream only: a platform's output as raw bytes (no prefix), or `build` for Kiln's own lines" }),
+  offset: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .optional()
+    .openapi({ description: 'With platform: start at this byte of the stream (resume a download); a Range header does the same' }),
 });
 
 export const CancelAccepted = z

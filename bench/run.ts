@@ -1,7 +1,8 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
 // Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
-// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,lazy) picks rows.
+// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,logs,lazy) picks rows.
+// KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts the ports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -19,14 +20,15 @@ import { BASE_IMAGE_REPO, ensureBaseImage } from '../infra/base-image';
 import { loadOrCreateRegistryTokenKeys } from '../infra/registry-token-keys';
 import { benchIngest, benchReads, startApiProcess } from './http';
 import { benchLazyPull } from './lazy';
+import { benchChatty, benchFollow, benchLogDownload, CHATTY_LINES } from './logs';
 import { ms, printTable, ratio } from './stats';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'lazy'];
+const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'logs', 'lazy'];
 const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
-// KILN_BENCH_PORT_OFFSET shifts them, for two benches on one machine.
-const PORT_OFFSET = Number(process.env.KILN_BENCH_PORT_OFFSET ?? 0) || 0;
+// KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts them, for two benches on one machine.
+const PORT_OFFSET = Number(process.env.KILN_BENCH_PORT_OFFSET ?? process.env.KILN_TEST_PORT_OFFSET ?? 0) || 0;
 const PORTS = { temporal: 37233 + PORT_OFFSET, temporalUi: 38233 + PORT_OFFSET, registry: 35000 + PORT_OFFSET, postgres: 35432 + PORT_OFFSET };
 const API_PORT = 33000 + PORT_OFFSET;
 
@@ -288,6 +290,58 @@ async function main() {
       } finally {
         await apiProc.stop();
       }
+    }
+    // ---------------------------------------------------------------- logs (issue #9)
+    if (ONLY.has('logs')) {
+      kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln-logs', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
+      const ctx: BuildCtx = { stack, kiln, token, workDir: path.join(dataDir, 'bench-logs'), runs: RUNS };
+      mkdirSync(ctx.workDir, { recursive: true });
+      log('7a. chatty build');
+      const chatty = await benchChatty(ctx);
+      rows.push({
+        '#': '7a',
+        scenario: `Chatty build: \`RUN seq 1 ${CHATTY_LINES}\` (${(chatty.bytes / 1e6).toFixed(1)} MB of output, no cache, 1 platform), Kiln end to end (every line stored) vs \`buildctl build\` + push with the same flags`,
+        Kiln: ms(chatty.kiln),
+        'side by side (same run)': `buildctl ${ms(chatty.raw)}`,
+        ratio: ratio(chatty.kiln, chatty.raw),
+        target: '≤ 1.2×',
+      });
+      const apiProc = await startApiProcess({
+        dataDir: path.join(dataDir, 'api-logs'),
+        port: API_PORT + 1,
+        databaseUrl: stack.postgresUrl!,
+        temporalAddress: stack.temporalAddress,
+        registry: stack.registry,
+        apiToken: token,
+        secretKey,
+      });
+      try {
+        log('7b. live follow');
+        const f = await benchFollow(ctx, apiProc.url);
+        rows.push({
+          '#': '7b',
+          scenario: `Live follow: a RUN prints a line every 200 ms → each of 50 SSE followers (API process of its own, Postgres NOTIFY) receives it (${f.samples} samples)`,
+          Kiln: `p50 ${ms(f.p50)}, p99 ${ms(f.p99)} (last line p99 ${ms(f.lastP99)})`,
+          'side by side (same run)': `buildctl --progress=plain shows it: p50 ${ms(f.rawP50)}, p99 ${ms(f.rawP99)}`,
+          ratio: '',
+          target: 'p99 ≤ 1 s',
+        });
+        log('7c. 64 MiB log, 10 downloads');
+        const d = await benchLogDownload(ctx, apiProc.url, apiProc.pid, stack.postgresUrl!);
+        const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+        rows.push({
+          '#': '7c',
+          scenario: `Memory: 10 clients download a ${mib(d.logBytes)} log at once (GET /logs, streamed; ${mib(d.received)} sent in ${d.seconds.toFixed(1)} s)`,
+          Kiln: `API peak RSS ${mib(d.peak)}`,
+          'side by side (same run)': `RSS before ${mib(d.before)} (+${mib(d.peak - d.before)})`,
+          ratio: '',
+          target: 'flat (≪ 10 × 64 MiB)',
+        });
+      } finally {
+        await apiProc.stop();
+      }
+      await kiln.close();
+      kiln = undefined;
     }
     console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs\n`);
     printTable(rows);

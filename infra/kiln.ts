@@ -37,6 +37,10 @@ export interface KilnOptions {
   secretKey: string;
   publicUrl?: string;
   maxBodyBytes: number;
+  /** KILN_MAX_LOG_BYTES (default 64 MiB). */
+  maxLogBytes?: number;
+  /** Caps on live log followers (defaults 100 and 100). */
+  logFollowers?: { perBuild: number; perToken: number };
   components: Component[];
   /** Extra readiness checks (e.g. buildkitd) shown by /readyz. */
   readiness?: Record<string, () => Promise<void>>;
@@ -78,12 +82,14 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     secretKey: opts.secretKey,
     issueBuildCredentials: !!opts.ownRegistry,
     buildPool: opts.buildPool,
+    maxLogBytes: opts.maxLogBytes,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
   if (opts.components.includes('api')) {
     const app = createApp({
       db: db.db,
+      logSignals: db.logSignals,
       config: {
         apiToken: opts.apiToken,
         maxBodyBytes: opts.maxBodyBytes,
@@ -92,6 +98,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         registry: registry.host,
         secretKey: opts.secretKey,
         publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
+        ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
       },
       builds: createTemporalBuildStarter(client),
       registryTokenSigner: opts.registryTokenSigner,

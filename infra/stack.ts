@@ -433,6 +433,8 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
       '--oci-worker-platform', 'linux/arm64',
       ...(o.unsandboxedForBench ? ['--oci-worker-net', 'host'] : ['--oci-worker-net', 'bridge', '--oci-cni-binary-dir', CNI_BIN_DIR]),
     ],
+    // BuildKit clips a step's log at 2 MiB and 200 KiB/s by default; unclipped, KILN_MAX_LOG_BYTES is the cap.
+    env: { ...process.env, BUILDKIT_STEP_LOG_MAX_SIZE: '-1', BUILDKIT_STEP_LOG_MAX_SPEED: '-1' },
     logFile: join(logsDir(dataDir), 'buildkitd.log'),
     restart: true,
     readyTimeoutMs: 120_000,

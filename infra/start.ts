@@ -94,6 +94,8 @@ const kiln = await startKiln({
   secretKey: secretKey.value,
   publicUrl,
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
+  maxLogBytes: env.KILN_MAX_LOG_BYTES,
+  logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },
   components: env.KILN_COMPONENTS,
   readiness: runsBuilds
     ? Object.fromEntries(

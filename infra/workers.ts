@@ -53,6 +53,8 @@ export interface WorkerOptions {
   issueBuildCredentials?: boolean;
   /** Serve this dedicated build pool instead of the shared one. */
   buildPool?: string;
+  /** KILN_MAX_LOG_BYTES for the build activities. */
+  maxLogBytes?: number;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
@@ -129,6 +131,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           secretKey: opts.secretKey,
           issueBuildCredentials: opts.issueBuildCredentials,
           buildPool: opts.buildPool,
+          maxLogBytes: opts.maxLogBytes,
           ...opts.buildActivities,
         }),
       }),

@@ -242,6 +242,7 @@ describe('health, readiness, metrics', () => {
   it('an unexpected failure → 500 internal without internals', async () => {
     const app = createApp({
       db: h.db,
+      logSignals: h.handle.logSignals,
       builds: new FakeBuildStarter(),
       config: {
         apiToken: TOKEN,
