@@ -89,6 +89,10 @@ export const envSchema = z.object({
     .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.enum(COMPONENTS)).min(1)),
   KILN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** Logs are JSON lines, printed readably on a terminal unless `json` (observability/log.ts). */
+  KILN_LOG_FORMAT: z.enum(['auto', 'json']).default('auto'),
+  /** When set, GET /metrics requires `Authorization: Bearer <it>`. */
+  KILN_METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_METRICS_TOKEN must be at least 16 characters').optional()),
   KILN_SKIP_TOOL_SETUP: bool.default(false),
 });
 

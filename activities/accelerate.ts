@@ -9,6 +9,7 @@ import { appendBuildLogs } from '../db/queries/logs';
 import { claimImageTags, upsertImageTags } from '../db/queries/tags';
 import { builds } from '../db/schema';
 import { acceleratedTag, type PlatformImage } from '../workflows/types';
+import { ALL_PLATFORMS, timePhase } from '../observability/metrics';
 import { assembleIndexManifest } from './control';
 import { MEDIA_TYPES, RegistryError, sha256, type RegistryClient } from './registry';
 
@@ -69,7 +70,11 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
     },
 
     /** Pushes the accelerated index under every `<tag>_accelerated` and records it on the build. */
-    async pushAcceleratedIndex(input: AcceleratedIndexInput): Promise<AcceleratedIndex> {
+    pushAcceleratedIndex: (input: AcceleratedIndexInput): Promise<AcceleratedIndex> =>
+      timePhase('accelerating', ALL_PLATFORMS, () => pushAcceleratedIndex(input)),
+  };
+
+  async function pushAcceleratedIndex(input: AcceleratedIndexInput): Promise<AcceleratedIndex> {
       await updateBuild(db, input.buildId, { phase: 'accelerating' });
       const body = acceleratedIndexBody(input.images);
       const digest = sha256(body);
@@ -100,8 +105,7 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
         { platform: null, line: `==> pushed accelerated index ${digest} as ${tags.map((t) => `${input.repository}:${t}`).join(', ')}` },
       ]);
       return { digest, tags };
-    },
-  };
+  }
 
   /** As assembleImageIndex does for the anchors: free in the registry, then claimed in the database. */
   async function claimTags(buildId: string, repository: string, tags: string[], digest: string): Promise<void> {

@@ -7,6 +7,8 @@ import { updateBuildPlatform } from '../db/queries/builds';
 import type { BuildStep } from '../db/schema';
 import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../workflows/types';
 import { mintBuildCredential, REGISTRY_BUILD_USER } from '../domain/registry-access';
+import { activityLog } from '../observability/log';
+import { buildMetrics } from '../observability/metrics';
 import { classifyBuildFailure } from './build-errors';
 import { runBuildctl, type BuildctlExit } from './buildctl';
 import { dbLogStore, LogSink } from './log-sink';
@@ -57,6 +59,9 @@ export function createBuildActivities(deps: BuildActivityDeps) {
      * log, heartbeats so cancellation can reach it, and on cancel stops the solve.
      */
     async buildPlatformImage(req: PlatformBuildRequest): Promise<PlatformImage> {
+      // The `building` phase, per platform; outcome `error` includes cancels and retried attempts.
+      const endPhase = buildMetrics().phaseDuration.startTimer({ phase: 'building', platform: req.platform });
+      let outcome = 'error';
       const ctx = Context.current();
       const { db } = deps;
       const log = new LogSink(dbLogStore(db), req.buildId, req.platform, { maxBuildBytes: deps.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES });
@@ -171,8 +176,16 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           steps,
           cacheHits,
         });
+        // Dockerfile steps (`[stage n/m]`), as cacheHits counts them.
+        const dockerSteps = steps.filter((st) => /^\[.*\d+\/\d+\]/.test(st.name)).length;
+        const metrics = buildMetrics();
+        metrics.steps.inc({ platform: req.platform, cached: 'true' }, cacheHits);
+        metrics.steps.inc({ platform: req.platform, cached: 'false' }, Math.max(0, dockerSteps - cacheHits));
+        activityLog().info('platform image pushed', { platform: req.platform, digest: descriptor.digest, steps: steps.length, cacheHits });
+        outcome = 'ok';
         return { platform: req.platform, ...descriptor, cacheHits, ...(accelerated ? { accelerated } : {}) };
       } finally {
+        endPhase({ outcome });
         clearInterval(heartbeat);
         await Promise.all([log.flush(), rm(workDir, { recursive: true, force: true })]);
       }

@@ -2,11 +2,14 @@ import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activ
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import type { Build } from '../db/schema';
 import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';
 import { claimImageTags, releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';
 import type { BuildPlan, PlatformImage, PlatformName } from '../workflows/types';
+import { activityLog } from '../observability/log';
+import { ALL_PLATFORMS, buildMetrics, secondsBetween, timePhase } from '../observability/metrics';
 import { MEDIA_TYPES, RegistryClient, RegistryError, sha256 } from './registry';
 
 export interface ControlActivityDeps {
@@ -60,7 +63,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
     }
   }
 
-  return {
+  const activities = {
     /** Marks the build running and returns what to build; null when it already ended. */
     async startBuild(buildId: string): Promise<BuildPlan | null> {
       const build = await getBuild(db, buildId);
@@ -68,7 +71,13 @@ export function createControlActivities(deps: ControlActivityDeps) {
       if (isTerminal(build.status)) return null;
       const repo = await getRepository(db, build.repositoryId);
       if (!repo) throw ApplicationFailure.create({ type: 'not_found', message: 'repository was deleted', nonRetryable: true });
-      await updateBuild(db, buildId, { status: 'running', phase: 'resolving', startedAt: build.startedAt ?? new Date() });
+      const startedAt = build.startedAt ?? new Date();
+      await updateBuild(db, buildId, { status: 'running', phase: 'resolving', startedAt });
+      // A retried startBuild keeps the first start, so the wait is counted once.
+      if (!build.startedAt) {
+        buildMetrics().queueWait.observe(secondsBetween(build.createdAt, startedAt) ?? 0);
+        activityLog().info('build started', { repository: build.repository, platforms: build.platforms, trigger: build.trigger });
+      }
       await appendBuildLogs(db, buildId, [{ platform: null, line: `==> build ${buildId} started for ${build.repository}` }]);
       let plan: BuildPlan = {
         buildId,
@@ -155,6 +164,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
       if (!build) return;
       await updateBuild(db, input.buildId, { phase: 'recording' });
       // The closing log line commits with the status, so a follower that sees the build end has it.
+      let recorded: Build | undefined;
       await db.transaction(async (tx) => {
         const finished = await finishBuild(tx as unknown as Db, input.buildId, {
           status: 'succeeded',
@@ -163,6 +173,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
           pushedTags: input.tags,
         });
         if (finished) await appendBuildLogs(tx as unknown as Db, input.buildId, [{ platform: null, line: '==> build succeeded' }]);
+        recorded = finished;
         await upsertImageTags(tx as unknown as Db, {
           repositoryId: build.repositoryId,
           tags: input.tags,
@@ -171,6 +182,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
           creationMethod: build.creationMethod,
         });
       });
+      if (recorded) recordOutcome(recorded);
     },
 
     async recordBuildFailed(input: {
@@ -179,10 +191,13 @@ export function createControlActivities(deps: ControlActivityDeps) {
       code: string;
       message: string;
     }): Promise<void> {
+      let recorded: Build | undefined;
       await db.transaction(async (tx) => {
         const finished = await finishBuild(tx as unknown as Db, input.buildId, { status: input.status, errorCode: input.code, errorMessage: input.message });
         if (finished) await appendBuildLogs(tx as unknown as Db, input.buildId, [{ platform: null, line: `==> build ${input.status}: ${input.message}` }]);
+        recorded = finished;
       });
+      if (recorded) recordOutcome(recorded, input.code);
       // Tags this build claimed (immutable repositories) were never fully pushed: free them for
       // the next build. A build that did succeed keeps its tags, whatever happened after.
       if ((await getBuildStatus(db, input.buildId)) !== 'succeeded') await releaseImageTagClaims(db, input.buildId);
@@ -192,6 +207,26 @@ export function createControlActivities(deps: ControlActivityDeps) {
         .where(and(eq(buildPlatforms.buildId, input.buildId), inArray(buildPlatforms.status, ['queued', 'running'])));
     },
   };
+
+  // Each control step is timed as the build phase it is (building is timed per platform).
+  return {
+    ...activities,
+    startBuild: (buildId: string) => timePhase('resolving', ALL_PLATFORMS, () => activities.startBuild(buildId)),
+    assembleImageIndex: (input: Parameters<typeof activities.assembleImageIndex>[0]) =>
+      timePhase('assembling', ALL_PLATFORMS, () => activities.assembleImageIndex(input)),
+    recordBuildSucceeded: (input: Parameters<typeof activities.recordBuildSucceeded>[0]) =>
+      timePhase('recording', ALL_PLATFORMS, () => activities.recordBuildSucceeded(input)),
+  };
+}
+
+/** Counts a build that just reached its terminal status (once: only the call that finished it). */
+function recordOutcome(build: Build, code?: string): void {
+  const finishedAt = build.finishedAt ?? new Date();
+  const seconds = secondsBetween(build.startedAt ?? build.createdAt, finishedAt) ?? 0;
+  const metrics = buildMetrics();
+  metrics.finished.inc({ status: build.status });
+  metrics.duration.observe({ status: build.status }, seconds);
+  activityLog().info(`build ${build.status}`, { status: build.status, seconds, ...(code ? { code } : {}) });
 }
 
 export type ControlActivities = ReturnType<typeof createControlActivities>;

@@ -1,4 +1,5 @@
 import type { Db } from '../db/client';
+import { buildMetrics } from '../observability/metrics';
 import {
   appendBuildLogs,
   getLogChunkAt,
@@ -82,6 +83,7 @@ export class LogSink {
   /** Whole lines as the build printed them, each ending in `\n`. */
   pushBytes(bytes: Buffer): void {
     if (bytes.length === 0) return;
+    buildMetrics().logBytes.inc({ platform: this.stream }, bytes.length);
     this.pending.push(redactBytes(bytes));
     this.pendingBytes += bytes.length;
     // A chatty build writes at once rather than growing the buffer until the timer fires.

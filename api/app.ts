@@ -6,13 +6,15 @@ import { swaggerUI } from '@hono/swagger-ui';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
+import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
 import type { Db } from '../db/client';
 import { adminOrNamespaceTokenAuthenticator, bearerAuth, type AppEnv, type Authenticate } from './auth';
 import { findTokenNamespace } from '../db/queries/tokens';
 import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
-import { HttpMetrics } from './metrics';
+import { HttpMetrics } from '../observability/metrics';
+import { rootLogger, type Logger } from '../observability/log';
 import { buildRoutes } from './routes/builds';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
@@ -39,6 +41,8 @@ export interface AppConfig {
   publicUrl: string;
   /** Live log followers per build and per token (KILN_MAX_LOG_FOLLOWERS_*); 100 each unless set. */
   logFollowers?: { perBuild: number; perToken: number };
+  /** KILN_METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
+  metricsToken?: string;
 }
 
 export interface AppDeps {
@@ -53,6 +57,8 @@ export interface AppDeps {
   authenticate?: Authenticate;
   /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
   registryTokenSigner?: RegistryTokenSigner;
+  /** Where the API logs (a child with each request's id); defaults to the process's root logger. */
+  logger?: Logger;
 }
 
 export const API_PREFIX = '/api/v1';
@@ -90,22 +96,35 @@ function toApiError(err: unknown): ApiError {
 
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
-  const metrics = new HttpMetrics();
+  const metrics = new HttpMetrics(deps.db);
+  const logger = (deps.logger ?? rootLogger()).child({ component: 'api' });
   const authenticate =
     deps.authenticate ?? adminOrNamespaceTokenAuthenticator(deps.config.apiToken, (token) => findTokenNamespace(deps.db, token));
   const auth = bearerAuth(authenticate);
 
   app.onError((err, c) => {
     const apiError = toApiError(err);
-    if (apiError.code === 'internal') console.error(`[api] ${c.req.method} ${c.req.path} failed:`, err);
-    return c.json(apiError.toBody(), apiError.status, apiError.headers);
+    if (apiError.code === 'internal') requestLogger(c).error({ err }, `${c.req.method} ${c.req.path} failed`);
+    return c.json(apiError.toBody(c.get('requestId')), apiError.status, apiError.headers);
   });
-  app.notFound((c) => c.json(new ApiError('not_found', `No route for ${c.req.method} ${c.req.path}`).toBody(), 404));
+  app.notFound((c) =>
+    c.json(new ApiError('not_found', `No route for ${c.req.method} ${c.req.path}`).toBody(c.get('requestId')), 404),
+  );
 
+  // X-Request-Id: the caller's (word characters, `-` and `=`, up to 255) or a new UUID; echoed in
+  // the response, named in every log line of the request and in every error body.
+  app.use('*', requestId());
+  app.use('*', async (c, next) => {
+    c.set('log', logger.child({ requestId: c.get('requestId') }));
+    await next();
+  });
   app.use('*', async (c, next) => {
     const started = performance.now();
     await next();
-    metrics.observe(c.req.method, metricRoute(c), c.res.status, (performance.now() - started) / 1000);
+    const seconds = (performance.now() - started) / 1000;
+    const route = metricRoute(c);
+    metrics.observe(c.req.method, route, c.res.status, seconds);
+    requestLogger(c).debug({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1000) }, 'request');
   });
   app.use(
     '*',
@@ -175,6 +194,11 @@ const jsonWithoutContentType: MiddlewareHandler<AppEnv> = async (c, next) => {
   }
   await next();
 };
+
+/** The request's logger (with its request id); the app's before the id middleware ran. */
+function requestLogger(c: Context): Logger {
+  return (c.get('log') as Logger | undefined) ?? rootLogger().child({ component: 'api', requestId: c.get('requestId') });
+}
 
 /** The route pattern, never the raw path, so label cardinality stays bounded. */
 function metricRoute(c: Context): string {

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
+import type { Logger } from '../observability/log';
 import { ApiError } from './errors';
 
 /**
@@ -12,7 +13,8 @@ export type Principal = { kind: 'admin' } | { kind: 'namespace'; namespace: stri
 export type Authenticate = (token: string) => Principal | null | Promise<Principal | null>;
 
 export interface AppEnv {
-  Variables: { principal: Principal };
+  /** requestId (hono/request-id) and log (that request's logger) are set for every request. */
+  Variables: { principal: Principal; requestId: string; log: Logger };
 }
 
 function digest(value: string): Buffer {

@@ -36,8 +36,11 @@ export class ApiError extends Error {
     return ERROR_STATUS[this.code];
   }
 
-  toBody(): ErrorBody {
-    return { error: { code: this.code, message: this.message, details: this.details ?? null } };
+  /** The response body; `requestId` is the request's X-Request-Id (set for every API response). */
+  toBody(requestId?: string): ErrorBody {
+    return {
+      error: { code: this.code, message: this.message, details: this.details ?? null, ...(requestId ? { requestId } : {}) },
+    };
   }
 }
 
@@ -47,6 +50,10 @@ export const ErrorSchema = z
       code: z.enum(ERROR_CODES),
       message: z.string(),
       details: z.unknown().nullable(),
+      requestId: z
+        .string()
+        .optional()
+        .openapi({ description: "The request's id, as in the X-Request-Id response header and the API's log lines" }),
     }),
   })
   .openapi('Error');

@@ -42,6 +42,8 @@ export interface KilnOptions {
   /** Caps on live log followers (defaults 100 and 100). */
   logFollowers?: { perBuild: number; perToken: number };
   components: Component[];
+  /** KILN_METRICS_TOKEN: GET /metrics requires it as a bearer token. */
+  metricsToken?: string;
   /** Extra readiness checks (e.g. buildkitd) shown by /readyz. */
   readiness?: Record<string, () => Promise<void>>;
   /** Reuse an open database (tests share one across instances). */
@@ -99,6 +101,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         secretKey: opts.secretKey,
         publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
         ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
+        ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
       },
       builds: createTemporalBuildStarter(client),
       registryTokenSigner: opts.registryTokenSigner,

@@ -9,6 +9,7 @@ import { registryNotificationToken } from '../api/routes/registry-events';
 import { ensurePublicRepository } from '../db/queries/repositories';
 import { REGISTRY_SYSTEM_USER, REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE, registrySystemPassword } from '../domain/registry-access';
 import { loadEnv } from '../env';
+import { setLogLevel } from '../observability/log';
 import { BASE_IMAGE_REPO, ensureBaseImage } from './base-image';
 import { startKiln } from './kiln';
 import { loadOrCreateRegistryTokenKeys } from './registry-token-keys';
@@ -17,6 +18,7 @@ import { startStack } from './stack';
 import { toolPaths } from './tools';
 
 const env = loadEnv();
+setLogLevel(env.KILN_LOG_LEVEL);
 const dataDir = path.resolve(env.KILN_DATA_DIR);
 mkdirSync(dataDir, { recursive: true });
 const runsBuilds = env.KILN_COMPONENTS.some((c) => c.startsWith('build-'));
@@ -95,6 +97,7 @@ const kiln = await startKiln({
   publicUrl,
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
   maxLogBytes: env.KILN_MAX_LOG_BYTES,
+  metricsToken: env.KILN_METRICS_TOKEN,
   logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },
   components: env.KILN_COMPONENTS,
   readiness: runsBuilds

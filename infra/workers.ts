@@ -1,7 +1,16 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  bundleWorkflowCode,
+  type ActivityInterceptorsFactory,
+  type LogLevel,
+  type WorkflowBundle,
+} from '@temporalio/worker';
 import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
 import { createControlActivities } from '../activities/control';
@@ -9,6 +18,7 @@ import type { RegistryClient } from '../activities/registry';
 import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
 import type { Component, Platform } from '../env';
+import { rootLogger } from '../observability/log';
 import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../workflows/types';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -72,18 +82,43 @@ let runtimeInstalled = false;
 
 export const BUILD_HEARTBEAT_THROTTLE = '1 second';
 
-/** Temporal's core logs at INFO by default: noise next to the API's own output. */
+const SEVERITY: Record<LogLevel, number> = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4 };
+const PINO_LEVEL = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' } as const;
+
+/**
+ * Temporal's logs go to Kiln's structured log. The SDK and core log worker life at INFO: noise
+ * next to the API's own output, so only `level` and above of those pass; lines the activities
+ * write themselves (`Context.current().log`, component `activity`, with their build and workflow
+ * ids) pass at INFO too, unless `level` is ERROR (tests, where expected failures would be noise).
+ */
 export function installQuietRuntime(level: 'WARN' | 'ERROR' = 'WARN'): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
+  const log = rootLogger().child({ component: 'temporal' });
+  const activityMin = level === 'ERROR' ? SEVERITY.ERROR : SEVERITY.INFO;
   Runtime.install({
-    logger: new DefaultLogger(level, (entry) => {
+    logger: new DefaultLogger('DEBUG', (entry) => {
+      const meta = (entry.meta ?? {}) as Record<string, unknown>;
+      const min = meta.sdkComponent === 'activity' ? activityMin : SEVERITY[level];
+      if (SEVERITY[entry.level] < min) return;
       // Build workers run activities only; the SDK warns about that at every start.
       if (entry.message.startsWith('No workflows registered')) return;
-      console.error(`[temporal ${entry.level}] ${entry.message}`, entry.meta ?? '');
+      // pino serializes Errors (message, stack) under `err` only.
+      const { error, ...rest } = meta;
+      log[PINO_LEVEL[entry.level]](error instanceof Error ? { ...rest, err: error } : meta, entry.message);
     }),
   });
 }
+
+/** Every activity log line names its build: Kiln's workflow ids are `build-<buildId>`. */
+export const buildIdLogAttributes: ActivityInterceptorsFactory = (ctx) => ({
+  outbound: {
+    getLogAttributes(input, next) {
+      const buildId = /^build-(.+)$/.exec(ctx.info.workflowExecution?.workflowId ?? '')?.[1];
+      return next(buildId ? { ...input, buildId } : input);
+    },
+  },
+});
 
 /** Starts the control worker and one build worker per platform, as `components` selects. */
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
@@ -97,6 +132,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
         namespace: opts.namespace,
         taskQueue: CONTROL_TASK_QUEUE,
         workflowBundle: await workflowBundle(),
+        interceptors: { activity: [buildIdLogAttributes] },
         activities: {
           ...createControlActivities({
             db: opts.db,
@@ -121,6 +157,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
         // throttled to 80% of heartbeatTimeout (24 s), far too slow for "canceled within seconds".
         maxHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
         defaultHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
+        interceptors: { activity: [buildIdLogAttributes] },
         activities: createBuildActivities({
           db: opts.db,
           buildctl: opts.buildctl,

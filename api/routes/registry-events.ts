@@ -139,7 +139,7 @@ export function registryEventRoutes(deps: AppDeps) {
       else ignored++;
     }
     if (recorded.length) {
-      console.log(`[registry] user push: ${recorded.map((r) => `${r.repository}:${r.tag}@${r.digest.slice(0, 19)}`).join(', ')}`);
+      c.get('log').info({ pushed: recorded }, `registry: user push ${recorded.map((r) => `${r.repository}:${r.tag}@${r.digest.slice(0, 19)}`).join(', ')}`);
     }
     return c.json({ recorded, ignored }, 200);
   });

@@ -1,7 +1,9 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import type { AppDeps } from '../app';
-import type { HttpMetrics } from '../metrics';
+import { tokensEqual } from '../auth';
+import { ApiError, pickErrors } from '../errors';
+import type { HttpMetrics } from '../../observability/metrics';
 import { Health, Readiness } from '../schemas';
 import { createRouter, errorMessage } from '../util';
 
@@ -33,8 +35,12 @@ const metricsRoute = createRoute({
   path: '/metrics',
   tags: ['system'],
   summary: 'Prometheus metrics',
+  description: 'Open unless KILN_METRICS_TOKEN is set; then `Authorization: Bearer <KILN_METRICS_TOKEN>` is required.',
   security: [],
-  responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } } },
+  responses: {
+    200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } },
+    ...pickErrors(401),
+  },
 });
 
 async function runCheck(check: () => Promise<void>): Promise<{ ok: boolean; error?: string }> {
@@ -71,7 +77,16 @@ export function systemRoutes(deps: AppDeps, metrics: HttpMetrics) {
         ? c.json({ status: 'ready' as const, checks: body }, 200)
         : c.json({ status: 'not_ready' as const, checks: body }, 503);
     })
-    .openapi(metricsRoute, async (c) =>
-      c.text(await metrics.render(deps.db), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }),
-    );
+    .openapi(metricsRoute, async (c) => {
+      const token = deps.config.metricsToken;
+      if (token) {
+        const given = /^Bearer (.+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
+        if (!given || !tokensEqual(given, token)) {
+          throw new ApiError('unauthorized', 'GET /metrics needs the metrics token (KILN_METRICS_TOKEN)', null, {
+            'WWW-Authenticate': 'Bearer realm="kiln-metrics"',
+          });
+        }
+      }
+      return c.text(await metrics.render(), 200, { 'Content-Type': metrics.contentType });
+    });
 }

@@ -56,6 +56,8 @@ export interface TestKilnOptions {
   buildPool?: string;
   /** Share another instance's database (a second process of the same deployment); not closed here. */
   shareDatabaseOf?: TestKiln;
+  /** KILN_METRICS_TOKEN of this instance. */
+  metricsToken?: string;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -84,6 +86,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     registryTokenSigner: opts.registryTokenSigner,
     components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
     buildPool: opts.buildPool,
+    metricsToken: opts.metricsToken,
   });
   const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {

@@ -248,7 +248,7 @@ describe('POST /builds — bad input creates nothing', () => {
     const before = await h.counts();
     const res = await h.call('/api/v1/builds', { body: '{"repository": "bad/web",', headers: { 'content-type': 'application/json' } });
     expect(res.status).toBe(400);
-    expect(res.body).toEqual({ error: { code: 'invalid_json', message: expect.any(String), details: null } });
+    expect(res.body).toEqual({ error: { code: 'invalid_json', message: expect.any(String), details: null, requestId: expect.any(String) } });
     expect(await h.counts()).toEqual(before);
   });
 

@@ -262,7 +262,7 @@ describe('health, readiness, metrics', () => {
     try {
       const res = await request(app, '/api/v1/namespaces');
       expect(res.status).toBe(500);
-      expect(res.body).toEqual({ error: { code: 'internal', message: 'Internal server error', details: null } });
+      expect(res.body).toEqual({ error: { code: 'internal', message: 'Internal server error', details: null, requestId: expect.any(String) } });
     } finally {
       console.error = original;
     }
