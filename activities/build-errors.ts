@@ -63,8 +63,8 @@ export function classifyBuildFailure(plainOutput: string[], exit: { code: number
     return {
       code: 'image_access_denied',
       message:
-        `Access to image ${base[1]} was denied${at}: it is private to another namespace or does not exist ` +
-        '(a build may pull its own namespace and public repositories)',
+        `Access to image ${base[1]} was denied${at}: the registry refused this build's credentials ` +
+        "(an image private to another namespace, one that does not exist, or a registry that needs credentials the build was not given)",
       retryable: false,
     };
   }

@@ -44,6 +44,16 @@ describe('classifyBuildFailure', () => {
     expect(f).toEqual({ code: 'file_not_found', message: 'COPY at Dockerfile:2: "/missing.txt" was not found in the build context', retryable: false });
   });
 
+  it('reports a base image the registry refuses as access denied, not as missing', () => {
+    const ref = '127.0.0.1:5000/alpha/private:v1';
+    const f = classifyBuildFailure(
+      [...excerpt(1, `FROM ${ref}`), `error: failed to solve: ${ref}: failed to resolve source metadata for ${ref}: pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`],
+      exit1,
+    );
+    expect(f).toMatchObject({ code: 'image_access_denied', retryable: false });
+    expect(f.message).toMatch(new RegExp(`^Access to image ${ref.replace(/\./g, '\\.')} was denied at Dockerfile:1`));
+  });
+
   it('reports an unknown base image', () => {
     const f = classifyBuildFailure(
       [...excerpt(1, 'FROM 127.0.0.1:5099/nope/nope:1'), 'error: failed to solve: 127.0.0.1:5099/nope/nope:1: failed to resolve source metadata for 127.0.0.1:5099/nope/nope:1: 127.0.0.1:5099/nope/nope:1: not found'],
