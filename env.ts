@@ -1,9 +1,7 @@
 import { z } from 'zod';
 import { parseNetworkAllow } from './infra/build-network';
 
-/** Platforms Kiln builds for; each has its own task queue and buildkitd. */
-export const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
-export type Platform = (typeof PLATFORMS)[number];
+export { PLATFORMS, type Platform } from './domain/platforms';
 
 export const COMPONENTS = ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'] as const;
 export type Component = (typeof COMPONENTS)[number];

@@ -1,17 +1,19 @@
 // The accelerated (eStargz, lazy-pull) index of a build: `<tag>_accelerated` for every tag, over
 // the eStargz variants the build activities pushed next to each platform image. Local activities
 // of the control worker, like the other control steps.
-import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { CancelledFailure, Context } from '@temporalio/activity';
 import { eq } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { getBuild, updateBuild } from '../db/queries/builds';
 import { appendBuildLogs } from '../db/queries/logs';
 import { claimImageTags, upsertImageTags } from '../db/queries/tags';
 import { builds } from '../db/schema';
-import { acceleratedTag, type PlatformImage } from '../workflows/types';
+import { OCI_TAG_RE } from '../domain/oci';
+import { acceleratedTag, type PlatformImage } from '../domain/build-plan';
 import { ALL_PLATFORMS, timePhase } from '../observability/metrics';
 import { assembleIndexManifest } from './control';
 import { MEDIA_TYPES, RegistryError, sha256, type RegistryClient } from './registry';
+import { userFault } from '../domain/errors';
 
 export interface AccelerateActivityDeps {
   db: Db;
@@ -33,8 +35,6 @@ export interface AcceleratedIndex {
   tags: string[];
 }
 
-/** Same rule as api/schemas.ts OCI_TAG_RE (kept here so activities do not import the API). */
-const OCI_TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 
 /** The index over the platforms' eStargz variants, byte for byte as it is pushed. */
 export function acceleratedIndexBody(images: PlatformImage[]): Buffer {
@@ -58,11 +58,7 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
       const tags = input.tags.map(acceleratedTag);
       const invalid = tags.filter((t) => !OCI_TAG_RE.test(t));
       if (invalid.length) {
-        throw ApplicationFailure.create({
-          type: 'invalid_tag',
-          message: `The accelerated tags ${invalid.join(', ')} are not valid OCI tags (at most 128 characters); shorten the tags or turn accelerated images off`,
-          nonRetryable: true,
-        });
+        throw userFault('invalid_tag', `The accelerated tags ${invalid.join(', ')} are not valid OCI tags (at most 128 characters); shorten the tags or turn accelerated images off`);
       }
       const digest = sha256(acceleratedIndexBody(input.images));
       if (input.immutableTags) await claimTags(input.buildId, input.repository, tags.filter((t) => t !== acceleratedTag('latest')), digest);
@@ -89,7 +85,7 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
         throw toActivityError(err);
       }
       const build = await getBuild(db, input.buildId);
-      if (!build) throw ApplicationFailure.create({ type: 'not_found', message: `build ${input.buildId} not found`, nonRetryable: true });
+      if (!build) throw userFault('not_found', `build ${input.buildId} not found`);
       await db.transaction(async (tx) => {
         await tx.update(builds).set({ acceleratedDigest: digest, acceleratedTags: tags }).where(eq(builds.id, input.buildId));
         // They are image versions like any other (the anchors list them too).
@@ -121,16 +117,12 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
     }
     if (taken.length === 0) {
       const build = await getBuild(db, buildId);
-      if (!build) throw ApplicationFailure.create({ type: 'not_found', message: `build ${buildId} not found`, nonRetryable: true });
+      if (!build) throw userFault('not_found', `build ${buildId} not found`);
       const held = await claimImageTags(db, { repositoryId: build.repositoryId, tags, digest, buildId, creationMethod: build.creationMethod });
       for (const t of held) taken.push(`${t.tag} (${t.buildId ? `pushed by build ${t.buildId}` : t.creationMethod})`);
     }
     if (taken.length) {
-      throw ApplicationFailure.create({
-        type: 'tag_immutable',
-        message: `Tags are immutable in ${repository} and these already exist: ${taken.join(', ')}; no tag was pushed`,
-        nonRetryable: true,
-      });
+      throw userFault('tag_immutable', `Tags are immutable in ${repository} and these already exist: ${taken.join(', ')}; no tag was pushed`);
     }
   }
 }
@@ -140,7 +132,7 @@ export type AccelerateActivities = ReturnType<typeof createAccelerateActivities>
 /** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
 function toActivityError(err: unknown): unknown {
   if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
-    return ApplicationFailure.create({ type: 'registry_rejected', message: err.message, nonRetryable: true });
+    return userFault('registry_rejected', err.message);
   }
   return err;
 }

@@ -1,10 +1,12 @@
-export interface BuildFailure {
-  /** Stable machine code (`step_failed`, `dockerfile_syntax`, ...); `transient` means retry. */
-  code: string;
-  /** What a person can act on, e.g. `RUN at Dockerfile:3 exited with code 3`. */
-  message: string;
-  retryable: boolean;
-}
+import type { UserFaultCode } from '../domain/errors';
+
+/**
+ * `code`: a stable machine code (`step_failed`, `dockerfile_syntax`, ...), or `transient` (retry).
+ * `message`: what a person can act on, e.g. `RUN at Dockerfile:3 exited with code 3`.
+ */
+export type BuildFailure =
+  | { code: UserFaultCode; message: string; retryable: false }
+  | { code: 'transient'; message: string; retryable: true };
 
 // Faults of the machinery, not of the user's build: retried with backoff.
 const TRANSIENT = [

@@ -1,11 +1,11 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { CancelledFailure, Context } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { updateBuildPlatform } from '../db/queries/builds';
 import type { BuildStep } from '../db/schema';
-import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../workflows/types';
+import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../domain/build-plan';
 import { mintBuildCredential, REGISTRY_BUILD_USER } from '../domain/registry-access';
 import { activityLog } from '../observability/log';
 import { buildMetrics } from '../observability/metrics';
@@ -14,6 +14,7 @@ import { runBuildctl, type BuildctlExit } from './buildctl';
 import { dbLogStore, LogSink } from './log-sink';
 import { ProgressTracker } from './progress';
 import { registryAuthEnv } from './registry-auth';
+import { userFault } from '../domain/errors';
 
 export interface BuildActivityDeps {
   db: Db;
@@ -137,7 +138,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           }
           log.pushLines([`==> ${req.platform} failed: ${failure.message}`]);
           await updateBuildPlatform(db, req.buildId, req.platform, { status: 'failed', finishedAt: new Date(), steps, cacheHits });
-          throw ApplicationFailure.create({ type: failure.code, message: failure.message, nonRetryable: true });
+          throw userFault(failure.code, failure.message);
         };
 
         const exit = await solve(buildctlArgs(req, context, deps, metadataFile));
@@ -245,7 +246,7 @@ async function prepareContext(
     return { contextDir, dockerfileDir, dockerfileName: 'Dockerfile' };
   }
   if (!deps.checkoutSource) {
-    throw ApplicationFailure.create({ type: 'invalid_source', message: 'This worker cannot build git sources', nonRetryable: true });
+    throw userFault('invalid_source', 'This worker cannot build git sources');
   }
   return deps.checkoutSource(req, workDir, signal);
 }

@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { CancelledFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
@@ -7,10 +7,11 @@ import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';
 import { claimImageTags, releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';
-import type { BuildPlan, PlatformImage, PlatformName } from '../workflows/types';
+import type { BuildPlan, PlatformImage, PlatformName } from '../domain/build-plan';
 import { activityLog } from '../observability/log';
 import { ALL_PLATFORMS, buildMetrics, secondsBetween, timePhase } from '../observability/metrics';
 import { MEDIA_TYPES, RegistryClient, RegistryError, sha256 } from './registry';
+import { userFault } from '../domain/errors';
 
 export interface ControlActivityDeps {
   db: Db;
@@ -43,7 +44,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
     }
     if (taken.length === 0) {
       const build = await getBuild(db, buildId);
-      if (!build) throw ApplicationFailure.create({ type: 'not_found', message: `build ${buildId} not found`, nonRetryable: true });
+      if (!build) throw userFault('not_found', `build ${buildId} not found`);
       const held = await claimImageTags(db, {
         repositoryId: build.repositoryId,
         tags: guarded,
@@ -55,11 +56,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
     }
     if (taken.length) {
       const rule = why === 'immutable' ? `Tags are immutable in ${repository}` : 'The build may not overwrite tags (OverwriteImageTag: false)';
-      throw ApplicationFailure.create({
-        type: 'tag_immutable',
-        message: `${rule} and these already exist: ${taken.join(', ')}; no tag was pushed`,
-        nonRetryable: true,
-      });
+      throw userFault('tag_immutable', `${rule} and these already exist: ${taken.join(', ')}; no tag was pushed`);
     }
   }
 
@@ -67,10 +64,10 @@ export function createControlActivities(deps: ControlActivityDeps) {
     /** Marks the build running and returns what to build; null when it already ended. */
     async startBuild(buildId: string): Promise<BuildPlan | null> {
       const build = await getBuild(db, buildId);
-      if (!build) throw ApplicationFailure.create({ type: 'not_found', message: `build ${buildId} not found`, nonRetryable: true });
+      if (!build) throw userFault('not_found', `build ${buildId} not found`);
       if (isTerminal(build.status)) return null;
       const repo = await getRepository(db, build.repositoryId);
-      if (!repo) throw ApplicationFailure.create({ type: 'not_found', message: 'repository was deleted', nonRetryable: true });
+      if (!repo) throw userFault('not_found', 'repository was deleted');
       const startedAt = build.startedAt ?? new Date();
       await updateBuild(db, buildId, { status: 'running', phase: 'resolving', startedAt });
       // A retried startBuild keeps the first start, so the wait is counted once.
@@ -109,7 +106,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
       };
       if (plan.source.kind === 'git') {
         if (!deps.resolveSource) {
-          throw ApplicationFailure.create({ type: 'invalid_source', message: 'git sources are not configured on this worker', nonRetryable: true });
+          throw userFault('invalid_source', 'git sources are not configured on this worker');
         }
         plan = await deps.resolveSource(plan, build);
         if (plan.source.kind === 'git') {
@@ -252,7 +249,7 @@ export function assembleIndexManifest(images: PlatformImage[]) {
 /** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
 function toActivityError(err: unknown): unknown {
   if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
-    return ApplicationFailure.create({ type: 'registry_rejected', message: err.message, nonRetryable: true });
+    return userFault('registry_rejected', err.message);
   }
   return err;
 }

@@ -22,6 +22,7 @@ import { lstat, mkdir, mkdtemp, readlink, realpath, rm, stat } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/activity';
+import { userFault } from '../domain/errors';
 
 export interface GitAuth {
   /** Access token (GitHub PAT/app token, GitLab token, …); used as the basic-auth password. */
@@ -57,7 +58,7 @@ interface Remote {
 }
 
 function invalidSource(message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type: 'invalid_source', message, nonRetryable: true });
+  return userFault('invalid_source', message);
 }
 
 function prepareRemote(rawUrl: string, auth: GitAuth): Remote {
@@ -232,14 +233,10 @@ function gitFailure(what: string, remote: Remote, res: GitResult): Error {
     const message = remote.token
       ? `Access to ${where} was denied: the access token is invalid, expired or lacks read access to the repository`
       : `${where} requires authentication: set an access token on the code source`;
-    return ApplicationFailure.create({ type: 'source_auth_failed', message, nonRetryable: true });
+    return userFault('source_auth_failed', message);
   }
   if (/repository .* not found|returned error: 404\b|not a git repository|does not appear to be a git repository/i.test(stderr)) {
-    return ApplicationFailure.create({
-      type: 'source_not_found',
-      message: `Repository ${where} was not found${remote.token ? ' or the access token cannot read it' : ' (if it is private, set an access token)'}`,
-      nonRetryable: true,
-    });
+    return userFault('source_not_found', `Repository ${where} was not found${remote.token ? ' or the access token cannot read it' : ' (if it is private, set an access token)'}`);
   }
   return new Error(redactSecrets(`${what} failed for ${where}: ${detail}`, secrets));
 }
@@ -292,11 +289,7 @@ export async function resolveRef(opts: {
   const name = shortRef(opts.ref, opts.refType);
   const problem = refNameProblem(name);
   if (problem) {
-    throw ApplicationFailure.create({
-      type: 'ref_not_found',
-      message: `${opts.refType === 'branch' ? 'Branch' : 'Tag'} "${name}" is not a valid ref name: ${problem}`,
-      nonRetryable: true,
-    });
+    throw userFault('ref_not_found', `${opts.refType === 'branch' ? 'Branch' : 'Tag'} "${name}" is not a valid ref name: ${problem}`);
   }
   const full = `refs/${opts.refType === 'branch' ? 'heads' : 'tags'}/${name}`;
   const patterns = opts.refType === 'tag' ? [full, `${full}^{}`] : [full];
@@ -318,21 +311,13 @@ export async function resolveRef(opts: {
   }
   const sha = refs.get(`${full}^{}`) ?? refs.get(full);
   if (!sha) {
-    throw ApplicationFailure.create({
-      type: 'ref_not_found',
-      message: `${opts.refType === 'branch' ? 'Branch' : 'Tag'} "${name}" was not found in ${remote.url}`,
-      nonRetryable: true,
-    });
+    throw userFault('ref_not_found', `${opts.refType === 'branch' ? 'Branch' : 'Tag'} "${name}" was not found in ${remote.url}`);
   }
   return sha;
 }
 
 function commitNotFound(commit: string, remote: Remote): ApplicationFailure {
-  return ApplicationFailure.create({
-    type: 'ref_not_found',
-    message: `Commit ${commit} was not found in ${remote.url} (was it force-pushed away?)`,
-    nonRetryable: true,
-  });
+  return userFault('ref_not_found', `Commit ${commit} was not found in ${remote.url} (was it force-pushed away?)`);
 }
 
 const MISSING_OBJECT_RE = /not our ref|couldn't find remote ref|no such remote ref|unadvertised object|not a valid object|bad object|invalid refspec|remote error: .*(?:not found|unknown)/i;
@@ -456,7 +441,7 @@ export function validateRepoPath(p: string): string | null {
 }
 
 function fileNotFound(message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type: 'file_not_found', message, nonRetryable: true });
+  return userFault('file_not_found', message);
 }
 
 function isInside(root: string, p: string): boolean {

@@ -5,11 +5,11 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { ApplicationFailure } from '@temporalio/activity';
 import { eq } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { decryptSecret, encryptSecret } from '../db/crypto';
 import { builds } from '../db/schema';
+import { userFault } from '../domain/errors';
 
 /** registry host[:port] → base64("user:password"), as in a Docker config's `auths`. */
 export type RegistryAuths = Record<string, { auth: string }>;
@@ -74,20 +74,12 @@ export async function registryAuthEnv(opts: {
   let auths: RegistryAuths = {};
   if (row?.enc) {
     if (!opts.secretKey) {
-      throw ApplicationFailure.create({
-        type: 'registry_auth_unavailable',
-        message: 'The build has registry credentials but this worker has no KILN_SECRET_KEY to read them',
-        nonRetryable: true,
-      });
+      throw userFault('registry_auth_unavailable', 'The build has registry credentials but this worker has no KILN_SECRET_KEY to read them');
     }
     try {
       auths = decryptRegistryAuths(opts.secretKey, row.enc);
     } catch {
-      throw ApplicationFailure.create({
-        type: 'registry_auth_unavailable',
-        message: "The build's registry credentials cannot be decrypted: was KILN_SECRET_KEY changed since it was submitted?",
-        nonRetryable: true,
-      });
+      throw userFault('registry_auth_unavailable', "The build's registry credentials cannot be decrypted: was KILN_SECRET_KEY changed since it was submitted?");
     }
   }
   if (opts.kilnRegistry) {

@@ -1,14 +1,14 @@
 import path from 'node:path';
-import { ApplicationFailure } from '@temporalio/activity';
 import { decryptSecret } from '../db/crypto';
 import type { Db } from '../db/client';
 import { updateBuild, type BuildWithDetails } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
 import { getRule } from '../db/queries/rules';
-import { InvalidTagError, matchRef, parseFullRef, renderImageTags } from '../workflows/rules';
-import type { BuildPlan, PlatformBuildRequest } from '../workflows/types';
+import { InvalidTagError, matchRef, parseFullRef, renderImageTags } from '../domain/rules';
+import type { BuildPlan, PlatformBuildRequest } from '../domain/build-plan';
 import type { BuildContext } from './build';
 import { checkoutCommit, resolveBuildContext, resolveRef } from './git';
+import { userFault } from '../domain/errors';
 
 /** The basic-auth user each host expects with an access token. */
 const TOKEN_USERS: Record<string, string> = {
@@ -27,7 +27,7 @@ export function createSourceAccess(deps: { db: Db; secretKey: string }) {
   async function credentials(repositoryId: string): Promise<{ url: string; token?: string; username: string }> {
     const repo = await getRepository(deps.db, repositoryId);
     if (!repo?.sourceUrl) {
-      throw ApplicationFailure.create({ type: 'invalid_source', message: 'The repository has no code source', nonRetryable: true });
+      throw userFault('invalid_source', 'The repository has no code source');
     }
     const token = repo.sourceTokenEnc ? decryptSecret(deps.secretKey, repo.sourceTokenEnc) : undefined;
     return { url: repo.sourceUrl, token, username: TOKEN_USERS[repo.sourceProvider ?? 'git'] ?? 'git' };
@@ -42,7 +42,7 @@ export function createSourceAccess(deps: { db: Db; secretKey: string }) {
       if (plan.source.kind !== 'git' || !build.sourceRef) return plan;
       const ref = parseFullRef(build.sourceRef);
       if (!ref) {
-        throw ApplicationFailure.create({ type: 'invalid_source', message: `"${build.sourceRef}" is not a branch or tag`, nonRetryable: true });
+        throw userFault('invalid_source', `"${build.sourceRef}" is not a branch or tag`);
       }
       let commit = build.sourceCommit;
       if (!commit) {
@@ -52,13 +52,13 @@ export function createSourceAccess(deps: { db: Db; secretKey: string }) {
       let tags = plan.tags;
       if (build.ruleId && tags.length === 0) {
         const rule = await getRule(deps.db, build.ruleId);
-        if (!rule) throw ApplicationFailure.create({ type: 'invalid_source', message: 'The build rule was deleted', nonRetryable: true });
+        if (!rule) throw userFault('invalid_source', 'The build rule was deleted');
         const groups = matchRef(rule, ref)?.groups ?? {};
         try {
           tags = renderImageTags(rule, { ref, groups, commit, time: build.createdAt });
         } catch (err) {
           if (err instanceof InvalidTagError || err instanceof RangeError) {
-            throw ApplicationFailure.create({ type: 'invalid_tag', message: `Cannot name the image: ${err.message}`, nonRetryable: true });
+            throw userFault('invalid_tag', `Cannot name the image: ${err.message}`);
           }
           throw err;
         }

@@ -8,10 +8,9 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
-import type { Db } from '../db/client';
-import { adminOrNamespaceTokenAuthenticator, bearerAuth, type AppEnv, type Authenticate } from './auth';
+import { adminOrNamespaceTokenAuthenticator, bearerAuth } from './auth';
+import type { AppDeps, AppEnv } from './types';
 import { findTokenNamespace } from '../db/queries/tokens';
-import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
 import { HttpMetrics } from '../observability/metrics';
 import { rootLogger, type Logger } from '../observability/log';
@@ -19,47 +18,14 @@ import { buildRoutes } from './routes/builds';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { registryEventRoutes } from './routes/registry-events';
-import { registryTokenRoutes, type RegistryTokenSigner } from './routes/registry-token';
+import { registryTokenRoutes } from './routes/registry-token';
 import { repositoryRoutes } from './routes/repositories';
 import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
 import { validationHook } from './util';
-import type { BuildLogSignals } from '../db/log-signals';
 
-export interface AppConfig {
-  apiToken: string;
-  maxBodyBytes: number;
-  /** Base URL of the Temporal UI, for links from a build; null hides them. */
-  temporalUiUrl: string | null;
-  temporalNamespace: string;
-  /** host:port the images go to. */
-  registry: string;
-  /** KILN_SECRET_KEY: encrypts stored git tokens and webhook secrets (db/crypto.ts). */
-  secretKey: string;
-  /** Externally reachable base URL of this API, for the webhook URLs given to git hosts. */
-  publicUrl: string;
-  /** Live log followers per build and per token (KILN_MAX_LOG_FOLLOWERS_*); 100 each unless set. */
-  logFollowers?: { perBuild: number; perToken: number };
-  /** KILN_METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
-  metricsToken?: string;
-}
-
-export interface AppDeps {
-  db: Db;
-  /** Wakes log followers when a build's log or status changes (DbHandle.logSignals). */
-  logSignals: BuildLogSignals;
-  config: AppConfig;
-  builds: BuildStarter;
-  /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
-  readiness?: Record<string, () => Promise<void>>;
-  /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
-  authenticate?: Authenticate;
-  /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
-  registryTokenSigner?: RegistryTokenSigner;
-  /** Where the API logs (a child with each request's id); defaults to the process's root logger. */
-  logger?: Logger;
-}
+export type { AppConfig, AppDeps } from './types';
 
 export const API_PREFIX = '/api/v1';
 

@@ -1,21 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
-import type { Logger } from '../observability/log';
+import type { AppEnv, Authenticate, Principal } from './types';
 import { ApiError } from './errors';
 
-/**
- * Who is calling. Only the admin token exists today; a namespace-scoped token resolves to the
- * `namespace` kind and is refused (403) outside its namespace by `requireNamespace`.
- */
-export type Principal = { kind: 'admin' } | { kind: 'namespace'; namespace: string };
-
-/** Resolves a bearer token to a principal, or null when the token is unknown. */
-export type Authenticate = (token: string) => Principal | null | Promise<Principal | null>;
-
-export interface AppEnv {
-  /** requestId (hono/request-id) and log (that request's logger) are set for every request. */
-  Variables: { principal: Principal; requestId: string; log: Logger };
-}
+export type { AppEnv, Authenticate, Principal } from './types';
 
 function digest(value: string): Buffer {
   return createHash('sha256').update(value, 'utf8').digest();

@@ -1,6 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { KilnRepository, KilnStatus, KilnTrigger } from '../workflows/search-attributes';
-import { CANCEL_BUILD_SIGNAL, type CancelReason } from '../workflows/types';
+import { CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
+import type { CancelReason } from '../domain/builds';
 
 export interface StartBuildRequest {
   buildId: string;
@@ -29,7 +29,7 @@ export class BuildNotRunningError extends Error {
 }
 
 export const BUILD_WORKFLOW_TYPE = 'ImageBuildWorkflow';
-export const CONTROL_TASK_QUEUE = 'kiln-control';
+export { CONTROL_TASK_QUEUE };
 /** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
 const EXECUTION_GRACE_MINUTES = 5;
 

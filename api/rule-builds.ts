@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import { findSupersededBuilds } from '../db/queries/rules';
 import type { Build, BuildRule, NewBuild } from '../db/schema';
-import { fullRefName, type RefName } from '../workflows/rules';
-import type { AppDeps } from './app';
+import { fullRefName, type RefName } from '../domain/rules';
+import type { AppDeps } from './types';
 import { startBuildOrFail } from './start-build';
 
 

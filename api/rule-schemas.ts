@@ -2,7 +2,7 @@ import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
 import { validateRepoPath } from '../activities/git';
 import { buildRules, RULE_TYPES } from '../db/schema';
-import { PLATFORMS } from '../env';
+import { PLATFORMS } from '../domain/platforms';
 import {
   compileRuleMatch,
   isValidTimeZone,
@@ -11,7 +11,7 @@ import {
   MAX_TAG_TEMPLATES,
   validatePathFilters,
   validateTagTemplates,
-} from '../workflows/rules';
+} from '../domain/rules';
 import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, stringMap } from './schemas';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });

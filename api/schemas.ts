@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
-import { PLATFORMS } from '../env';
+import { BUILD_ERROR_CODES } from '../domain/errors';
+import { PLATFORMS } from '../domain/platforms';
 import {
   BUILD_PHASES,
   BUILD_STATUSES,
@@ -19,7 +20,8 @@ const { createInsertSchema, createSelectSchema, createUpdateSchema } = createSch
 export const NAMESPACE_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 /** One path component of the OCI distribution name grammar. */
 export const REPOSITORY_NAME_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
-export const OCI_TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+export { OCI_TAG_RE } from '../domain/oci';
+import { OCI_TAG_RE } from '../domain/oci';
 /** BUILDKIT_CACHE_MOUNT_NS is Kiln's: it keeps each namespace's cache mounts apart (activities/build.ts). */
 export const BUILD_ARG_KEY_RE = /^(?!BUILDKIT_CACHE_MOUNT_NS$)[A-Za-z_][A-Za-z0-9_]*$/;
 export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -332,7 +334,9 @@ export const BuildView = z
     tags: z.array(z.string()).openapi({ description: 'Tags requested' }),
     pushedTags: z.array(z.string()),
     accelerated: z.object({ tags: z.array(z.string()), digest: z.string().nullable() }).optional(),
-    error: z.object({ code: z.string(), message: z.string() }).optional(),
+    error: z
+      .object({ code: z.enum([...BUILD_ERROR_CODES, 'unknown']).openapi({ description: 'Why the build did not succeed (user faults such as step_failed need a change before a retry)' }), message: z.string() })
+      .optional(),
     logIncomplete: z.boolean().openapi({
       description: 'Some log output could not be stored; a line starting `==> log incomplete` in the log says what',
     }),

@@ -1,6 +1,6 @@
 import { finishBuild } from '../db/queries/builds';
 import type { Build } from '../db/schema';
-import type { AppDeps } from './app';
+import type { AppDeps } from './types';
 import { errorMessage } from './util';
 
 /**

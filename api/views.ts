@@ -1,3 +1,4 @@
+import { isBuildErrorCode } from '../domain/errors';
 import type { BuildWithDetails } from '../db/queries/builds';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import type { BuildStep, ImageTag, Namespace } from '../db/schema';
@@ -105,7 +106,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
     pushedTags: b.pushedTags,
     ...(b.accelerated ? { accelerated: { tags: b.acceleratedTags, digest: b.acceleratedDigest } } : {}),
     ...(b.errorCode || b.errorMessage
-      ? { error: { code: b.errorCode ?? 'unknown', message: b.errorMessage ?? '' } }
+      ? { error: { code: isBuildErrorCode(b.errorCode) ? b.errorCode : ('unknown' as const), message: b.errorMessage ?? '' } }
       : {}),
     logIncomplete: b.logIncomplete,
     workflowId: b.workflowId,

@@ -10,7 +10,7 @@ import { buildctlArgs } from '../activities/build';
 import type { Kiln } from '../infra/kiln';
 import type { Stack } from '../infra/stack';
 import { toolPaths } from '../infra/tools';
-import type { PlatformName } from '../workflows/types';
+import type { PlatformName } from '../domain/build-plan';
 import { median, timed } from './stats';
 
 const run = promisify(execFile);

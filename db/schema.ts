@@ -22,15 +22,10 @@ const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'dat
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 export const VISIBILITIES = ['public', 'private'] as const;
-export const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'timed_out'] as const;
-export const TERMINAL_STATUSES = ['succeeded', 'failed', 'canceled', 'timed_out'] as const;
-export const BUILD_PHASES = ['resolving', 'building', 'assembling', 'accelerating', 'recording'] as const;
-export const TRIGGERS = ['push', 'tag', 'manual', 'api'] as const;
-export const CREATION_METHODS = ['auto build', 'manual build', 'user push'] as const;
-export const PLATFORM_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
-
-export type BuildStatus = (typeof BUILD_STATUSES)[number];
-export type BuildPhase = (typeof BUILD_PHASES)[number];
+// The column enums come from the domain's lists (re-exported for the existing importers).
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
+export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
+export type { BuildPhase, BuildStatus } from '../domain/builds';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),
@@ -210,8 +205,8 @@ export const imageTags = pgTable(
 );
 
 /** One tag template of a rule; rendering and validation live in workflows/rules.ts. */
-export type { TagTemplate } from '../workflows/rules';
-import type { TagTemplate } from '../workflows/rules';
+export type { TagTemplate } from '../domain/rules';
+import type { TagTemplate } from '../domain/rules';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 

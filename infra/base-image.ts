@@ -8,10 +8,10 @@ import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync 
 import { join } from 'node:path';
 import { RegistryClient, type RegistryCredentials } from '../activities/registry.js';
 import { writeDockerConfig } from '../activities/registry-auth.js';
+import { PLATFORMS } from '../domain/platforms.js';
 
 export const BASE_IMAGE_REPO = 'base/busybox';
 export const BASE_IMAGE_TAG = 'latest';
-const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
 
 
 export interface BaseImageOptions {

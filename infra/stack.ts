@@ -10,20 +10,19 @@ import { dirname, join, resolve } from 'node:path';
 import { ensureBaseImage } from './base-image.js';
 import { buildNetworkFor, installBuildFirewall, routedSubnets, type BuildNetwork, type NetworkAllowEntry } from './build-network.js';
 import { run } from './process-run.js';
+import { PLATFORMS } from '../domain/platforms.js';
+import { searchAttributeFlags } from '../domain/temporal.js';
 import { startProcess, type ProcessHandle } from './supervisor.js';
 import { ensureTools as runSetupTools, toolPaths } from './tools.js';
 
 export type { ProcessHandle } from './supervisor.js';
 export { run } from './process-run.js';
 
-/** Registered on the dev server at start so builds can be filtered in the Temporal UI (SPEC §3). */
-export const SEARCH_ATTRIBUTES = {
-  KilnRepository: 'Keyword',
-  KilnRef: 'Keyword',
-  KilnCommit: 'Keyword',
-  KilnTrigger: 'Keyword',
-  KilnStatus: 'Keyword',
-} as const;
+
+/** Kiln's search attributes by name and CLI type (domain/temporal.ts). */
+export const SEARCH_ATTRIBUTES: Record<string, string> = Object.fromEntries(
+  searchAttributeFlags().map((flag) => flag.split('=') as [string, string]),
+);
 
 export const DEFAULT_PORTS = { temporal: 7233, temporalUi: 8233, registry: 5000, postgres: 55432 } as const;
 
@@ -154,7 +153,8 @@ export async function startTemporalDevServer(
     '--ui-port', String(uiPort),
     '--namespace', 'default',
     '--log-level', 'warn',
-    ...Object.entries(SEARCH_ATTRIBUTES).flatMap(([k, t]) => ['--search-attribute', `${k}=${t}`]),
+    // Registered at start so builds can be filtered in the Temporal UI (SPEC §3).
+    ...searchAttributeFlags().flatMap((flag) => ['--search-attribute', flag]),
   ];
   // The CLI also reads TEMPORAL_* variables and a config file; keep ours explicit and isolated.
   const cliEnv = { ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: 'default' };
@@ -470,7 +470,7 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
   };
   try {
     const platforms = await buildkitPlatforms(buildctl, address);
-    for (const p of ['linux/amd64', 'linux/arm64']) {
+    for (const p of PLATFORMS) {
       if (!platforms.includes(p)) throw new Error(`buildkitd at ${address} cannot build ${p} (workers list: ${platforms.join(', ')}); is binfmt for qemu-aarch64 missing?`);
     }
   } catch (err) {

@@ -17,9 +17,10 @@ import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
 import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
-import type { Component, Platform } from '../env';
+import type { Component } from '../env';
+import { PLATFORMS, platformSlug, type Platform } from '../domain/platforms';
 import { rootLogger } from '../observability/log';
-import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../workflows/types';
+import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../domain/temporal';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const WORKFLOWS_PATH = createRequire(import.meta.url).resolve(path.join(here, '../workflows/index.ts'));
@@ -145,8 +146,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
       }),
     );
   }
-  for (const platform of ['linux/amd64', 'linux/arm64'] as const) {
-    if (!opts.components.includes(`build-${platform.replace('/', '-')}` as Component)) continue;
+  for (const platform of PLATFORMS) {
+    if (!opts.components.includes(`build-${platformSlug(platform)}` as Component)) continue;
     workers.push(
       await Worker.create({
         connection,

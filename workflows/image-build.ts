@@ -13,37 +13,21 @@ import {
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
 import type { ControlActivities } from '../activities/control';
-import { KilnCommit, KilnRef, KilnStatus } from './search-attributes';
+import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
+import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
 import {
-  buildTaskQueue,
-  CANCEL_BUILD_SIGNAL,
   type CancelReason,
   type BuildPlan,
   type ImageBuildInput,
   type ImageBuildResult,
   type PlatformImage,
   type PlatformName,
-} from './types';
+} from '../domain/build-plan';
 
 export const cancelBuildSignal = defineSignal<[CancelReason]>(CANCEL_BUILD_SIGNAL);
 
-/** Error types raised by activities for user faults; never retried. */
-export const USER_FAULT_TYPES = [
-  'dockerfile_syntax',
-  'step_failed',
-  'file_not_found',
-  'base_image_not_found',
-  'ref_not_found',
-  'invalid_source',
-  'invalid_target',
-  'invalid_tag',
-  'source_auth_failed',
-  'registry_rejected',
-  'tag_immutable',
-  'build_failed',
-  'entitlement_denied',
-  'image_access_denied',
-] as const;
+/** Error types raised by activities for user faults; never retried (domain/errors.ts). */
+export const USER_FAULT_TYPES = USER_FAULT_CODES;
 
 // Control steps are short database and registry calls: local activities run them in the control
 // worker without a task-queue round trip each (they are retried the same way).
@@ -194,7 +178,7 @@ async function recordFailure(buildId: string, outcome: FailureOutcome): Promise<
   );
 }
 
-type FailureOutcome = { status: 'failed' | 'canceled' | 'timed_out'; code: string; message: string };
+type FailureOutcome = { status: 'failed' | 'canceled' | 'timed_out'; code: BuildErrorCode | string; message: string };
 
 function describeFailure(err: unknown, timedOut: boolean, cancelReason: CancelReason | null): FailureOutcome {
   if (timedOut) return { status: 'timed_out', code: 'timed_out', message: 'The build exceeded its time limit' };
@@ -206,8 +190,7 @@ function describeFailure(err: unknown, timedOut: boolean, cancelReason: CancelRe
     cur = cur.cause;
   }
   if (cur instanceof ApplicationFailure) {
-    const known = cur.type && /^[a-z_]+$/.test(cur.type);
-    return { status: 'failed', code: known ? cur.type! : 'internal_error', message: cur.message };
+    return { status: 'failed', code: isBuildErrorCode(cur.type) ? cur.type : 'internal_error', message: cur.message };
   }
   return { status: 'failed', code: 'internal_error', message: err instanceof Error ? err.message : String(err) };
 }

@@ -12,7 +12,7 @@ import {
 } from '../../db/queries/builds';
 import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { getLogStreamEnd } from '../../db/queries/logs';
-import type { AppDeps } from '../app';
+import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { BuildNotRunningError } from '../build-starter';
 import { ApiError, pickErrors } from '../errors';

@@ -5,7 +5,7 @@ import { createRoute } from '@hono/zod-openapi';
 import { encryptRegistryAuths, type RegistryAuths } from '../../activities/registry-auth';
 import { getBuild, type BuildWithDetails } from '../../db/queries/builds';
 import type { BuildStatus } from '../../db/schema';
-import type { AppDeps } from '../app';
+import type { AppDeps } from '../types';
 import { requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import {

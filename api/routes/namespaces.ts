@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
 import { getNamespaceByName, insertNamespace, listNamespaces, updateNamespace } from '../../db/queries/namespaces';
 import { insertApiToken, listApiTokens } from '../../db/queries/tokens';
-import type { AppDeps } from '../app';
+import type { AppDeps } from '../types';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NamespaceCreate, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';

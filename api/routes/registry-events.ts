@@ -10,7 +10,7 @@ import { isKilnSubject } from '../../domain/registry-access';
 import { getNamespaceByName } from '../../db/queries/namespaces';
 import { ensureRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { findImageTags, upsertImageTags } from '../../db/queries/tags';
-import type { AppDeps } from '../app';
+import type { AppDeps } from '../types';
 import { tokensEqual } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NAMESPACE_NAME_RE, OCI_TAG_RE, REPOSITORY_NAME_RE } from '../schemas';

@@ -4,7 +4,7 @@
 // grants that caller for the scopes asked.
 import { randomUUID } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
-import { SignJWT, type CryptoKey as JoseKey } from 'jose';
+import { SignJWT } from 'jose';
 import {
   grantedActions,
   parseScope,
@@ -18,16 +18,12 @@ import {
   type RegistryPrincipal,
 } from '../../domain/registry-access';
 import { getRepositoryByPath } from '../../db/queries/repositories';
-import type { AppDeps } from '../app';
-import { tokensEqual, type Authenticate } from '../auth';
+import { tokensEqual } from '../auth';
+import type { AppDeps, Authenticate, RegistryTokenSigner } from '../types';
 import { ApiError, pickErrors } from '../errors';
 import { createRouter, jsonContent } from '../util';
 
-export interface RegistryTokenSigner {
-  /** libtrust key id of the signing key (infra/registry-token-keys.ts). */
-  kid: string;
-  privateKey: JoseKey;
-}
+export type { RegistryTokenSigner } from '../types';
 
 const TokenQuery = z.object({
   service: z.string().max(256).optional().openapi({ description: `Must be "${REGISTRY_TOKEN_SERVICE}" when given` }),

@@ -14,7 +14,7 @@ import {
   type RepositoryWithNamespace,
 } from '../../db/queries/repositories';
 import { listImageTags } from '../../db/queries/tags';
-import type { AppDeps } from '../app';
+import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import {

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
-import type { AppDeps } from '../app';
+import type { AppDeps } from '../types';
 import { tokensEqual } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import type { HttpMetrics } from '../../observability/metrics';

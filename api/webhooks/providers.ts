@@ -2,7 +2,7 @@
 // repository, which refs); nothing is trusted until `verify` passes with that repository's secret.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Webhooks } from '@octokit/webhooks';
-import { parseFullRef, type RefName } from '../../workflows/rules';
+import { parseFullRef, type RefName } from '../../domain/rules';
 
 export const WEBHOOK_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket'] as const;
 export type WebhookProvider = (typeof WEBHOOK_PROVIDERS)[number];

@@ -153,7 +153,7 @@ export async function finishBuild(
   const [row] = await db
     .update(builds)
     .set({ finishedAt: new Date(), ...values })
-    .where(and(eq(builds.id, id), sql`${builds.status} not in ('succeeded','failed','canceled','timed_out')`))
+    .where(and(eq(builds.id, id), notInArray(builds.status, [...TERMINAL_STATUSES])))
     .returning();
   return row;
 }
@@ -170,9 +170,7 @@ export async function updateBuildPlatform(
     .where(and(eq(buildPlatforms.buildId, buildId), eq(buildPlatforms.platform, platform)));
 }
 
-export function isTerminal(status: BuildStatus): boolean {
-  return (TERMINAL_STATUSES as readonly string[]).includes(status);
-}
+export { isTerminal } from '../../domain/builds';
 
 export async function getBuildStatus(db: Db, id: string): Promise<BuildStatus | undefined> {
   const [row] = await db.select({ status: builds.status }).from(builds).where(eq(builds.id, id));

@@ -10,8 +10,8 @@ import type { BuildActivities } from '../../activities/build';
 import type { ControlActivities } from '../../activities/control';
 import { toolPaths } from '../../infra/tools';
 import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
-import { KILN_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
-import type { BuildPlan, PlatformBuildRequest, PlatformImage, PlatformName } from '../../workflows/types';
+import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
+import type { BuildPlan, PlatformBuildRequest, PlatformImage, PlatformName } from '../../domain/build-plan';
 
 let env: TestWorkflowEnvironment;
 

@@ -8,7 +8,7 @@ import { ProgressTracker } from '../../activities/progress';
 import type { Db } from '../../db/client';
 import { parseEnv } from '../../env';
 import { buildkitdToml, parseMirror } from '../../infra/stack';
-import type { PlatformBuildRequest, PlatformImage } from '../../workflows/types';
+import type { PlatformBuildRequest, PlatformImage } from '../../domain/build-plan';
 
 const req: PlatformBuildRequest = {
   buildId: 'b1',

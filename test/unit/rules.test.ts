@@ -15,7 +15,7 @@ import {
   validateTagTemplates,
   type RuleSpec,
   type TagTemplate,
-} from '../../workflows/rules';
+} from '../../domain/rules';
 
 const COMMIT = 'd4ef3dc3b77a011a5779eec7efdd45e2cb1234ab';
 const TIME = new Date('2020-10-15T08:25:00Z');

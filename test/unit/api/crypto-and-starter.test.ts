@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { BuildNotRunningError, createTemporalBuildStarter } from '../../../api/build-starter';
 import { canonicalJson } from '../../../api/util';
 import { decryptSecret, encryptSecret } from '../../../db/crypto';
-import { KilnRepository, KilnStatus, KilnTrigger } from '../../../workflows/search-attributes';
+import { KilnRepository, KilnStatus, KilnTrigger } from '../../../domain/temporal';
 
 describe('db/crypto', () => {
   it('round-trips, never shows the plaintext, and differs every time', () => {

@@ -33,6 +33,7 @@
 // with no glob characters, or ending in `/`, also matches everything beneath it (`svc` ≡ `svc/**`).
 // `*.md` matches only at the root; use `**/*.md` for any depth. A leading `!` excludes.
 import { RE2JS } from 're2js';
+import { MAX_TAG_LENGTH, OCI_TAG_CHAR_RE, OCI_TAG_RE } from './oci';
 
 export interface TagTemplate {
   template: string;
@@ -77,12 +78,12 @@ export const MIN_TAG_TEMPLATES = 1;
 export const MAX_TAG_TEMPLATES = 5;
 export const DEFAULT_COMMIT_ID_LENGTH = 6;
 export const DEFAULT_TIME_ZONE = 'UTC+8';
-export const MAX_TAG_LENGTH = 128;
+export { MAX_TAG_LENGTH };
 export const MAX_PATH_FILTERS = 50;
 export const MAX_PATH_FILTER_LENGTH = 512;
 
-const OCI_TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
-const TAG_CHAR = /^[A-Za-z0-9._-]$/;
+const OCI_TAG = OCI_TAG_RE;
+const TAG_CHAR = OCI_TAG_CHAR_RE;
 const REGEX_META = /[()[\]*+?{}^$|\\]/;
 const VAR_NAME = /^[A-Za-z0-9_]+$/;
 

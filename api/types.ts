@@ -1,0 +1,62 @@
+// The API's shared types: what createApp receives (AppDeps) and what a request carries (AppEnv).
+// In a module of their own so the routes do not import api/app.ts, which imports them.
+import type { CryptoKey as JoseKey } from 'jose';
+import type { Db } from '../db/client';
+import type { BuildLogSignals } from '../db/log-signals';
+import type { Logger } from '../observability/log';
+import type { BuildStarter } from './build-starter';
+
+/**
+ * Who is calling. Only the admin token exists today; a namespace-scoped token resolves to the
+ * `namespace` kind and is refused (403) outside its namespace by `requireNamespace`.
+ */
+export type Principal = { kind: 'admin' } | { kind: 'namespace'; namespace: string };
+
+/** Resolves a bearer token to a principal, or null when the token is unknown. */
+export type Authenticate = (token: string) => Principal | null | Promise<Principal | null>;
+
+export interface AppEnv {
+  /** requestId (hono/request-id) and log (that request's logger) are set for every request. */
+  Variables: { principal: Principal; requestId: string; log: Logger };
+}
+
+/** Signs registry tokens at /registry/token. */
+export interface RegistryTokenSigner {
+  /** libtrust key id of the signing key (infra/registry-token-keys.ts). */
+  kid: string;
+  privateKey: JoseKey;
+}
+
+export interface AppConfig {
+  apiToken: string;
+  maxBodyBytes: number;
+  /** Base URL of the Temporal UI, for links from a build; null hides them. */
+  temporalUiUrl: string | null;
+  temporalNamespace: string;
+  /** host:port the images go to. */
+  registry: string;
+  /** KILN_SECRET_KEY: encrypts stored git tokens and webhook secrets (db/crypto.ts). */
+  secretKey: string;
+  /** Externally reachable base URL of this API, for the webhook URLs given to git hosts. */
+  publicUrl: string;
+  /** Live log followers per build and per token (KILN_MAX_LOG_FOLLOWERS_*); 100 each unless set. */
+  logFollowers?: { perBuild: number; perToken: number };
+  /** KILN_METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
+  metricsToken?: string;
+}
+
+export interface AppDeps {
+  db: Db;
+  /** Wakes log followers when a build's log or status changes (DbHandle.logSignals). */
+  logSignals: BuildLogSignals;
+  config: AppConfig;
+  builds: BuildStarter;
+  /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
+  readiness?: Record<string, () => Promise<void>>;
+  /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
+  authenticate?: Authenticate;
+  /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
+  registryTokenSigner?: RegistryTokenSigner;
+  /** Where the API logs (a child with each request's id); defaults to the process's root logger. */
+  logger?: Logger;
+}

@@ -1,0 +1,32 @@
+// The names Kiln and Temporal share: task queues, the workflow's signal, and the custom search
+// attributes (registered on the server by infra/stack.ts and, for Docker, by the
+// `--search-attribute` lines of infra/docker-compose.yml, which a unit test holds to this list).
+// Imported by the workflow sandbox too: no Node imports here.
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { platformSlug, type Platform } from './platforms';
+
+/** The task queue of the control worker: workflows and their control steps. */
+export const CONTROL_TASK_QUEUE = 'kiln-control';
+
+/** `kiln-build-linux-amd64`, or `kiln-build-linux-amd64@<pool>` for a dedicated pool. */
+export function buildTaskQueue(platform: Platform, pool?: string | null): string {
+  return `kiln-build-${platformSlug(platform)}${pool ? `@${pool}` : ''}`;
+}
+
+/** Signal that cancels a build with a reason the build records (e.g. superseded by a newer push). */
+export const CANCEL_BUILD_SIGNAL = 'cancelBuild';
+
+export const KilnRepository = defineSearchAttributeKey('KilnRepository', SearchAttributeType.KEYWORD);
+export const KilnRef = defineSearchAttributeKey('KilnRef', SearchAttributeType.KEYWORD);
+export const KilnCommit = defineSearchAttributeKey('KilnCommit', SearchAttributeType.KEYWORD);
+export const KilnTrigger = defineSearchAttributeKey('KilnTrigger', SearchAttributeType.KEYWORD);
+export const KilnStatus = defineSearchAttributeKey('KilnStatus', SearchAttributeType.KEYWORD);
+
+/** Every custom attribute, for registering them with the Temporal server. */
+export const KILN_SEARCH_ATTRIBUTES = [KilnRepository, KilnRef, KilnCommit, KilnTrigger, KilnStatus] as const;
+
+/** `Name=Keyword` as `temporal server start-dev --search-attribute` takes them. */
+export function searchAttributeFlags(): string[] {
+  const cliType: Record<string, string> = { [SearchAttributeType.KEYWORD]: 'Keyword' };
+  return KILN_SEARCH_ATTRIBUTES.map((a) => `${a.name}=${cliType[a.type]}`);
+}

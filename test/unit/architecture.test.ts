@@ -1,0 +1,106 @@
+// The layering the code relies on, checked over the real import graph (type-only imports count:
+// they couple files as much as value imports do). Same result as `npx madge --circular --extensions ts .`.
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const LAYERS = ['domain', 'db', 'workflows', 'activities', 'api', 'infra', 'observability'];
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) return name === 'node_modules' || name === 'tools' || name === 'migrations' ? [] : sourceFiles(full);
+    return full.endsWith('.ts') ? [full] : [];
+  });
+}
+
+function resolve(from: string, spec: string): string | null {
+  if (!spec.startsWith('.')) return null;
+  const base = path.resolve(path.dirname(from), spec.replace(/\.js$/, ''));
+  for (const candidate of [`${base}.ts`, path.join(base, 'index.ts')]) if (existsSync(candidate)) return candidate;
+  return null;
+}
+
+/** file → the project files it imports (static, dynamic, type-only and re-exports). */
+function importGraph(): Map<string, string[]> {
+  const files = [...LAYERS.flatMap((l) => sourceFiles(path.join(ROOT, l))), path.join(ROOT, 'env.ts')];
+  const graph = new Map<string, string[]>();
+  for (const file of files) {
+    const text = readFileSync(file, 'utf8');
+    const specs = [...text.matchAll(/(?:^|\s)(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|import\s*\(\s*['"]([^'"]+)['"]\s*\)|^import\s+['"]([^'"]+)['"]/gm)]
+      .map((m) => m[1] ?? m[2] ?? m[3]!);
+    graph.set(file, [...new Set(specs.map((s) => resolve(file, s)).filter((f): f is string => f !== null))]);
+  }
+  return graph;
+}
+
+/** Every strongly connected component of more than one file, or a file importing itself (Tarjan). */
+function cycles(graph: Map<string, string[]>): string[][] {
+  let index = 0;
+  const indexOf = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const out: string[][] = [];
+  const visit = (v: string) => {
+    indexOf.set(v, index);
+    low.set(v, index++);
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!indexOf.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, indexOf.get(w)!));
+    }
+    if (low.get(v) === indexOf.get(v)) {
+      const component: string[] = [];
+      let w: string;
+      do {
+        w = stack.pop()!;
+        onStack.delete(w);
+        component.push(path.relative(ROOT, w));
+      } while (w !== v);
+      if (component.length > 1 || graph.get(v)?.includes(v)) out.push(component.sort());
+    }
+  };
+  for (const v of graph.keys()) if (!indexOf.has(v)) visit(v);
+  return out;
+}
+
+const layerOf = (file: string) => path.relative(ROOT, file).split(path.sep)[0]!;
+
+function importsBetween(graph: Map<string, string[]>, from: string[], to: string): string[] {
+  return [...graph].flatMap(([file, deps]) =>
+    from.includes(layerOf(file)) ? deps.filter((d) => layerOf(d) === to).map((d) => `${path.relative(ROOT, file)} → ${path.relative(ROOT, d)}`) : [],
+  );
+}
+
+describe('import graph', () => {
+  const graph = importGraph();
+
+  it('sees the project (sanity: the parser finds the known edges)', () => {
+    expect(graph.size).toBeGreaterThan(60);
+    expect(graph.get(path.join(ROOT, 'api/app.ts'))).toContain(path.join(ROOT, 'api/types.ts'));
+    expect(graph.get(path.join(ROOT, 'workflows/image-build.ts'))).toContain(path.join(ROOT, 'activities/build.ts'));
+  });
+
+  it('has no import cycle', () => {
+    expect(cycles(graph)).toEqual([]);
+  });
+
+  it('only workers and clients import workflows/: not db/, domain/, api/ or activities/', () => {
+    expect(importsBetween(graph, ['db', 'domain', 'api', 'activities', 'observability'], 'workflows')).toEqual([]);
+  });
+
+  it('domain/ imports no other layer', () => {
+    for (const layer of LAYERS.filter((l) => l !== 'domain')) expect(importsBetween(graph, ['domain'], layer)).toEqual([]);
+  });
+
+  it('db/ imports neither the API nor the activities', () => {
+    expect(importsBetween(graph, ['db'], 'api')).toEqual([]);
+    expect(importsBetween(graph, ['db'], 'activities')).toEqual([]);
+  });
+});
