@@ -100,6 +100,20 @@ describe('registry access: Kiln as the token issuer of its registry', () => {
     expect(wrong.code).not.toBe(0);
   });
 
+  it('skopeo login (the docker login flow: the realm without a scope) takes a Kiln token, refuses anything else', async () => {
+    const authfile = path.join(dir, 'auth.json');
+    const login = (password: string) =>
+      run('skopeo', ['login', '--tls-verify=false', '--authfile', authfile, '--username', 'anyone', '--password-stdin', registry], { timeoutMs: 60_000, input: `${password}\n` });
+    const ok = await login(tokens.alpha!);
+    expect(ok.code, ok.stderr).toBe(0);
+    // The stored login then works for the namespace's own private image.
+    const pulled = await skopeo(['inspect', '--raw', '--tls-verify=false', '--authfile', authfile, `docker://${registry}/alpha/private:v1`]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const bad = await login('not-a-kiln-token');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/unauthorized|invalid|401/i);
+  });
+
   it('skopeo: public repositories (and Kiln\'s base image) are readable anonymously and by any namespace', async () => {
     for (const ref of ['alpha/shared:v1', 'base/busybox:latest']) {
       const anon = await inspect(ref);
