@@ -58,6 +58,10 @@ export const envSchema = z.object({
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,
   KILN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+  /** Largest local build context (`kiln build DIR`) accepted; 413 beyond. */
+  KILN_MAX_CONTEXT_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
+  /** Uploaded contexts no build used for this long are removed from the registry. */
+  KILN_CONTEXT_RETENTION_HOURS: z.coerce.number().positive().default(24),
   /** Which parts this process runs; split them across hosts to scale out. */
   KILN_COMPONENTS: z
     .string()

@@ -14,6 +14,7 @@ import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
 import { HttpMetrics } from './metrics';
 import { buildRoutes } from './routes/builds';
+import { CONTEXTS_PATH, contextRoutes, type ContextConfig } from './routes/contexts';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { registryEventRoutes } from './routes/registry-events';
@@ -43,6 +44,8 @@ export interface AppDeps {
   builds: BuildStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
   readiness?: Record<string, () => Promise<void>>;
+  /** Where uploaded local contexts go (POST /contexts); without it that route answers 503. */
+  contexts?: ContextConfig;
   /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
   authenticate?: Authenticate;
 }
@@ -99,24 +102,26 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     await next();
     metrics.observe(c.req.method, metricRoute(c), c.res.status, (performance.now() - started) / 1000);
   });
-  app.use(
-    '*',
-    bodyLimit({
+  // A build context is a stream of up to KILN_MAX_CONTEXT_BYTES: its route enforces that limit as
+  // the bytes pass; the body limit and the JSON sniffing below would buffer it whole.
+  const streamed = (c: Context) => c.req.path === `${API_PREFIX}${CONTEXTS_PATH}`;
+  const bodyLimited = bodyLimit({
       maxSize: deps.config.maxBodyBytes,
       onError: () => {
         throw new ApiError('payload_too_large', `The request body exceeds ${deps.config.maxBodyBytes} bytes`, {
           maxBodyBytes: deps.config.maxBodyBytes,
         });
       },
-    }),
-  );
+    });
+  app.use('*', (c, next) => (streamed(c) ? next() : bodyLimited(c, next)));
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
-  app.use(`${API_PREFIX}/*`, jsonWithoutContentType);
+  app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : jsonWithoutContentType(c, next)));
 
   app.route('/', systemRoutes(deps, metrics));
   app.route(API_PREFIX, namespaceRoutes(deps));
   app.route(API_PREFIX, repositoryRoutes(deps));
   app.route(API_PREFIX, buildRoutes(deps));
+  app.route(API_PREFIX, contextRoutes(deps));
   app.route(API_PREFIX, imageBuildRoutes(deps));
   app.route(API_PREFIX, ruleRoutes(deps));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it

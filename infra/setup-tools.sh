@@ -28,7 +28,7 @@ BUILDKIT_VERSION=$(awk '$1 == "github.com/moby/buildkit" { print $2; exit }' "$B
 BUILDKIT_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$BK_MOD_DIR/go.mod")
 [[ $(printf '%s\n' "$BUILDKIT_MIN_GO" 1.24.3 | sort -V | tail -1) == 1.24.3 ]] && BUILDKIT_MIN_GO=1.24.3
 
-APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates)
+APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates chromium)
 
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }

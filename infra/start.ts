@@ -72,6 +72,8 @@ const kiln = await startKiln({
   secretKey: secretKey.value,
   publicUrl,
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
+  maxContextBytes: env.KILN_MAX_CONTEXT_BYTES,
+  contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,
   components: env.KILN_COMPONENTS,
   readiness: runsBuilds
     ? Object.fromEntries(

@@ -127,7 +127,10 @@ export function buildRoutes(deps: AppDeps) {
     return inline.submit(c, {
       namespace,
       name,
-      dockerfile: body.dockerfile,
+      dockerfile: body.dockerfile ?? null,
+      context: body.context
+        ? { digest: body.context.digest, contextDir: body.context.contextDir, dockerfilePath: body.context.dockerfile }
+        : undefined,
       platforms: body.platforms,
       buildArgs: body.buildArgs ?? {},
       labels: body.labels ?? {},

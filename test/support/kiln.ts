@@ -44,6 +44,8 @@ export interface TestKilnOptions {
   registry?: string;
   /** Other buildkitd addresses than the shared stack's. */
   buildkit?: TestStack['buildkit'];
+  /** KILN_MAX_CONTEXT_BYTES of this instance. */
+  maxContextBytes?: number;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -68,6 +70,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     apiToken: token,
     secretKey,
     maxBodyBytes: 1024 * 1024,
+    maxContextBytes: opts.maxContextBytes,
     components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
   });
   const url = kiln.url!;

@@ -130,6 +130,7 @@ describe('OpenAPI document and docs', () => {
         'DELETE /api/v1/rules/{id}',
         'POST /api/v1/rules/{id}/builds',
         'POST /api/v1/imagebuilds',
+        'POST /api/v1/contexts',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
         'POST /api/v1/namespaces/{name}/tokens',
@@ -139,7 +140,8 @@ describe('OpenAPI document and docs', () => {
     expect(doc.paths['/healthz'].get.security).toEqual([]);
     // The request schema is the validating one.
     const submit = doc.components.schemas.BuildSubmit;
-    expect(submit.required.sort()).toEqual(['dockerfile', 'platforms', 'repository', 'tags']);
+    expect(submit.required.sort()).toEqual(['platforms', 'repository', 'tags']);
+    expect(submit.properties.context).toBeDefined();
     expect(submit.properties.platforms.items.enum).toEqual(['linux/amd64', 'linux/arm64']);
     expect(submit.properties.tags.maxItems).toBe(5);
     expect(submit.properties.buildArgs.maxProperties).toBe(20);
