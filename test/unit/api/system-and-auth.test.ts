@@ -131,6 +131,7 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/rules/{id}/builds',
         'POST /api/v1/imagebuilds',
         'POST /api/v1/contexts',
+        'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
         'POST /api/v1/namespaces/{name}/tokens',
