@@ -22,7 +22,7 @@ import { repositoryRoutes } from './routes/repositories';
 import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
-import { validationHook } from './util';
+import { createRouter, validationHook } from './util';
 
 export interface AppConfig {
   apiToken: string;
@@ -83,6 +83,19 @@ function toApiError(err: unknown): ApiError {
   return new ApiError('internal', 'Internal server error');
 }
 
+/** Every route under /api/v1, chained so its type carries them all: the typed client's source (api/client.ts). */
+export function apiRoutes(deps: AppDeps) {
+  return createRouter()
+    .route('/', namespaceRoutes(deps))
+    .route('/', repositoryRoutes(deps))
+    .route('/', buildRoutes(deps))
+    .route('/', contextRoutes(deps))
+    .route('/', imageBuildRoutes(deps))
+    .route('/', ruleRoutes(deps));
+}
+
+export type KilnApi = ReturnType<typeof apiRoutes>;
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   const metrics = new HttpMetrics();
@@ -118,12 +131,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : jsonWithoutContentType(c, next)));
 
   app.route('/', systemRoutes(deps, metrics));
-  app.route(API_PREFIX, namespaceRoutes(deps));
-  app.route(API_PREFIX, repositoryRoutes(deps));
-  app.route(API_PREFIX, buildRoutes(deps));
-  app.route(API_PREFIX, contextRoutes(deps));
-  app.route(API_PREFIX, imageBuildRoutes(deps));
-  app.route(API_PREFIX, ruleRoutes(deps));
+  app.route(API_PREFIX, apiRoutes(deps));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
   app.route('/', webhookRoutes(deps));
 
