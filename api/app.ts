@@ -23,6 +23,7 @@ import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
 import { createRouter, validationHook } from './util';
+import { consoleRoutes } from '../console/app';
 
 export interface AppConfig {
   apiToken: string;
@@ -134,6 +135,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.route(API_PREFIX, apiRoutes(deps));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
   app.route('/', webhookRoutes(deps));
+  // The web console: pages that call the routes above in process, as any client would.
+  app.route('/', consoleRoutes({ secretKey: deps.config.secretKey, registry: deps.config.registry, request: (input, init) => app.request(input, init) }));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -353,6 +353,7 @@ export const BuildView = z
     trigger: z.enum(TRIGGERS),
     creationMethod: z.enum(CREATION_METHODS),
     repository: z.string().openapi({ description: 'namespace/name' }),
+    ruleId: z.string().nullable().openapi({ description: 'The rule this build ran for, if any' }),
     source: z.object({ url: z.string(), ref: z.string().nullable(), commit: z.string().nullable() }).optional(),
     context: z
       .object({ digest: z.string(), size: z.number().int(), contextDir: z.string(), dockerfile: z.string() })
@@ -380,6 +381,8 @@ export const BuildListQuery = PageQuery.extend({
   repository: RepositoryPath.optional(),
   repositoryId: z.guid().optional(),
   status: z.enum(BUILD_STATUSES).optional(),
+  trigger: z.enum(TRIGGERS).optional(),
+  namespace: NamespaceName.optional().openapi({ description: 'Only builds of this namespace' }),
 });
 
 export const BuildLogsQuery = z.object({

@@ -24,8 +24,8 @@ class UsageError extends Error {}
 /** A failure already explained on stderr; ends the command with status 1. */
 class Failed extends Error {}
 
-const err = (line: string) => process.stderr.write(`${line}\n`);
-const out = (line: string) => process.stdout.write(`${line}\n`);
+const err = (line: string): void => void process.stderr.write(`${line}\n`);
+const out = (line: string): void => void process.stdout.write(`${line}\n`);
 
 async function connect(): Promise<{ api: KilnClient; url: string; token: string }> {
   const { url, token } = await resolveConfig();
@@ -438,7 +438,7 @@ export function program(): Command {
       const { api } = await connect();
       const { id } = await findRepository(api, repo);
       const page = await ok<{ items: { tag: string; digest: string; creationMethod: string; updatedAt: string }[] }>(
-        await api.repositories[':id'].tags.$get({ param: { id }, query: {} as never }),
+        await api.repositories[':id'].tags.$get({ param: { id } }),
         'listing tags',
       );
       if (o.json) return out(JSON.stringify(page.items, null, 2));

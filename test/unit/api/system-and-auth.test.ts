@@ -131,11 +131,13 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/rules/{id}/builds',
         'POST /api/v1/imagebuilds',
         'POST /api/v1/contexts',
+        'POST /api/v1/builds/{id}/rebuild',
         'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
         'POST /api/v1/namespaces/{name}/tokens',
         'GET /api/v1/namespaces/{name}/tokens',
+        'DELETE /api/v1/namespaces/{name}/tokens/{id}',
       ].sort(),
     );
     expect(doc.paths['/healthz'].get.security).toEqual([]);
