@@ -145,10 +145,22 @@ function BuildRows({ items }: { items: BuildBody[] }) {
   );
 }
 
-function BuildStatusBlock({ b }: { b: BuildBody }) {
+function BuildStatusBlock({ b, csrf }: { b: BuildBody; csrf: string }) {
   const done = TERMINAL.includes(b.status);
   return (
     <div id="build-status" data-live="status" data-every="1000" data-done={done ? '1' : '0'} aria-live="polite">
+      <div class="actions">
+        {done ? null : (
+          <form class="inline" method="post" action={`/builds/${b.id}/cancel`}>
+            <Csrf value={csrf} />
+            <button type="submit" class="danger">Cancel build</button>
+          </form>
+        )}
+        <form class="inline" method="post" action={`/builds/${b.id}/rebuild`}>
+          <Csrf value={csrf} />
+          <button type="submit" class="secondary">Rebuild</button>
+        </form>
+      </div>
       <dl class="facts">
         <dt>Status</dt>
         <dd><Status status={b.status} /> {b.phase && !done ? <span>phase <strong>{b.phase}</strong></span> : null}</dd>
@@ -777,27 +789,15 @@ export function consoleRoutes(opts: ConsoleOptions) {
   app.get('/builds/:id', async (c) => {
     const id = c.req.param('id');
     const b = await data(c.get('api').builds[':id'].$get({ param: { id } }));
-    if (c.req.query('partial') === 'status') return c.html(<BuildStatusBlock b={b} />);
     const csrf = c.get('csrf');
+    if (c.req.query('partial') === 'status') return c.html(<BuildStatusBlock b={b} csrf={csrf} />);
     const running = !TERMINAL.includes(b.status);
     return page(
       c,
       `Build ${id.slice(0, 8)}`,
       <>
         <h1>Build <code>{id.slice(0, 8)}</code> of {b.repository}</h1>
-        <div class="row" style="flex:0">
-          {running ? (
-            <form class="inline" method="post" action={`/builds/${id}/cancel`}>
-              <Csrf value={csrf} />
-              <button type="submit" class="danger">Cancel build</button>
-            </form>
-          ) : null}
-          <form class="inline" method="post" action={`/builds/${id}/rebuild`}>
-            <Csrf value={csrf} />
-            <button type="submit" class="secondary">Rebuild</button>
-          </form>
-        </div>
-        <BuildStatusBlock b={b} />
+        <BuildStatusBlock b={b} csrf={csrf} />
         <h2 id="log-heading">Log</h2>
         <div class="logbar">
           <label for="log-search" class="visually-hidden">Search the log</label>

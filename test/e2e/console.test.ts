@@ -119,6 +119,7 @@ describe('web console', () => {
     await expect.poll(text(page.locator('#log-hits')), { timeout: 10_000 }).toMatch(/^[1-9]\d* matching lines$/);
     await page.getByPlaceholder('Search the log').fill('');
     await shot('build');
+    expect(await page.getByRole('button', { name: 'Cancel build' }).count()).toBe(0);
     const download = await page.request.get(`${kiln.url}/builds/${buildId}/log.txt`);
     expect(await download.text()).toContain('tick 3');
 
@@ -149,6 +150,13 @@ describe('web console', () => {
     await expect.poll(text(page.locator('#build-status [role=alert]')), { timeout: 10_000 }).toContain('canceled');
     expect(await fetchManifest(kiln.registry, 'shop/web', 'slow')).toBeNull();
     await shot('build-canceled');
+    // Rebuild runs the same Dockerfile again as a new build.
+    const canceledUrl = page.url();
+    await page.getByRole('button', { name: 'Rebuild' }).click();
+    await expect.poll(() => page.url()).not.toBe(canceledUrl);
+    await expect.poll(text(page.locator('#log')), { timeout: 120_000 }).toContain('started-sleeping');
+    await page.getByRole('button', { name: 'Cancel build' }).click();
+    await expect.poll(text(page.locator('#build-status .status').first()), { timeout: 30_000 }).toBe('canceled');
   });
 
   it('admin makes a namespace token (shown once); with it, another namespace stays out of sight', async () => {
