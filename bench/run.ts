@@ -1,6 +1,6 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
-// Prints one table; asserts nothing. KILN_BENCH_ONLY=overhead,fanout,cache,ingest,reads picks rows.
+// Prints one table; asserts nothing. KILN_BENCH_ONLY=overhead,fanout,cache,ingest,reads,upload picks rows.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -13,10 +13,11 @@ import { toolPaths } from '../infra/tools';
 import { installQuietRuntime } from '../infra/workers';
 import { benchCache, benchFanOut, benchOverhead, kilnBuild, type BuildCtx } from './builds';
 import { benchIngest, benchReads, startApiProcess } from './http';
+import { benchUpload, UPLOAD_MIB } from './upload';
 import { ms, printTable, ratio } from './stats';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ONLY = new Set((process.env.KILN_BENCH_ONLY ?? 'overhead,fanout,cache,ingest,reads').split(',').map((s) => s.trim()));
+const ONLY = new Set((process.env.KILN_BENCH_ONLY ?? 'overhead,fanout,cache,ingest,reads,upload').split(',').map((s) => s.trim()));
 const PORTS = { temporal: 37233, temporalUi: 38233, registry: 35000, postgres: 35432 };
 const API_PORT = 33000;
 
@@ -86,6 +87,18 @@ async function main() {
         'side by side (same run)': `with ${ms(r.raw.median)}, without ${ms(r.rawNoCache.median)}`,
         ratio: `${ratio(r.raw.median, r.rawNoCache.median)} (+${ms(r.raw.median - r.rawNoCache.median)})`,
         target: 'reported',
+      });
+    }
+    if (ONLY.has('upload')) {
+      log('6. context upload');
+      const r = await benchUpload({ url: kiln.url!, token, workDir: ctx.workDir, runs: RUNS });
+      rows.push({
+        '#': '6',
+        scenario: `Local context upload: ${UPLOAD_MIB} MiB directory, \`kiln build --detach\` (tar made while sending) vs \`curl --data-binary\` of its tar, same endpoint`,
+        Kiln: `${r.cli.toFixed(0)} MiB/s`,
+        'side by side (same run)': `curl ${r.curl.toFixed(0)} MiB/s`,
+        ratio: `${(r.cli / r.curl).toFixed(2)}×`,
+        target: '≥ 0.8× curl',
       });
     }
     if (ONLY.has('fanout')) {
