@@ -122,6 +122,32 @@ describe('kiln CLI', () => {
     expect(ls.stdout).toMatch(new RegExp(`${buildId}\\s+cli/detached\\s+succeeded`));
   });
 
+  it('Ctrl-C without a terminal on stdin cancels the build without asking, and exits 1', async () => {
+    const dir = await writeTree({ Dockerfile: `FROM ${kiln.registry}/base/busybox\nRUN echo started-sleeping; sleep 120\n` });
+    const child = spawn(process.execPath, [BIN, 'build', dir, '-t', 'cli/interrupted:v1', '--no-cache'], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`never started: ${stderr}`)), 120_000);
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (stderr.includes('started-sleeping')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    child.kill('SIGINT');
+    expect(await closed).toBe(1);
+    expect(stderr).not.toContain('[y/N]');
+    expect(stderr).toMatch(/canceling build/);
+    expect(stderr).toMatch(/build [0-9a-f-]{36} canceled/);
+    expect(await fetchManifest(kiln.registry, 'cli/interrupted', 'v1')).toBeNull();
+  });
+
   it('refuses a context over KILN_MAX_CONTEXT_BYTES with a clear error', async () => {
     const dir = await writeTree({ Dockerfile: `FROM ${kiln.registry}/base/busybox\n`, 'big.bin': randomBytes(LIMIT + 64 * 1024) });
     const run = await kilnCli(['build', dir, '-t', 'cli/big:v1'], env);
