@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseNetworkAllow } from './infra/build-network';
 
 /** Platforms Kiln builds for; each has its own task queue and buildkitd. */
 export const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
@@ -39,6 +40,19 @@ const registryMirrors = z
     return out;
   });
 
+/** `KILN_BUILD_NETWORK_ALLOW`: CIDRs, addresses or host:port a RUN step may reach (infra/build-network.ts). */
+const networkAllow = z
+  .string()
+  .default('')
+  .transform((v, ctx) => {
+    try {
+      return parseNetworkAllow(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
 /** Configuration from the environment (SPEC §6), parsed once. Unset means "start it locally". */
 export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -51,9 +65,14 @@ export const envSchema = z.object({
   KILN_REGISTRY: optionalString,
   KILN_REGISTRY_USERNAME: optionalString,
   KILN_REGISTRY_PASSWORD: optionalString,
+  /** KILN_REGISTRY trusts Kiln as its token issuer (as in infra/docker-compose.yml): Kiln serves the realm and gives builds their own credentials. */
+  KILN_REGISTRY_TOKEN_AUTH: bool.default(false),
   KILN_BUILDKIT_AMD64: optionalString,
   KILN_BUILDKIT_ARM64: optionalString,
   KILN_REGISTRY_MIRRORS: registryMirrors,
+  KILN_BUILD_NETWORK_ALLOW: networkAllow,
+  /** This process's build workers serve only this dedicated pool (task queues `kiln-build-<os>-<arch>@<pool>`). */
+  KILN_BUILD_POOL: optionalString.pipe(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'KILN_BUILD_POOL is lowercase letters, digits and "-"').optional()),
   KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,
@@ -62,6 +81,11 @@ export const envSchema = z.object({
   KILN_MAX_CONTEXT_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
   /** Uploaded contexts no build used for this long are removed from the registry. */
   KILN_CONTEXT_RETENTION_HOURS: z.coerce.number().positive().default(24),
+  /** Log bytes one build may store (all platforms); beyond it the log ends with a truncation marker. */
+  KILN_MAX_LOG_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
+  /** Live log followers (`GET /builds/:id/logs?follow=1`) per build and per token; more get 429. */
+  KILN_MAX_LOG_FOLLOWERS_PER_BUILD: z.coerce.number().int().positive().default(100),
+  KILN_MAX_LOG_FOLLOWERS_PER_TOKEN: z.coerce.number().int().positive().default(100),
   /** Which parts this process runs; split them across hosts to scale out. */
   KILN_COMPONENTS: z
     .string()

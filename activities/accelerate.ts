@@ -4,7 +4,8 @@
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import { eq } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { appendBuildLogs, getBuild, updateBuild } from '../db/queries/builds';
+import { getBuild, updateBuild } from '../db/queries/builds';
+import { appendBuildLogs } from '../db/queries/logs';
 import { claimImageTags, upsertImageTags } from '../db/queries/tags';
 import { builds } from '../db/schema';
 import { acceleratedTag, type PlatformImage } from '../workflows/types';

@@ -56,9 +56,30 @@ export function classifyBuildFailure(plainOutput: string[], exit: { code: number
     const instruction = location?.instruction ?? 'COPY';
     return { code: 'file_not_found', message: `${instruction}${at}: "${missing[1]}" was not found in the build context`, retryable: false };
   }
-  const base = /failed to resolve source metadata for (\S+?):? .*(not found|unauthorized|denied|forbidden)/i.exec(error);
+  const base = /failed to resolve source metadata for (\S+?):? .*(not found|unauthorized|denied|forbidden|insufficient_scope)/i.exec(error);
+  if (base && !/not found/i.test(base[2]!)) {
+    // The registry checks rights before existence: a missing repository of another namespace looks
+    // the same as a private one, and both are refused.
+    return {
+      code: 'image_access_denied',
+      message:
+        `Access to image ${base[1]} was denied${at}: the registry refused this build's credentials ` +
+        "(an image private to another namespace, one that does not exist, or a registry that needs credentials the build was not given)",
+      retryable: false,
+    };
+  }
   if (base) {
     return { code: 'base_image_not_found', message: `Base image ${base[1]} could not be pulled (${base[2]})${at}`, retryable: false };
+  }
+  // Kiln's buildkitd grants no insecure entitlement and buildctl asks for none.
+  const entitlement = /(?:granting entitlement )?\b(network\.host|security\.insecure)\b (?:is not allowed|.*not allowed)/.exec(error);
+  if (entitlement) {
+    const flag = entitlement[1] === 'network.host' ? 'RUN --network=host' : 'RUN --security=insecure';
+    return {
+      code: 'entitlement_denied',
+      message: `${flag}${at} is not allowed: build steps run in Kiln's sandbox (entitlement ${entitlement[1]} is off)`,
+      retryable: false,
+    };
   }
   const target = /target stage "([^"]+)" could not be found/.exec(error);
   if (target) return { code: 'invalid_target', message: `Target stage "${target[1]}" is not in the Dockerfile`, retryable: false };

@@ -6,9 +6,10 @@ import type { Db } from '../db/client';
 import { updateBuildPlatform } from '../db/queries/builds';
 import type { BuildStep } from '../db/schema';
 import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../workflows/types';
+import { mintBuildCredential, REGISTRY_BUILD_USER } from '../domain/registry-access';
 import { classifyBuildFailure } from './build-errors';
 import { runBuildctl, type BuildctlExit } from './buildctl';
-import { LogSink } from './log-sink';
+import { dbLogStore, LogSink } from './log-sink';
 import { ProgressTracker } from './progress';
 import { registryAuthEnv } from './registry-auth';
 
@@ -28,7 +29,18 @@ export interface BuildActivityDeps {
   fetchContext?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
   /** Decrypts a build's registry credentials (PAI RegistryAuths) for pulling private bases. */
   secretKey?: string;
+  /**
+   * The registry is Kiln's own (token auth with Kiln as issuer): each build gets a credential of its
+   * own for it, scoped to its namespace (domain/registry-access.ts). Needs `secretKey`.
+   */
+  issueBuildCredentials?: boolean;
+  /** The dedicated pool this worker serves (named in the build log); unset: the shared pool. */
+  buildPool?: string;
+  /** KILN_MAX_LOG_BYTES: log bytes a whole build may store. */
+  maxLogBytes?: number;
 }
+
+export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 
 export interface BuildContext {
   contextDir: string;
@@ -49,7 +61,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
     async buildPlatformImage(req: PlatformBuildRequest): Promise<PlatformImage> {
       const ctx = Context.current();
       const { db } = deps;
-      const log = new LogSink(db, req.buildId, req.platform);
+      const log = new LogSink(dbLogStore(db), req.buildId, req.platform, { maxBuildBytes: deps.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES });
       let tracker = new ProgressTracker();
       await mkdir(deps.workRoot, { recursive: true });
       const workDir = await mkdtemp(path.join(deps.workRoot, `${req.buildId.slice(0, 8)}-${req.platform.replace('/', '-')}-`));
@@ -60,7 +72,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       // Per-step progress is saved as it changes so GET /builds/:id shows it while the build runs.
       const saveProgress = () => {
         const steps = mainTracker.steps();
-        const key = `${steps.length}:${steps.filter((st) => st.completedAt).length}`;
+        const key = `${steps.length}:${steps.filter((st) => st.completedAt).length}:${steps.reduce((n, st) => n + (st.logBytes ?? 0), 0)}`;
         if (progressStopped || key === savedProgress) return;
         savedProgress = key;
         progressWrite = progressWrite.then(() =>
@@ -82,14 +94,15 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       }, HEARTBEAT_MS);
       try {
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
-        log.push([`==> building ${req.platform} on ${hostname()}${attempt}`]);
+        const pool = deps.buildPool ? `pool ${deps.buildPool}` : 'shared pool';
+        log.pushLines([`==> building ${req.platform} on ${hostname()} (${pool})${attempt}`]);
         ctx.heartbeat();
         // Independent of each other, and all before buildctl can start: at once, not in turn. All
         // settle before a failure is thrown, so nothing still writes into workDir as it is removed.
         const [running, prepared, auth] = await Promise.allSettled([
           updateBuildPlatform(db, req.buildId, req.platform, { status: 'running', startedAt: new Date(), finishedAt: null }),
           prepareContext(req, workDir, deps, ctx.cancellationSignal),
-          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir }),
+          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir, kilnRegistry: kilnRegistryLogin(req, deps, ctx.info) }),
         ]);
         for (const r of [prepared, auth, running]) if (r.status === 'rejected') throw r.reason;
         const context = (prepared as PromiseFulfilledResult<BuildContext>).value;
@@ -101,25 +114,25 @@ export function createBuildActivities(deps: BuildActivityDeps) {
             args,
             signal: ctx.cancellationSignal,
             env,
-            onLine: (line) => log.push(tracker.push(line)),
+            onLine: (line) => log.pushBytes(tracker.push(line)),
           });
-          log.push(tracker.flush());
+          log.pushBytes(tracker.flush());
           return exit;
         };
         /** Ends the activity for a canceled or failed solve: records it, then throws. */
         const fail = async (exit: BuildctlExit, steps: BuildStep[], cacheHits: number): Promise<never> => {
           await stopProgress();
           if (exit.canceled) {
-            log.push([`==> ${req.platform} canceled`]);
+            log.pushLines([`==> ${req.platform} canceled`]);
             await updateBuildPlatform(db, req.buildId, req.platform, { status: 'canceled', finishedAt: new Date(), steps, cacheHits });
             throw new CancelledFailure('build canceled');
           }
           const failure = classifyBuildFailure(tracker.plainOutput, exit);
           if (failure.retryable) {
-            log.push([`==> ${req.platform}: transient failure, will retry: ${failure.message}`]);
+            log.pushLines([`==> ${req.platform}: transient failure, will retry: ${failure.message}`]);
             throw new Error(failure.message);
           }
-          log.push([`==> ${req.platform} failed: ${failure.message}`]);
+          log.pushLines([`==> ${req.platform} failed: ${failure.message}`]);
           await updateBuildPlatform(db, req.buildId, req.platform, { status: 'failed', finishedAt: new Date(), steps, cacheHits });
           throw ApplicationFailure.create({ type: failure.code, message: failure.message, nonRetryable: true });
         };
@@ -129,14 +142,14 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         const cacheHits = tracker.cacheHits();
         if (exit.canceled || exit.code !== 0) return await fail(exit, steps, cacheHits);
         const descriptor = await readDescriptor(metadataFile);
-        log.push([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
+        log.pushLines([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
 
         let accelerated: AcceleratedPlatformImage | undefined;
         if (req.accelerated) {
           // A second solve of the same definition on the same buildkitd: every step is a cache hit
           // of the solve that just ran, so only the layers are recompressed (as eStargz) and
           // pushed. Its progress shows that no step ran twice; a step that did is reported.
-          log.push([`==> ${req.platform}: eStargz variant from the same BuildKit cache`]);
+          log.pushLines([`==> ${req.platform}: eStargz variant from the same BuildKit cache`]);
           tracker = new ProgressTracker({ firstIndex: tracker.nextIndex });
           const accMetadataFile = path.join(workDir, 'metadata-estargz.json');
           const accExit = await solve(buildctlArgs(req, context, deps, accMetadataFile, 'estargz'));
@@ -145,7 +158,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           const passSteps = dockerfileSteps(tracker.steps());
           const rerun = passSteps.filter((s) => !s.cached);
           accelerated = { ...accDescriptor, steps: passSteps.length, cacheHits: passSteps.length - rerun.length };
-          log.push([
+          log.pushLines([
             `==> ${req.platform} eStargz variant pushed ${accDescriptor.digest} (${accelerated.cacheHits} of ${passSteps.length} steps from cache)`,
             ...(rerun.length ? [`==> WARNING: the eStargz pass re-ran ${rerun.map((s) => s.name).join('; ')}`] : []),
           ]);
@@ -183,6 +196,27 @@ export function dockerfileSteps(steps: BuildStep[]): BuildStep[] {
 }
 
 export type BuildActivities = ReturnType<typeof createBuildActivities>;
+
+/** The dockerfile frontend's build arg that prefixes every cache mount id. */
+export const CACHE_MOUNT_NS_ARG = 'BUILDKIT_CACHE_MOUNT_NS';
+
+/** `ns/name` → the cache-mount namespace of its builds: one per Kiln namespace. */
+export function cacheMountNamespace(repository: string): string {
+  return `kiln-ns/${repository.split('/')[0]}`;
+}
+
+/** This build's own login for Kiln's registry, valid a little longer than the activity may run. */
+function kilnRegistryLogin(req: PlatformBuildRequest, deps: BuildActivityDeps, info: { startToCloseTimeoutMs: number }) {
+  if (!deps.issueBuildCredentials || !deps.secretKey) return undefined;
+  const expiresAt = Math.floor((Date.now() + info.startToCloseTimeoutMs) / 1000) + 600;
+  const password = mintBuildCredential(deps.secretKey, {
+    buildId: req.buildId,
+    namespace: req.repository.split('/')[0]!,
+    repository: req.repository,
+    expiresAt,
+  });
+  return { host: deps.registry, username: REGISTRY_BUILD_USER, password };
+}
 
 async function prepareContext(
   req: PlatformBuildRequest,
@@ -245,7 +279,10 @@ export function buildctlArgs(
     '--output', variant === 'estargz' ? `${image},compression=estargz,force-compression=true` : image,
     '--metadata-file', metadataFile,
   ];
-  for (const [k, v] of Object.entries(req.buildArgs)) args.push('--opt', `build-arg:${k}=${v}`);
+  for (const [k, v] of Object.entries(req.buildArgs)) if (k !== CACHE_MOUNT_NS_ARG) args.push('--opt', `build-arg:${k}=${v}`);
+  // Cache mounts (`RUN --mount=type=cache`) live in the daemon, shared by every build it runs:
+  // prefixing their ids with the namespace keeps one tenant from reading or poisoning another's.
+  args.push('--opt', `build-arg:${CACHE_MOUNT_NS_ARG}=${cacheMountNamespace(req.repository)}`);
   for (const [k, v] of Object.entries(req.labels)) args.push('--opt', `label:${k}=${v}`);
   if (req.target) args.push('--opt', `target=${req.target}`);
   if (!req.noCache) args.push('--import-cache', `type=registry,ref=${cacheRef}`);

@@ -1,7 +1,8 @@
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { appendBuildLogs, finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';
 import { claimImageTags, releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';
@@ -97,6 +98,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         timeoutMinutes: build.timeoutMinutes,
         trigger: build.trigger,
         ref: build.sourceRef,
+        buildPool: repo.buildPool,
       };
       if (plan.source.kind === 'git') {
         if (!deps.resolveSource) {
@@ -159,13 +161,15 @@ export function createControlActivities(deps: ControlActivityDeps) {
       const build = await getBuild(db, input.buildId);
       if (!build) return;
       await updateBuild(db, input.buildId, { phase: 'recording' });
+      // The closing log line commits with the status, so a follower that sees the build end has it.
       await db.transaction(async (tx) => {
-        await finishBuild(tx as unknown as Db, input.buildId, {
+        const finished = await finishBuild(tx as unknown as Db, input.buildId, {
           status: 'succeeded',
           phase: null,
           manifestDigest: input.manifestDigest,
           pushedTags: input.tags,
         });
+        if (finished) await appendBuildLogs(tx as unknown as Db, input.buildId, [{ platform: null, line: '==> build succeeded' }]);
         await upsertImageTags(tx as unknown as Db, {
           repositoryId: build.repositoryId,
           tags: input.tags,
@@ -174,7 +178,6 @@ export function createControlActivities(deps: ControlActivityDeps) {
           creationMethod: build.creationMethod,
         });
       });
-      await appendBuildLogs(db, input.buildId, [{ platform: null, line: '==> build succeeded' }]);
     },
 
     async recordBuildFailed(input: {
@@ -183,7 +186,10 @@ export function createControlActivities(deps: ControlActivityDeps) {
       code: string;
       message: string;
     }): Promise<void> {
-      await finishBuild(db, input.buildId, { status: input.status, errorCode: input.code, errorMessage: input.message });
+      await db.transaction(async (tx) => {
+        const finished = await finishBuild(tx as unknown as Db, input.buildId, { status: input.status, errorCode: input.code, errorMessage: input.message });
+        if (finished) await appendBuildLogs(tx as unknown as Db, input.buildId, [{ platform: null, line: `==> build ${input.status}: ${input.message}` }]);
+      });
       // Tags this build claimed (immutable repositories) were never fully pushed: free them for
       // the next build. A build that did succeed keeps its tags, whatever happened after.
       if ((await getBuildStatus(db, input.buildId)) !== 'succeeded') await releaseImageTagClaims(db, input.buildId);
@@ -191,7 +197,6 @@ export function createControlActivities(deps: ControlActivityDeps) {
         .update(buildPlatforms)
         .set({ status: 'canceled', finishedAt: new Date() })
         .where(and(eq(buildPlatforms.buildId, input.buildId), inArray(buildPlatforms.status, ['queued', 'running'])));
-      await appendBuildLogs(db, input.buildId, [{ platform: null, line: `==> build ${input.status}: ${input.message}` }]);
     },
   };
 }

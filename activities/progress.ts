@@ -31,13 +31,18 @@ interface VertexState {
   announced: boolean;
   finished: boolean;
   /** Output not yet ended by a newline. */
-  partial: string;
+  partial: Buffer | null;
+  /** What the step printed, as bytes and newline-ended lines. */
+  logBytes: number;
+  logLines: number;
+  prefix: Buffer;
 }
 
 /**
  * Turns BuildKit's rawjson progress into ordered human log lines (in the style of
  * `--progress=plain`: `#3 [2/3] RUN ...`, `#3 DONE 0.4s`) and a step list with cache hits.
- * Vertexes repeat as they update, so state is merged by digest.
+ * Vertexes repeat as they update, so state is merged by digest. A step's output stays raw bytes
+ * (NUL, invalid UTF-8, `\r` and all), split into lines at `\n` only, as buildctl's plain view does.
  */
 export class ProgressTracker {
   private readonly vertexes = new Map<string, VertexState>();
@@ -51,39 +56,43 @@ export class ProgressTracker {
     this.nextIndex = opts.firstIndex ?? 1;
   }
 
-  /** Feeds one stderr line; returns the log lines it produced. */
-  push(raw: string): string[] {
+  /** Feeds one stderr line; returns the log lines it produced, each ending in `\n`. */
+  push(raw: string): Buffer {
     const text = raw.trim();
-    if (!text) return [];
+    if (!text) return EMPTY;
     let status: RawStatus;
     try {
       status = JSON.parse(text) as RawStatus;
     } catch {
       this.plainOutput.push(text);
-      return [text];
+      return Buffer.from(`${text}\n`);
     }
-    if (typeof status !== 'object' || status === null) return [];
-    const out: string[] = [];
+    if (typeof status !== 'object' || status === null) return EMPTY;
+    const out = new LineOutput();
     for (const v of status.vertexes ?? []) this.onVertex(v, out);
     for (const l of status.logs ?? []) this.onLog(l, out);
     for (const w of status.warnings ?? []) {
       const state = this.vertexes.get(w.vertex);
-      out.push(`${state ? `#${state.index} ` : ''}WARNING: ${decode(w.short ?? '')}`);
+      out.push(`${state ? `#${state.index} ` : ''}WARNING: ${Buffer.from(w.short ?? '', 'base64').toString('utf8')}`);
     }
-    return out;
+    return out.bytes();
   }
 
   private state(digest: string, name = ''): VertexState {
     let s = this.vertexes.get(digest);
     if (!s) {
-      s = { index: this.nextIndex++, name, started: null, completed: null, cached: false, error: null, announced: false, finished: false, partial: '' };
+      const index = this.nextIndex++;
+      s = {
+        index, name, started: null, completed: null, cached: false, error: null, announced: false, finished: false,
+        partial: null, logBytes: 0, logLines: 0, prefix: Buffer.from(`#${index} `),
+      };
       this.vertexes.set(digest, s);
     }
     if (name && !s.name) s.name = name;
     return s;
   }
 
-  private onVertex(v: RawVertex, out: string[]): void {
+  private onVertex(v: RawVertex, out: LineOutput): void {
     const s = this.state(v.digest, v.name);
     if (v.started) s.started ??= v.started;
     if (v.cached) s.cached = true;
@@ -106,32 +115,54 @@ export class ProgressTracker {
     }
     if (!s.finished && (s.completed || s.error)) {
       s.finished = true;
-      if (s.partial) {
-        out.push(`#${s.index} ${s.partial}`);
-        s.partial = '';
-      }
+      this.endPartial(s, out);
       if (s.error) out.push(`#${s.index} ERROR: ${s.error}`);
       else if (s.cached) out.push(`#${s.index} CACHED`);
       else out.push(`#${s.index} DONE ${seconds(s.started, s.completed)}`);
     }
   }
 
-  private onLog(l: RawLog, out: string[]): void {
+  private onLog(l: RawLog, out: LineOutput): void {
     const s = this.state(l.vertex);
-    const chunk = s.partial + decode(l.data ?? '');
-    const lines = chunk.split(/\r?\n/);
-    s.partial = lines.pop() ?? '';
-    for (const line of lines) out.push(`#${s.index} ${line}`);
+    const data = Buffer.from(l.data ?? '', 'base64');
+    if (data.length === 0) return;
+    s.logBytes += data.length;
+    const last = data.lastIndexOf(0x0a);
+    if (last < 0) {
+      s.partial = s.partial ? Buffer.concat([s.partial, data]) : data;
+      return;
+    }
+    // One buffer for every whole line of this message, each behind the step's `#N ` prefix: a
+    // chatty step sends thousands of lines per message, too many for a buffer each.
+    let lines = 0;
+    for (let nl = data.indexOf(0x0a); nl >= 0 && nl <= last; nl = data.indexOf(0x0a, nl + 1)) lines++;
+    const partialLength = s.partial?.length ?? 0;
+    const lined = Buffer.allocUnsafe(partialLength + last + 1 + lines * s.prefix.length);
+    let at = s.prefix.copy(lined, 0);
+    if (s.partial) at += s.partial.copy(lined, at);
+    let start = 0;
+    for (let nl = data.indexOf(0x0a); nl >= 0 && nl <= last; nl = data.indexOf(0x0a, start)) {
+      if (start > 0) at += s.prefix.copy(lined, at);
+      at += data.copy(lined, at, start, nl + 1);
+      start = nl + 1;
+    }
+    s.logLines += lines;
+    s.partial = start < data.length ? Buffer.from(data.subarray(start)) : null;
+    out.raw(lined);
+  }
+
+  private endPartial(s: VertexState, out: LineOutput): void {
+    if (!s.partial) return;
+    s.logLines++;
+    out.raw(s.prefix, s.partial, NEWLINE);
+    s.partial = null;
   }
 
   /** Lines left without a trailing newline when the build ends. */
-  flush(): string[] {
-    const out: string[] = [];
-    for (const s of this.vertexes.values()) {
-      if (s.partial) out.push(`#${s.index} ${s.partial}`);
-      s.partial = '';
-    }
-    return out;
+  flush(): Buffer {
+    const out = new LineOutput();
+    for (const s of this.vertexes.values()) this.endPartial(s, out);
+    return out.bytes();
   }
 
   /** Named steps in the order BuildKit announced them. */
@@ -145,6 +176,8 @@ export class ProgressTracker {
         startedAt: s.started,
         completedAt: s.completed,
         ...(s.error ? { error: s.error } : {}),
+        logBytes: s.logBytes,
+        logLines: s.logLines + (s.partial ? 1 : 0),
       }));
   }
 
@@ -162,8 +195,21 @@ function isMissingCacheImport(name: string, error: string): boolean {
   return name.startsWith('importing cache manifest from ') && /: not found$/.test(error);
 }
 
-function decode(b64: string): string {
-  return Buffer.from(b64, 'base64').toString('utf8');
+const EMPTY = Buffer.alloc(0);
+const NEWLINE = Buffer.from('\n');
+
+/** Collects output lines as byte pieces, joined once. */
+class LineOutput {
+  private readonly parts: Buffer[] = [];
+  push(line: string): void {
+    this.parts.push(Buffer.from(`${line}\n`));
+  }
+  raw(...parts: Buffer[]): void {
+    this.parts.push(...parts);
+  }
+  bytes(): Buffer {
+    return this.parts.length ? Buffer.concat(this.parts) : EMPTY;
+  }
 }
 
 function seconds(start: string | null, end: string | null): string {

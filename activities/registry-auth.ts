@@ -64,29 +64,37 @@ export async function registryAuthEnv(opts: {
   secretKey: string | undefined;
   buildId: string;
   workDir: string;
+  /** The build's own login for Kiln's registry; it wins over a RegistryAuths entry for that host. */
+  kilnRegistry?: { host: string; username: string; password: string };
 }): Promise<NodeJS.ProcessEnv | undefined> {
   const [row] = await opts.db
     .select({ enc: builds.registryAuthsEnc })
     .from(builds)
     .where(eq(builds.id, opts.buildId));
-  if (!row?.enc) return undefined;
-  if (!opts.secretKey) {
-    throw ApplicationFailure.create({
-      type: 'registry_auth_unavailable',
-      message: 'The build has registry credentials but this worker has no KILN_SECRET_KEY to read them',
-      nonRetryable: true,
-    });
+  let auths: RegistryAuths = {};
+  if (row?.enc) {
+    if (!opts.secretKey) {
+      throw ApplicationFailure.create({
+        type: 'registry_auth_unavailable',
+        message: 'The build has registry credentials but this worker has no KILN_SECRET_KEY to read them',
+        nonRetryable: true,
+      });
+    }
+    try {
+      auths = decryptRegistryAuths(opts.secretKey, row.enc);
+    } catch {
+      throw ApplicationFailure.create({
+        type: 'registry_auth_unavailable',
+        message: "The build's registry credentials cannot be decrypted: was KILN_SECRET_KEY changed since it was submitted?",
+        nonRetryable: true,
+      });
+    }
   }
-  let auths: RegistryAuths;
-  try {
-    auths = decryptRegistryAuths(opts.secretKey, row.enc);
-  } catch {
-    throw ApplicationFailure.create({
-      type: 'registry_auth_unavailable',
-      message: "The build's registry credentials cannot be decrypted: was KILN_SECRET_KEY changed since it was submitted?",
-      nonRetryable: true,
-    });
+  if (opts.kilnRegistry) {
+    const { host, username, password } = opts.kilnRegistry;
+    auths[host] = { auth: Buffer.from(`${username}:${password}`).toString('base64') };
   }
+  if (Object.keys(auths).length === 0) return undefined;
   const dir = await writeDockerConfig(path.join(opts.workDir, 'docker-config'), auths);
   return { ...process.env, DOCKER_CONFIG: dir };
 }

@@ -18,12 +18,14 @@ import { CONTEXTS_PATH, contextRoutes, type ContextConfig } from './routes/conte
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { registryEventRoutes } from './routes/registry-events';
+import { registryTokenRoutes, type RegistryTokenSigner } from './routes/registry-token';
 import { repositoryRoutes } from './routes/repositories';
 import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
 import { createRouter, validationHook } from './util';
 import { consoleRoutes } from '../console/app';
+import type { BuildLogSignals } from '../db/log-signals';
 
 export interface AppConfig {
   apiToken: string;
@@ -37,10 +39,14 @@ export interface AppConfig {
   secretKey: string;
   /** Externally reachable base URL of this API, for the webhook URLs given to git hosts. */
   publicUrl: string;
+  /** Live log followers per build and per token (KILN_MAX_LOG_FOLLOWERS_*); 100 each unless set. */
+  logFollowers?: { perBuild: number; perToken: number };
 }
 
 export interface AppDeps {
   db: Db;
+  /** Wakes log followers when a build's log or status changes (DbHandle.logSignals). */
+  logSignals: BuildLogSignals;
   config: AppConfig;
   builds: BuildStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
@@ -49,6 +55,8 @@ export interface AppDeps {
   contexts?: ContextConfig;
   /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
   authenticate?: Authenticate;
+  /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
+  registryTokenSigner?: RegistryTokenSigner;
 }
 
 export const API_PREFIX = '/api/v1';
@@ -133,6 +141,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   app.route('/', systemRoutes(deps, metrics));
   app.route(API_PREFIX, apiRoutes(deps));
+  app.route('/', registryTokenRoutes(deps, authenticate));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
   app.route('/', webhookRoutes(deps));
   // The web console: pages that call the routes above in process, as any client would.

@@ -11,6 +11,8 @@ export const ERROR_STATUS = {
   conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  range_not_satisfiable: 416,
+  too_many_requests: 429,
   internal: 500,
   service_unavailable: 503,
 } as const satisfies Record<string, ContentfulStatusCode>;
@@ -65,6 +67,8 @@ export const errorResponses = {
   409: errorResponse('Conflict with the current state'),
   413: errorResponse('Body larger than the configured limit'),
   415: errorResponse('Unsupported media type'),
+  416: errorResponse('The byte range starts past the end of the log'),
+  429: errorResponse('Too many live followers for this build or token; retry later'),
   503: errorResponse('A dependency is unavailable'),
 } as const;
 

@@ -21,7 +21,8 @@ export const NAMESPACE_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 /** One path component of the OCI distribution name grammar. */
 export const REPOSITORY_NAME_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
 export const OCI_TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
-export const BUILD_ARG_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** BUILDKIT_CACHE_MOUNT_NS is Kiln's: it keeps each namespace's cache mounts apart (activities/build.ts). */
+export const BUILD_ARG_KEY_RE = /^(?!BUILDKIT_CACHE_MOUNT_NS$)[A-Za-z_][A-Za-z0-9_]*$/;
 export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const SOURCE_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] as const;
 export type SourceProvider = (typeof SOURCE_PROVIDERS)[number];
@@ -90,6 +91,23 @@ export const NamespaceCreate = createInsertSchema(namespaces, { name: NamespaceN
   })
   .strict()
   .openapi('NamespaceCreate');
+
+/** A dedicated build pool's name, as workers give it in KILN_BUILD_POOL (a task-queue suffix). */
+export const BUILD_POOL_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const BuildPool = z.string().regex(BUILD_POOL_RE, 'a pool name is lowercase letters, digits and "-", at most 63 characters');
+
+export const NamespaceUpdate = createUpdateSchema(namespaces, { buildPool: BuildPool.nullable() })
+  .pick({
+    defaultVisibility: true,
+    defaultImmutableTags: true,
+    defaultAcceleratedImages: true,
+    autoCreateRepository: true,
+    buildPool: true,
+  })
+  .strict()
+  .openapi('NamespaceUpdate', {
+    description: '`buildPool`: builds of this namespace run only on workers started with KILN_BUILD_POOL=<pool>; null: the shared pool',
+  });
 
 export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() }).openapi('Namespace');
 export const NamespacePage = page(NamespaceView, 'NamespacePage');
@@ -264,7 +282,7 @@ export const BuildSubmit = createInsertSchema(builds, {
   buildArgs: stringMap(
     MAX_BUILD_ARGS,
     'build args',
-    z.string().regex(BUILD_ARG_KEY_RE, 'build arg names are letters, digits and "_", not starting with a digit'),
+    z.string().regex(BUILD_ARG_KEY_RE, 'build arg names are letters, digits and "_", not starting with a digit (BUILDKIT_CACHE_MOUNT_NS is reserved)'),
   )
     .openapi({ description: `Case-sensitive names matching ${BUILD_ARG_KEY_RE.source}` })
     .optional(),
@@ -321,6 +339,8 @@ export const BuildStepView = z
     completedAt: z.string().nullable(),
     durationMs: z.number().int().nullable().openapi({ description: 'null until the step has started and completed' }),
     error: z.string().optional(),
+    logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }),
+    logLines: z.number().int().openapi({ description: 'Lines the step printed' }),
   })
   .openapi('BuildStep');
 
@@ -365,6 +385,9 @@ export const BuildView = z
     pushedTags: z.array(z.string()),
     accelerated: z.object({ tags: z.array(z.string()), digest: z.string().nullable() }).optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
+    logIncomplete: z.boolean().openapi({
+      description: 'Some log output could not be stored; a line starting `==> log incomplete` in the log says what',
+    }),
     workflowId: z.string(),
     temporalUiUrl: z.string().nullable(),
     createdAt: iso(),
@@ -390,6 +413,17 @@ export const BuildLogsQuery = z.object({
     .enum(['1', '0', 'true', 'false'])
     .optional()
     .openapi({ description: '1 → Server-Sent Events until the build ends' }),
+  platform: z
+    .enum([...PLATFORMS, 'build'])
+    .optional()
+    .openapi({ description: "One stream only: a platform's output as raw bytes (no prefix), or `build` for Kiln's own lines" }),
+  offset: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .optional()
+    .openapi({ description: 'With platform: start at this byte of the stream (resume a download); a Range header does the same' }),
 });
 
 export const CancelAccepted = z

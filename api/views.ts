@@ -72,6 +72,8 @@ export function stepView(s: BuildStep) {
     completedAt: s.completedAt,
     durationMs: Number.isFinite(ms) ? Math.max(0, Math.round(ms)) : null,
     ...(s.error ? { error: s.error } : {}),
+    logBytes: s.logBytes ?? 0,
+    logLines: s.logLines ?? 0,
   };
 }
 
@@ -109,6 +111,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
     ...(b.errorCode || b.errorMessage
       ? { error: { code: b.errorCode ?? 'unknown', message: b.errorMessage ?? '' } }
       : {}),
+    logIncomplete: b.logIncomplete,
     workflowId: b.workflowId,
     temporalUiUrl: temporalWorkflowUrl(link, b.workflowId),
     createdAt: b.createdAt.toISOString(),

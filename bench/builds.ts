@@ -206,3 +206,26 @@ export async function benchCache(ctx: BuildCtx, fresh: () => Promise<void>) {
   }
   return { withCache: side(withCache), without: side(without), cacheHits: hits };
 }
+
+/**
+ * 1c. What the sandbox costs: the same warm build, sandboxed (RUN on buildkitd's firewalled
+ * bridge, pushing to a registry with token auth, Kiln the issuer, a credential per build) and open
+ * (the design before the sandbox: RUN on the host's network, an open registry). One Kiln per side
+ * (a control worker talks to one registry), so the sides run one after the other in the same run.
+ * The base is cached; one RUN runs every time (a new NONCE), so each run pays for a step's network
+ * namespace and for the token exchanges of pull, cache import/export and push.
+ */
+export async function benchSandboxSide(c: BuildCtx & { registry: string }) {
+  const build = () =>
+    kilnBuild(c, {
+      repository: 'bench/sandbox',
+      dockerfile: `FROM ${c.registry}/base/busybox\nARG NONCE\nRUN echo $NONCE > /nonce\n`,
+      platforms: ['linux/amd64'],
+      buildArgs: { NONCE: randomBytes(8).toString('hex') },
+      tags: ['warm'],
+    });
+  for (let i = 0; i < 2; i++) await build();
+  const samples: number[] = [];
+  for (let i = 0; i < c.runs; i++) samples.push(await timed(build));
+  return side(samples);
+}

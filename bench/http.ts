@@ -13,6 +13,7 @@ import { median, percentile } from './stats';
 
 export interface ApiProcess {
   url: string;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -60,6 +61,7 @@ export async function startApiProcess(o: {
   }
   return {
     url,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;

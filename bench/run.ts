@@ -1,6 +1,8 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
-// Prints one table; asserts nothing. KILN_BENCH_ONLY=overhead,fanout,cache,ingest,reads,upload picks rows.
+// Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
+// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,logs,lazy,upload) picks rows.
+// KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts the ports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -8,18 +10,28 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { Component } from '../env';
 import { startKiln, type Kiln, type KilnOptions } from '../infra/kiln';
-import { startBuildkitd, startStack, type Stack } from '../infra/stack';
+import { startBuildkitd, startRegistry, startStack, type ProcessHandle, type Stack } from '../infra/stack';
 import { toolPaths } from '../infra/tools';
 import { installQuietRuntime } from '../infra/workers';
-import { benchCache, benchFanOut, benchOverhead, kilnBuild, type BuildCtx } from './builds';
+import { benchCache, benchFanOut, benchOverhead, benchSandboxSide, kilnBuild, type BuildCtx } from './builds';
+import { ensurePublicRepository } from '../db/queries/repositories';
+import { REGISTRY_SYSTEM_USER, REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE, registrySystemPassword } from '../domain/registry-access';
+import { BASE_IMAGE_REPO, ensureBaseImage } from '../infra/base-image';
+import { loadOrCreateRegistryTokenKeys } from '../infra/registry-token-keys';
 import { benchIngest, benchReads, startApiProcess } from './http';
+import { benchLazyPull } from './lazy';
 import { benchUpload, UPLOAD_MIB } from './upload';
+import { benchChatty, benchFollow, benchLogDownload, CHATTY_LINES } from './logs';
 import { ms, printTable, ratio } from './stats';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ONLY = new Set((process.env.KILN_BENCH_ONLY ?? 'overhead,fanout,cache,ingest,reads,upload').split(',').map((s) => s.trim()));
-const PORTS = { temporal: 37233, temporalUi: 38233, registry: 35000, postgres: 35432 };
-const API_PORT = 33000;
+const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'logs', 'lazy', 'upload'];
+const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
+for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
+// KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts them, for two benches on one machine.
+const PORT_OFFSET = Number(process.env.KILN_BENCH_PORT_OFFSET ?? process.env.KILN_TEST_PORT_OFFSET ?? 0) || 0;
+const PORTS = { temporal: 37233 + PORT_OFFSET, temporalUi: 38233 + PORT_OFFSET, registry: 35000 + PORT_OFFSET, postgres: 35432 + PORT_OFFSET };
+const API_PORT = 33000 + PORT_OFFSET;
 
 type Row = { '#': string; scenario: string; Kiln: string; 'side by side (same run)': string; ratio: string; target: string };
 
@@ -62,6 +74,7 @@ async function main() {
   let kiln: Kiln | undefined;
   let readBuildId: string | undefined;
   let where: Record<string, number> | undefined;
+  let lazyVersions: string | undefined;
   try {
     // ---------------------------------------------------------------- builds on the stack's buildkitd
     kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
@@ -89,18 +102,6 @@ async function main() {
         target: 'reported',
       });
     }
-    if (ONLY.has('upload')) {
-      log('6. context upload');
-      const r = await benchUpload({ url: kiln.url!, token, workDir: ctx.workDir, runs: RUNS });
-      rows.push({
-        '#': '6',
-        scenario: `Local context upload: ${UPLOAD_MIB} MiB directory, \`kiln build --detach\` (tar made while sending) vs \`curl --data-binary\` of its tar, same endpoint`,
-        Kiln: `${r.cli.toFixed(0)} MiB/s`,
-        'side by side (same run)': `curl ${r.curl.toFixed(0)} MiB/s`,
-        ratio: `${(r.cli / r.curl).toFixed(2)}×`,
-        target: '≥ 0.8× curl',
-      });
-    }
     if (ONLY.has('fanout')) {
       log('2. fan-out');
       const r = await benchFanOut(ctx);
@@ -123,8 +124,99 @@ async function main() {
       });
       readBuildId = view.id;
     }
+    if (ONLY.has('lazy')) {
+      log('6. lazy pull (cold start)');
+      const r = await benchLazyPull(ctx, log);
+      const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
+      const faster = (x: { plain: { median: number }; accelerated: { median: number } }) => `${(x.plain.median / x.accelerated.median).toFixed(2)}× faster`;
+      rows.push({
+        '#': '6a',
+        scenario: `Cold start, large image (${mb(r.large.layerBytes)}: busybox + one layer of 50 × 10 MB incompressible files; the command reads one small file): \`_accelerated\` (stargz, lazy) vs plain (overlayfs, full pull); pull → first line`,
+        Kiln: `accelerated ${ms(r.large.accelerated.median)}`,
+        'side by side (same run)': `plain ${ms(r.large.plain.median)}`,
+        ratio: faster(r.large),
+        target: '≥ 2× faster',
+      });
+      rows.push({
+        '#': '6b',
+        scenario: `Cold start, small image (busybox + 1 file, ${mb(r.small.layerBytes)}): same comparison`,
+        Kiln: `accelerated ${ms(r.small.accelerated.median)}`,
+        'side by side (same run)': `plain ${ms(r.small.plain.median)}`,
+        ratio: faster(r.small),
+        target: 'reported',
+      });
+      lazyVersions = `containerd ${r.versions.containerd} (Debian), containerd-stargz-grpc ${r.versions.stargzSnapshotter}, ctr-remote ${r.versions.ctrRemote} (Debian)`;
+    }
+    if (ONLY.has('upload')) {
+      log('8. context upload');
+      const r = await benchUpload({ url: kiln.url!, token, workDir: ctx.workDir, runs: RUNS });
+      rows.push({
+        '#': '8',
+        scenario: `Local context upload: ${UPLOAD_MIB} MiB directory, \`kiln build --detach\` (tar made while sending) vs \`curl --data-binary\` of its tar, same endpoint`,
+        Kiln: `${r.cli.toFixed(0)} MiB/s`,
+        'side by side (same run)': `curl ${r.curl.toFixed(0)} MiB/s`,
+        ratio: `${(r.cli / r.curl).toFixed(2)}×`,
+        target: '≥ 0.8× curl',
+      });
+    }
     await kiln.close();
     kiln = undefined;
+
+    if (ONLY.has('sandbox')) {
+      log('1c. sandbox');
+      const stops: ProcessHandle[] = [];
+      try {
+        // The design before the sandbox: a host-networked buildkitd and the stack's open registry.
+        const hostBk = await startBuildkitd({ dataDir: path.join(dataDir, 'bk-host'), unsandboxedForBench: true, log: () => {} });
+        stops.push(hostBk.handle);
+        kiln = await startKiln(kilnOptions({ 'linux/amd64': hostBk.address, 'linux/arm64': hostBk.address }, 'kiln-open', ['api', 'control', 'build-linux-amd64']));
+        const open = await benchSandboxSide({ stack, kiln, token, workDir: path.join(dataDir, 'bench'), runs: RUNS, registry: stack.registry });
+        await kiln.close();
+        // The bridge and firewall alone (open registry), to tell the two costs apart.
+        kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln-bridge', ['api', 'control', 'build-linux-amd64']));
+        const bridgeOnly = await benchSandboxSide({ stack, kiln, token, workDir: path.join(dataDir, 'bench'), runs: RUNS, registry: stack.registry });
+        await kiln.close();
+        kiln = undefined;
+        // The sandbox: the stack's bridge buildkitd and a registry whose token issuer is Kiln.
+        const keys = await loadOrCreateRegistryTokenKeys(path.join(dataDir, 'secrets'));
+        const authRegistry = `127.0.0.1:${PORTS.registry + 1}`;
+        kiln = await startKiln({
+          ...kilnOptions(stack.buildkit, 'kiln-sandboxed', ['api', 'control', 'build-linux-amd64']),
+          registry: authRegistry,
+          ownRegistry: true,
+          registryTokenSigner: keys,
+        });
+        const reg = await startRegistry({
+          dataDir: path.join(dataDir, 'auth-registry'),
+          port: PORTS.registry + 1,
+          tokenAuth: { realm: `${kiln.url}/registry/token`, service: REGISTRY_TOKEN_SERVICE, issuer: REGISTRY_TOKEN_ISSUER, rootCertBundle: keys.certFile },
+          log: () => {},
+        });
+        stops.push(reg.handle);
+        await ensurePublicRepository(kiln.db.db, BASE_IMAGE_REPO);
+        await ensureBaseImage({
+          registry: authRegistry,
+          buildctl: toolPaths().buildctl,
+          buildkitAddr: stack.buildkit['linux/amd64'],
+          busybox: toolPaths().busybox,
+          workDir: path.join(dataDir, 'auth-base'),
+          credentials: { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(secretKey) },
+        });
+        const sandboxed = await benchSandboxSide({ stack, kiln, token, workDir: path.join(dataDir, 'bench'), runs: RUNS, registry: authRegistry });
+        await kiln.close();
+        kiln = undefined;
+        rows.push({
+          '#': '1c',
+          scenario: 'Sandbox: warm build whose one RUN runs; bridge network + firewall + token-auth registry (a credential per build) vs host network + open registry (before the sandbox)',
+          Kiln: ms(sandboxed.median),
+          'side by side (same run)': `open ${ms(open.median)}; bridge + firewall only ${ms(bridgeOnly.median)}`,
+          ratio: `${ratio(sandboxed.median, open.median)} (+${ms(sandboxed.median - open.median)}: network +${ms(bridgeOnly.median - open.median)}, registry auth +${ms(sandboxed.median - bridgeOnly.median)})`,
+          target: '≤ 1.05×',
+        });
+      } finally {
+        for (const h of stops.reverse()) await h.stop().catch(() => undefined);
+      }
+    }
 
     // ---------------------------------------------------------------- a fresh buildkitd, for the cache row
     if (ONLY.has('cache')) {
@@ -212,8 +304,61 @@ async function main() {
         await apiProc.stop();
       }
     }
+    // ---------------------------------------------------------------- logs (issue #9)
+    if (ONLY.has('logs')) {
+      kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln-logs', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
+      const ctx: BuildCtx = { stack, kiln, token, workDir: path.join(dataDir, 'bench-logs'), runs: RUNS };
+      mkdirSync(ctx.workDir, { recursive: true });
+      log('7a. chatty build');
+      const chatty = await benchChatty(ctx);
+      rows.push({
+        '#': '7a',
+        scenario: `Chatty build: \`RUN seq 1 ${CHATTY_LINES}\` (${(chatty.bytes / 1e6).toFixed(1)} MB of output, no cache, 1 platform), Kiln end to end (every line stored) vs \`buildctl build\` + push with the same flags`,
+        Kiln: ms(chatty.kiln),
+        'side by side (same run)': `buildctl ${ms(chatty.raw)}`,
+        ratio: ratio(chatty.kiln, chatty.raw),
+        target: '≤ 1.2×',
+      });
+      const apiProc = await startApiProcess({
+        dataDir: path.join(dataDir, 'api-logs'),
+        port: API_PORT + 1,
+        databaseUrl: stack.postgresUrl!,
+        temporalAddress: stack.temporalAddress,
+        registry: stack.registry,
+        apiToken: token,
+        secretKey,
+      });
+      try {
+        log('7b. live follow');
+        const f = await benchFollow(ctx, apiProc.url);
+        rows.push({
+          '#': '7b',
+          scenario: `Live follow: a RUN prints a line every 200 ms → each of 50 SSE followers (API process of its own, Postgres NOTIFY) receives it (${f.samples} samples)`,
+          Kiln: `p50 ${ms(f.p50)}, p99 ${ms(f.p99)} (last line p99 ${ms(f.lastP99)})`,
+          'side by side (same run)': `buildctl --progress=plain shows it: p50 ${ms(f.rawP50)}, p99 ${ms(f.rawP99)}`,
+          ratio: '',
+          target: 'p99 ≤ 1 s',
+        });
+        log('7c. 64 MiB log, 10 downloads');
+        const d = await benchLogDownload(ctx, apiProc.url, apiProc.pid, stack.postgresUrl!);
+        const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+        rows.push({
+          '#': '7c',
+          scenario: `Memory: 10 clients download a ${mib(d.logBytes)} log at once (GET /logs, streamed; ${mib(d.received)} sent in ${d.seconds.toFixed(1)} s)`,
+          Kiln: `API peak RSS ${mib(d.peak)}`,
+          'side by side (same run)': `RSS before ${mib(d.before)} (+${mib(d.peak - d.before)})`,
+          ratio: '',
+          target: 'flat (≪ 10 × 64 MiB)',
+        });
+      } finally {
+        await apiProc.stop();
+      }
+      await kiln.close();
+      kiln = undefined;
+    }
     console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs\n`);
     printTable(rows);
+    if (lazyVersions) console.log(`\nRow 6: ${lazyVersions}`);
     if (where) {
       console.log('\nWhere a warm 1-platform Kiln build spends its time (row 1; medians, from the workflow history):\n');
       printTable(Object.entries(where).map(([step, t]) => ({ step, median: ms(t) })));

@@ -409,7 +409,7 @@ export function program(): Command {
     .action(async (id: string, o: { follow?: boolean }) => {
       const conn = await connect();
       if (!o.follow) {
-        const res = await conn.api.builds[':id'].logs.$get({ param: { id }, query: {} });
+        const res = await conn.api.builds[':id'].logs.$get({ param: { id }, query: {}, header: {} });
         if (!res.ok) await ok(res, 'reading the log');
         return void process.stdout.write(await res.text());
       }

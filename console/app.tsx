@@ -813,7 +813,7 @@ export function consoleRoutes(opts: ConsoleOptions) {
   });
 
   app.get('/builds/:id/log.txt', async (c) => {
-    const res = await c.get('api').builds[':id'].logs.$get({ param: { id: c.req.param('id') }, query: {} });
+    const res = await c.get('api').builds[':id'].logs.$get({ param: { id: c.req.param('id') }, query: {}, header: {} });
     if (!res.ok) await data(res as never);
     return c.body(await res.text(), 200, { 'content-type': 'text/plain; charset=utf-8', 'content-disposition': `attachment; filename="build-${c.req.param('id')}.log"` });
   });
@@ -821,8 +821,8 @@ export function consoleRoutes(opts: ConsoleOptions) {
   app.get('/builds/:id/events', async (c) => {
     const lastId = c.req.header('last-event-id');
     const res = await c.get('api').builds[':id'].logs.$get(
-      { param: { id: c.req.param('id') }, query: { follow: '1' } },
-      { headers: lastId ? { 'last-event-id': lastId } : {}, init: { signal: c.req.raw.signal } },
+      { param: { id: c.req.param('id') }, query: { follow: '1' }, header: lastId ? { 'last-event-id': lastId } : {} },
+      { init: { signal: c.req.raw.signal } },
     );
     if (!res.ok) await data(res as never);
     return new Response(res.body, { headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' } });

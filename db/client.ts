@@ -8,6 +8,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { BuildLogSignals } from './log-signals';
 import * as schema from './schema';
 
 /** The one database type the queries take: PGlite and Postgres share it. */
@@ -16,6 +17,8 @@ export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
 export interface DbHandle {
   db: Db;
   kind: 'pglite' | 'postgres';
+  /** Wakes build log followers (LISTEN on Postgres, PGlite's notifications in process). */
+  logSignals: BuildLogSignals;
   close(): Promise<void>;
 }
 
@@ -30,7 +33,9 @@ export async function openDatabase(opts: { url?: string; dataDir?: string }): Pr
     const client = postgres(opts.url, { max: 10, onnotice: () => {} });
     const db = drizzlePostgres(client, { schema });
     await migratePostgres(db, { migrationsFolder });
-    return { db: db as unknown as Db, kind: 'postgres', close: () => client.end({ timeout: 5 }) };
+    // postgres.js keeps one extra connection for LISTEN and re-listens after a reconnect.
+    const logSignals = new BuildLogSignals((channel, fn) => client.listen(channel, fn));
+    return { db: db as unknown as Db, kind: 'postgres', logSignals, close: () => client.end({ timeout: 5 }) };
   }
   let location: string | undefined;
   if (opts.dataDir && opts.dataDir !== 'memory://') {
@@ -40,5 +45,6 @@ export async function openDatabase(opts: { url?: string; dataDir?: string }): Pr
   const client = new PGlite(location);
   const db = drizzlePglite(client, { schema });
   await migratePglite(db, { migrationsFolder });
-  return { db: db as unknown as Db, kind: 'pglite', close: () => client.close() };
+  const logSignals = new BuildLogSignals((channel, fn) => client.listen(channel, fn));
+  return { db: db as unknown as Db, kind: 'pglite', logSignals, close: () => client.close() };
 }

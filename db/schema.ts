@@ -4,6 +4,7 @@ import {
   type AnyPgColumn,
   bigint,
   bigserial,
+  customType,
   boolean,
   index,
   integer,
@@ -38,6 +39,8 @@ export const namespaces = pgTable('namespaces', {
   defaultImmutableTags: boolean('default_immutable_tags').notNull().default(false),
   defaultAcceleratedImages: boolean('default_accelerated_images').notNull().default(false),
   autoCreateRepository: boolean('auto_create_repository').notNull().default(true),
+  /** Dedicated build pool (admin-set): its builds run only on workers with KILN_BUILD_POOL=<pool>. */
+  buildPool: text('build_pool'),
   createdAt: createdAt(),
 });
 
@@ -73,6 +76,9 @@ export interface BuildStep {
   startedAt: string | null;
   completedAt: string | null;
   error?: string;
+  /** Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes). */
+  logBytes?: number;
+  logLines?: number;
 }
 
 export const builds = pgTable(
@@ -108,6 +114,10 @@ export const builds = pgTable(
     /** False (PAI OverwriteImageTag: false): no tag of this build, `latest` included, may replace one. */
     overwriteTags: boolean('overwrite_tags').notNull().default(true),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
+    /** Log bytes the build's platforms have stored, counted against KILN_MAX_LOG_BYTES. */
+    logBytes: bigint('log_bytes', { mode: 'number' }).notNull().default(0),
+    /** Some log output could not be stored (a marker line in the log says what). */
+    logIncomplete: boolean('log_incomplete').notNull().default(false),
     manifestDigest: text('manifest_digest'),
     pushedTags: text('pushed_tags').array().notNull().default(sql`'{}'::text[]`),
     acceleratedTags: text('accelerated_tags').array().notNull().default(sql`'{}'::text[]`),
@@ -150,19 +160,39 @@ export const buildPlatforms = pgTable(
   (t) => [primaryKey({ columns: [t.buildId, t.platform] })],
 );
 
-export const buildLogs = pgTable(
-  'build_logs',
+/** Raw bytes, stored as they are (NUL, invalid UTF-8 and all); Buffer on both drivers. */
+const bytea = customType<{ data: Buffer; driverData: Buffer | Uint8Array }>({
+  dataType: () => 'bytea',
+  fromDriver: (v) => (Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength)),
+  toDriver: (v) => v,
+});
+
+/** The stream of Kiln's own lines about the whole build (not one platform's). */
+export const BUILD_LOG_STREAM = '';
+
+/**
+ * A build's log as byte chunks (up to 64 KiB) per stream: one stream per platform plus
+ * BUILD_LOG_STREAM. Offsets make each stream addressable by byte (resumable downloads); `seq`
+ * orders chunks across streams for the combined log and the SSE event ids. Inserting a chunk or
+ * changing a build's status notifies channel `kiln_build_log` with the build id (migration 0003).
+ */
+export const buildLogChunks = pgTable(
+  'build_log_chunks',
   {
-    /** Global order of lines across platforms. */
-    seq: bigserial('seq', { mode: 'number' }).primaryKey(),
     buildId: uuid('build_id')
       .notNull()
       .references(() => builds.id, { onDelete: 'cascade' }),
-    platform: text('platform'),
-    line: text('line').notNull(),
+    stream: text('stream').notNull(),
+    /** Where the chunk starts in its stream. */
+    byteOffset: bigint('byte_offset', { mode: 'number' }).notNull(),
+    seq: bigserial('seq', { mode: 'number' }).notNull(),
+    data: bytea('data').notNull(),
     createdAt: createdAt(),
   },
-  (t) => [index('build_logs_build_seq').on(t.buildId, t.seq)],
+  (t) => [
+    primaryKey({ columns: [t.buildId, t.stream, t.byteOffset] }),
+    index('build_log_chunks_build_seq').on(t.buildId, t.seq),
+  ],
 );
 
 export const imageTags = pgTable(

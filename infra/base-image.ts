@@ -6,15 +6,13 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { RegistryClient, type RegistryCredentials } from '../activities/registry.js';
+import { writeDockerConfig } from '../activities/registry-auth.js';
 
 export const BASE_IMAGE_REPO = 'base/busybox';
 export const BASE_IMAGE_TAG = 'latest';
 const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
 
-const INDEX_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-].join(', ');
 
 export interface BaseImageOptions {
   /** host:port of the registry (plain HTTP). */
@@ -26,6 +24,8 @@ export interface BaseImageOptions {
   workDir: string;
   /** Registry is plain HTTP but not on loopback. */
   insecure?: boolean;
+  /** A login for a registry with auth (Kiln's own: its system credential). */
+  credentials?: RegistryCredentials;
   log?: (msg: string) => void;
 }
 
@@ -35,24 +35,22 @@ interface IndexManifest {
 }
 
 /** The platforms (os/arch) of <registry>/<repo>:<tag>'s index, or null if it does not exist. */
-export async function indexPlatforms(registry: string, repo = BASE_IMAGE_REPO, tag = BASE_IMAGE_TAG): Promise<string[] | null> {
-  const res = await fetch(`http://${registry}/v2/${repo}/manifests/${tag}`, {
-    headers: { Accept: INDEX_ACCEPT },
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (res.status === 404) {
-    await res.body?.cancel();
-    return null;
-  }
-  if (!res.ok) throw new Error(`GET ${repo}:${tag} from ${registry}: HTTP ${res.status} ${await res.text()}`);
-  const body = (await res.json()) as IndexManifest;
+export async function indexPlatforms(
+  registry: string,
+  repo = BASE_IMAGE_REPO,
+  tag = BASE_IMAGE_TAG,
+  credentials?: RegistryCredentials,
+): Promise<string[] | null> {
+  const manifest = await new RegistryClient(registry, credentials).getManifest(repo, tag);
+  if (!manifest) return null;
+  const body = manifest.json as IndexManifest;
   if (!Array.isArray(body.manifests)) return []; // a single-platform manifest, not an index
   return body.manifests.flatMap((m) => (m.platform?.os && m.platform.architecture ? [`${m.platform.os}/${m.platform.architecture}`] : []));
 }
 
-function runCapture(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
+function runCapture(cmd: string, args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.stderr.on('data', (d: Buffer) => (out += d.toString('utf8')));
@@ -98,7 +96,7 @@ export async function writeBaseImageContext(dir: string, busybox: { amd64: strin
 /** Pushes <registry>/base/busybox:latest (linux/amd64 + linux/arm64) unless it is already there. */
 export async function ensureBaseImage(o: BaseImageOptions): Promise<{ built: boolean; platforms: string[] }> {
   const log = o.log ?? (() => {});
-  const have = await indexPlatforms(o.registry);
+  const have = await indexPlatforms(o.registry, BASE_IMAGE_REPO, BASE_IMAGE_TAG, o.credentials);
   if (have && PLATFORMS.every((p) => have.includes(p))) return { built: false, platforms: have };
 
   log(`building ${o.registry}/${BASE_IMAGE_REPO}:${BASE_IMAGE_TAG} for ${PLATFORMS.join(', ')}`);
@@ -113,6 +111,16 @@ export async function ensureBaseImage(o: BaseImageOptions): Promise<{ built: boo
     'rewrite-timestamp=true',
     ...(o.insecure ? ['registry.insecure=true'] : []),
   ].join(',');
+  // A registry with auth gets the login through a private DOCKER_CONFIG, removed right after.
+  const dockerConfig = join(o.workDir, 'docker-config');
+  const env = o.credentials
+    ? {
+        ...process.env,
+        DOCKER_CONFIG: await writeDockerConfig(dockerConfig, {
+          [o.registry]: { auth: Buffer.from(`${o.credentials.username}:${o.credentials.password}`).toString('base64') },
+        }),
+      }
+    : undefined;
   const r = await runCapture(
     o.buildctl,
     [
@@ -127,11 +135,12 @@ export async function ensureBaseImage(o: BaseImageOptions): Promise<{ built: boo
       '--progress', 'plain',
     ],
     10 * 60_000,
-  );
+    env,
+  ).finally(() => rmSync(dockerConfig, { recursive: true, force: true }));
   if (r.code !== 0) {
     throw new Error(`building the base image failed (buildctl exit ${r.code}):\n${r.out.split('\n').slice(-30).join('\n')}`);
   }
-  const now = await indexPlatforms(o.registry);
+  const now = await indexPlatforms(o.registry, BASE_IMAGE_REPO, BASE_IMAGE_TAG, o.credentials);
   const missing = PLATFORMS.filter((p) => !now?.includes(p));
   if (missing.length) throw new Error(`base image pushed but its index lacks ${missing.join(', ')} (has: ${now?.join(', ') ?? 'nothing'})`);
   log(`base image ready: ${o.registry}/${BASE_IMAGE_REPO}:${BASE_IMAGE_TAG} (${now!.join(', ')})`);

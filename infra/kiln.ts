@@ -4,6 +4,8 @@ import { NativeConnection } from '@temporalio/worker';
 import { scheduleContextSweep } from '../activities/context';
 import { RegistryClient } from '../activities/registry';
 import { createApp } from '../api/app';
+import type { RegistryTokenSigner } from '../api/routes/registry-token';
+import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { serveApi } from '../api/server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -20,6 +22,16 @@ export interface KilnOptions {
   temporalUiUrl: string | null;
   registry: string;
   registryCredentials?: { username: string; password: string };
+  /**
+   * The registry is Kiln's own, with Kiln as its token issuer: Kiln's services log in with a
+   * credential derived from the secret key and every build gets one of its own (unless
+   * registryCredentials says otherwise for the services).
+   */
+  ownRegistry?: boolean;
+  /** Signs registry tokens at /registry/token (the API of a Kiln whose registry trusts it). */
+  registryTokenSigner?: RegistryTokenSigner;
+  /** KILN_BUILD_POOL: the build workers serve this dedicated pool. */
+  buildPool?: string;
   buildkit: Record<Platform, string>;
   buildctl: string;
   apiToken: string;
@@ -30,6 +42,10 @@ export interface KilnOptions {
   maxContextBytes?: number;
   /** How long an unused uploaded context is kept (default 24 h). */
   contextRetentionMs?: number;
+  /** KILN_MAX_LOG_BYTES (default 64 MiB). */
+  maxLogBytes?: number;
+  /** Caps on live log followers (defaults 100 and 100). */
+  logFollowers?: { perBuild: number; perToken: number };
   components: Component[];
   /** Extra readiness checks (e.g. buildkitd) shown by /readyz. */
   readiness?: Record<string, () => Promise<void>>;
@@ -52,7 +68,10 @@ export interface Kiln {
 /** Runs the Kiln processes (API, control worker, build workers) that `components` selects. */
 export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const db = opts.db ?? (await openDatabase({ url: opts.databaseUrl, dataDir: opts.dataDir }));
-  const registry = new RegistryClient(opts.registry, opts.registryCredentials);
+  const registry = new RegistryClient(
+    opts.registry,
+    opts.registryCredentials ?? (opts.ownRegistry ? { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(opts.secretKey) } : undefined),
+  );
   installQuietRuntime();
   // One native connection for the workers and the API's client: with a control worker in this
   // process, the server can hand a new build's first workflow task straight back (eager start).
@@ -70,12 +89,16 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     workRoot: path.join(opts.dataDir, 'work'),
     components: opts.components,
     secretKey: opts.secretKey,
+    issueBuildCredentials: !!opts.ownRegistry,
+    buildPool: opts.buildPool,
+    maxLogBytes: opts.maxLogBytes,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
   if (opts.components.includes('api')) {
     const app = createApp({
       db: db.db,
+      logSignals: db.logSignals,
       config: {
         apiToken: opts.apiToken,
         maxBodyBytes: opts.maxBodyBytes,
@@ -84,6 +107,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         registry: registry.host,
         secretKey: opts.secretKey,
         publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
+        ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
       },
       builds: createTemporalBuildStarter(client),
       contexts: {
@@ -91,6 +115,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         maxContextBytes: opts.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES,
         retentionMs: opts.contextRetentionMs ?? DEFAULT_CONTEXT_RETENTION_MS,
       },
+      registryTokenSigner: opts.registryTokenSigner,
       readiness: {
         temporal: async () => {
           await connection.workflowService.getSystemInfo({});

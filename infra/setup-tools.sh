@@ -6,18 +6,26 @@
 #   temporal-1.5.1/temporal                 Temporal CLI (dev server + UI), built with `go install`
 #   buildkit-<ver>/{buildkitd,buildctl}     BuildKit, pinned by infra/tools/buildkit/go.mod
 #   busybox/{amd64,arm64}/busybox           static busybox for the locally made base image
+#   stargz-snapshotter-<ver>/containerd-stargz-grpc
+#                                           stargz snapshotter daemon (lazy pulls), pinned by
+#                                           infra/tools/stargz/go.mod; with Debian's containerd and
+#                                           ctr-remote it is the lazy-pull runtime of the bench and
+#                                           of test/e2e/lazy-pull.test.ts (infra/lazy-pull.ts)
 #
 # Hosts with internet access may instead drop the same versions from the release pages into those
 # directories (they are only built here because this environment reaches nothing but the Go module
 # proxy, npm and Debian):
 #   https://github.com/temporalio/cli/releases/tag/v1.5.1    (temporal_cli_1.5.1_linux_amd64.tar.gz)
 #   https://github.com/moby/buildkit/releases/tag/v0.26.0    (buildkit-v0.26.0.linux-amd64.tar.gz, bin/)
+#   https://github.com/containerd/stargz-snapshotter/releases/tag/v0.19.1
+#                                  (stargz-snapshotter-v0.19.1-linux-amd64.tar.gz, containerd-stargz-grpc)
 set -euo pipefail
 
 started=$(date +%s.%N)
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${KILN_TOOLS_DIR:-$HOME/.cache/kiln/tools}
 BK_MOD_DIR=$REPO_ROOT/infra/tools/buildkit
+STARGZ_MOD_DIR=$REPO_ROOT/infra/tools/stargz
 
 TEMPORAL_VERSION=1.5.1
 # Temporal CLI v1.5.1's go.mod says `go 1.25.0`.
@@ -27,12 +35,24 @@ BUILDKIT_VERSION=$(awk '$1 == "github.com/moby/buildkit" { print $2; exit }' "$B
 # BuildKit v0.26.0 needs Go >= 1.24.3; our pinning module may ask for more (its `go` line).
 BUILDKIT_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$BK_MOD_DIR/go.mod")
 [[ $(printf '%s\n' "$BUILDKIT_MIN_GO" 1.24.3 | sort -V | tail -1) == 1.24.3 ]] && BUILDKIT_MIN_GO=1.24.3
+# The stargz snapshotter version, pinned by our module (its go line is the Go it needs: v0.19.1 says 1.26.6).
+STARGZ_VERSION=$(awk '$1 == "github.com/containerd/stargz-snapshotter" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
+STARGZ_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
 
-APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates chromium)
+# containernetworking-plugins + iptables + nftables: RUN steps on a firewalled bridge (infra/build-network.ts);
+# skopeo: the standard registry client the tests pull with;
+# stargz-snapshotter (only ctr-remote) and containerd (1.6, with ctr) are the lazy-pull runtime's;
+# chromium: the browser the console's e2e tests drive (playwright-core).
+APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates chromium
+  containernetworking-plugins iptables nftables iproute2 skopeo stargz-snapshotter)
+# A containerd already on PATH (e.g. Docker's containerd.io, which conflicts with Debian's package:
+# installing ours would remove Docker) is used as it is; the runtime starts a private one anyway.
+command -v containerd >/dev/null && command -v ctr >/dev/null || APT_PACKAGES+=(containerd)
 
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }
 [[ -n $BUILDKIT_VERSION ]] || die "cannot read the github.com/moby/buildkit version from $BK_MOD_DIR/go.mod"
+[[ -n $STARGZ_VERSION ]] || die "cannot read the github.com/containerd/stargz-snapshotter version from $STARGZ_MOD_DIR/go.mod"
 
 mkdir -p "$TOOLS"
 # Serialise concurrent runs (npm start and npm test may both call this) so two builds never race.
@@ -75,7 +95,10 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   for p in "${missing[@]}"; do installed "$p" || die "Debian package $p is still not installed"; done
 fi
 command -v runc >/dev/null || die "runc is not on PATH (Debian package runc); buildkitd's OCI worker needs it"
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/firewall ]] || die "/usr/lib/cni/{bridge,firewall} missing (Debian package containernetworking-plugins); buildkitd's bridge networking needs them"
+command -v nft >/dev/null || die "nft is not on PATH (Debian package nftables); the build firewall needs it"
 [[ -x /usr/bin/docker-registry ]] || die "/usr/bin/docker-registry missing (Debian package docker-registry)"
+for b in containerd ctr ctr-remote; do command -v $b >/dev/null || die "$b is not on PATH (Debian packages containerd, stargz-snapshotter)"; done
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [[ -n $PG_BIN && -x $PG_BIN/postgres ]] || die "no /usr/lib/postgresql/<ver>/bin/postgres (Debian package postgresql)"
 
@@ -125,6 +148,7 @@ fi
 # ---------------------------------------------------------------- Go-built tools
 TEMPORAL_BIN=$TOOLS/temporal-$TEMPORAL_VERSION/temporal
 BK_DIR=$TOOLS/buildkit-$BUILDKIT_VERSION
+STARGZ_BIN=$TOOLS/stargz-snapshotter-$STARGZ_VERSION/containerd-stargz-grpc
 
 need_go() { # need_go <min version> <what>
   command -v go >/dev/null || die "Go is not installed; building $2 needs Go >= $1 (install it from https://go.dev/dl/ or put it on PATH)"
@@ -161,5 +185,22 @@ if [[ ! -x $BK_DIR/buildkitd || ! -x $BK_DIR/buildctl ]]; then
   mv -f "$d/buildctl" "$BK_DIR/buildctl"
 fi
 
+if [[ ! -x $STARGZ_BIN ]]; then
+  need_go "$STARGZ_MIN_GO" "stargz snapshotter $STARGZ_VERSION"
+  note "building containerd-stargz-grpc $STARGZ_VERSION (go build; takes a few minutes)"
+  mktmp
+  # Upstream's main sits in the nested module .../stargz-snapshotter/cmd, which the Go module proxy
+  # does not serve; infra/tools/stargz/containerd-stargz-grpc wires the library's service package
+  # to containerd's snapshots gRPC API the same way. go-fuse is pure Go: no cgo.
+  (cd "$STARGZ_MOD_DIR" && CGO_ENABLED=0 go build -o "$d/" \
+    -ldflags "-X github.com/containerd/stargz-snapshotter/version.Version=$STARGZ_VERSION" \
+    ./containerd-stargz-grpc >&2) ||
+    die "go build of the stargz snapshotter $STARGZ_VERSION failed (is the Go module proxy reachable?)"
+  mkdir -p "$(dirname "$STARGZ_BIN")"
+  mv -f "$d/containerd-stargz-grpc" "$STARGZ_BIN"
+fi
+# Lazy pulls mount FUSE file systems; only the bench and test/e2e/lazy-pull.test.ts need it.
+[[ -c /dev/fuse ]] || note "warning: /dev/fuse is missing; the stargz snapshotter (lazy-pull bench and test) cannot mount layers"
+
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}') — $TOOLS"
+echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, stargz-snapshotter $STARGZ_VERSION + containerd $(containerd --version 2>/dev/null | awk '{print $3}'), busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}') — $TOOLS"

@@ -3,16 +3,18 @@
  * Distribution registry, one buildkitd that builds linux/amd64 and linux/arm64 (arm64 through
  * QEMU binfmt), and optionally Postgres. Each part configured from outside is skipped.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, createConnection } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { ensureBaseImage } from './base-image.js';
+import { buildNetworkFor, installBuildFirewall, routedSubnets, type BuildNetwork, type NetworkAllowEntry } from './build-network.js';
+import { run } from './process-run.js';
 import { startProcess, type ProcessHandle } from './supervisor.js';
 import { ensureTools as runSetupTools, toolPaths } from './tools.js';
 
 export type { ProcessHandle } from './supervisor.js';
+export { run } from './process-run.js';
 
 /** Registered on the dev server at start so builds can be filtered in the Temporal UI (SPEC §3). */
 export const SEARCH_ATTRIBUTES = {
@@ -38,8 +40,12 @@ export interface StackOptions {
   withPostgres?: boolean;
   /** Pull-through mirrors for the local buildkitd (KILN_REGISTRY_MIRRORS); see buildkitdToml. */
   registryMirrors?: RegistryMirrors;
+  /** Exceptions to the build firewall of the local buildkitd (KILN_BUILD_NETWORK_ALLOW). */
+  buildNetworkAllow?: NetworkAllowEntry[];
   /** Registry events (pushes, deletes) are POSTed here with `Authorization: Bearer <token>`. */
   registryNotifications?: { url: string; token: string };
+  /** Start the local registry with token auth, Kiln as the issuer. */
+  registryTokenAuth?: RegistryTokenAuth;
   log?: (msg: string) => void;
   /** Run infra/setup-tools.sh first (default true; it is quick when everything is present). */
   ensureTools?: boolean;
@@ -60,36 +66,6 @@ export interface Stack {
 }
 
 // ------------------------------------------------------------------ small helpers
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to completion (never throws for a non-zero exit; check `code`). */
-export function run(
-  cmd: string,
-  args: string[],
-  o: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string; uid?: number; gid?: number } = {},
-): Promise<RunResult> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(cmd, args, { env: o.env ?? process.env, cwd: o.cwd, uid: o.uid, gid: o.gid, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    const timer = o.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), o.timeoutMs) : undefined;
-    child.on('error', (err) => {
-      if (timer) clearTimeout(timer);
-      resolvePromise({ code: null, stdout, stderr: stderr + String(err.message) });
-    });
-    child.on('close', (code) => {
-      if (timer) clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-  });
-}
 
 /** True if something accepts TCP connections on host:port. */
 export function tcpOpen(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
@@ -205,16 +181,26 @@ export async function startTemporalDevServer(
 
 // ------------------------------------------------------------------ Registry
 
+/** Distribution `auth: token` settings: Kiln's realm issues the tokens (api/routes/registry-token.ts). */
+export interface RegistryTokenAuth {
+  realm: string;
+  service: string;
+  issuer: string;
+  /** PEM certificate of Kiln's signing key (infra/registry-token-keys.ts). */
+  rootCertBundle: string;
+}
+
 export interface RegistryOptions {
   dataDir: string;
   port?: number;
   notifications?: { url: string; token: string };
+  tokenAuth?: RegistryTokenAuth;
   registryBin?: string;
   log?: (msg: string) => void;
 }
 
 /** Distribution 2.8 configuration (YAML; JSON strings are valid YAML scalars, hence JSON.stringify). */
-export function registryConfigYaml(o: { rootDir: string; port: number; notifications?: { url: string; token: string } }): string {
+export function registryConfigYaml(o: { rootDir: string; port: number; notifications?: { url: string; token: string }; tokenAuth?: RegistryTokenAuth }): string {
   const q = JSON.stringify;
   const lines = [
     'version: 0.1',
@@ -233,6 +219,16 @@ export function registryConfigYaml(o: { rootDir: string; port: number; notificat
     '  headers:',
     '    X-Content-Type-Options: [nosniff]',
   ];
+  if (o.tokenAuth) {
+    lines.push(
+      'auth:',
+      '  token:',
+      `    realm: ${q(o.tokenAuth.realm)}`,
+      `    service: ${q(o.tokenAuth.service)}`,
+      `    issuer: ${q(o.tokenAuth.issuer)}`,
+      `    rootcertbundle: ${q(o.tokenAuth.rootCertBundle)}`,
+    );
+  }
   if (o.notifications) {
     lines.push(
       'notifications:',
@@ -265,7 +261,7 @@ export async function startRegistry(o: RegistryOptions): Promise<{ handle: Proce
   mkdirSync(rootDir, { recursive: true });
   const configFile = join(dataDir, 'registry.yml');
   // 0600: the notification token is a secret.
-  writeFileSync(configFile, registryConfigYaml({ rootDir, port, notifications: o.notifications }), { mode: 0o600 });
+  writeFileSync(configFile, registryConfigYaml({ rootDir, port, notifications: o.notifications, tokenAuth: o.tokenAuth }), { mode: 0o600 });
   chmodSync(configFile, 0o600);
   const address = `127.0.0.1:${port}`;
   const handle = await startProcess({
@@ -276,7 +272,8 @@ export async function startRegistry(o: RegistryOptions): Promise<{ handle: Proce
     restart: true,
     readyTimeoutMs: 30_000,
     log: o.log,
-    ready: async () => (await httpStatus(`http://${address}/v2/`)) === 200,
+    // With token auth /v2/ answers 401 and a challenge: that is a registry up and serving.
+    ready: async () => (await httpStatus(`http://${address}/v2/`)) === (o.tokenAuth ? 401 : 200),
   });
   return { handle, address };
 }
@@ -293,8 +290,18 @@ export interface BuildkitdOptions {
   registryMirrors?: RegistryMirrors;
   /** Used to prove arm64 emulation works (runs `busybox uname -m` through binfmt). */
   busyboxArm64?: string;
+  /** Exceptions to the build firewall (KILN_BUILD_NETWORK_ALLOW). */
+  networkAllow?: NetworkAllowEntry[];
+  /**
+   * `host`: RUN steps share the host's network, no firewall: the design before the sandbox, kept
+   * only so `npm run bench` can measure what the sandbox costs. Never for builds of tenants.
+   */
+  unsandboxedForBench?: boolean;
   log?: (msg: string) => void;
 }
+
+/** Debian's containernetworking-plugins. */
+export const CNI_BIN_DIR = '/usr/lib/cni';
 
 /**
  * Registry host (`docker.io`, `ghcr.io`, `host:port`) → its mirrors (`host[:port]`, or
@@ -311,11 +318,22 @@ export function parseMirror(mirror: string): { host: string; plainHttp: boolean 
   return { host: m[2], plainHttp: m[1] === 'http' };
 }
 
-export function buildkitdToml(plainHttpRegistries: string[] = [], mirrors: RegistryMirrors = {}): string {
+export function buildkitdToml(plainHttpRegistries: string[] = [], mirrors: RegistryMirrors = {}, network?: BuildNetwork): string {
   const lines = [
     '# Generated by Kiln (infra/stack.ts).',
+    // No insecure entitlements (RUN --network=host, --security=insecure are refused).
+    'insecure-entitlements = []',
     '[worker.oci]',
     '  gc = true',
+    ...(network
+      ? [
+          // RUN steps get a network namespace on this bridge; infra/build-network.ts firewalls it.
+          '  networkMode = "bridge"',
+          `  cniBinaryPath = ${JSON.stringify(CNI_BIN_DIR)}`,
+          `  bridgeName = ${JSON.stringify(network.bridge)}`,
+          `  bridgeSubnet = ${JSON.stringify(network.subnet)}`,
+        ]
+      : []),
     '[worker.containerd]',
     '  enabled = false',
   ];
@@ -372,7 +390,7 @@ export async function checkArm64Emulation(busyboxArm64?: string): Promise<void> 
   }
 }
 
-export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: ProcessHandle; address: string }> {
+export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: ProcessHandle; address: string; network: BuildNetwork }> {
   const dataDir = resolve(o.dataDir);
   const tools = toolPaths();
   const buildkitd = o.buildkitd ?? tools.buildkitd;
@@ -392,10 +410,16 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
   if (existsSync(sock) && (await run(buildctl, ['--addr', address, 'debug', 'workers'], { timeoutMs: 5_000 })).code === 0) {
     throw new Error(`a buildkitd is already serving ${address} — another Kiln is using the data dir ${dataDir}`);
   }
+  if (!existsSync(join(CNI_BIN_DIR, 'bridge'))) {
+    throw new Error(`CNI plugins not found in ${CNI_BIN_DIR} (Debian package containernetworking-plugins); run: bash infra/setup-tools.sh`);
+  }
+  const network = buildNetworkFor(dataDir, await routedSubnets());
+  // The firewall goes up before the daemon: no step ever runs on an open bridge.
+  const firewall = o.unsandboxedForBench ? { remove: async () => {} } : await installBuildFirewall({ network, allow: o.networkAllow });
   const configFile = join(bkDir, 'buildkitd.toml');
-  writeFileSync(configFile, buildkitdToml(o.plainHttpRegistries, o.registryMirrors));
+  writeFileSync(configFile, buildkitdToml(o.plainHttpRegistries, o.registryMirrors, o.unsandboxedForBench ? undefined : network));
 
-  const handle = await startProcess({
+  const daemon = await startProcess({
     name: 'buildkitd',
     cmd: buildkitd,
     args: [
@@ -407,13 +431,43 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
       '--oci-worker-snapshotter=overlayfs',
       '--oci-worker-platform', 'linux/amd64',
       '--oci-worker-platform', 'linux/arm64',
+      ...(o.unsandboxedForBench ? ['--oci-worker-net', 'host'] : ['--oci-worker-net', 'bridge', '--oci-cni-binary-dir', CNI_BIN_DIR]),
     ],
+    // BuildKit clips a step's log at 2 MiB and 200 KiB/s by default; unclipped, KILN_MAX_LOG_BYTES is the cap.
+    env: { ...process.env, BUILDKIT_STEP_LOG_MAX_SIZE: '-1', BUILDKIT_STEP_LOG_MAX_SPEED: '-1' },
     logFile: join(logsDir(dataDir), 'buildkitd.log'),
     restart: true,
     readyTimeoutMs: 120_000,
     log: o.log,
     ready: async () => (await run(buildctl, ['--addr', address, 'debug', 'workers'], { timeoutMs: 5_000 })).code === 0,
+  }).catch(async (err) => {
+    await firewall.remove().catch(() => undefined);
+    throw err;
   });
+  // Stopping the daemon takes its firewall and bridge down with it; start() puts them back first.
+  const handle: ProcessHandle = {
+    name: daemon.name,
+    logFile: daemon.logFile,
+    get pid() {
+      return daemon.pid;
+    },
+    get running() {
+      return daemon.running;
+    },
+    get restarts() {
+      return daemon.restarts;
+    },
+    kill: (signal) => daemon.kill(signal),
+    waitReady: (timeoutMs) => daemon.waitReady(timeoutMs),
+    async stop() {
+      await daemon.stop();
+      await firewall.remove();
+    },
+    async start() {
+      if (!o.unsandboxedForBench) await installBuildFirewall({ network, allow: o.networkAllow });
+      await daemon.start();
+    },
+  };
   try {
     const platforms = await buildkitPlatforms(buildctl, address);
     for (const p of ['linux/amd64', 'linux/arm64']) {
@@ -423,7 +477,7 @@ export async function startBuildkitd(o: BuildkitdOptions): Promise<{ handle: Pro
     await handle.stop();
     throw err;
   }
-  return { handle, address };
+  return { handle, address, network };
 }
 
 // ------------------------------------------------------------------ Postgres
@@ -560,9 +614,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       : track('temporal', startTemporalDevServer({ dataDir, port: ports.temporal, uiPort: ports.temporalUi, temporalBin: tools.temporal, log })),
     opts.registry
       ? Promise.resolve(undefined)
-      : track('registry', startRegistry({ dataDir, port: ports.registry, notifications: opts.registryNotifications, log })),
+      : track('registry', startRegistry({ dataDir, port: ports.registry, notifications: opts.registryNotifications, tokenAuth: opts.registryTokenAuth, log })),
     needLocalBuildkit
-      ? track('buildkitd', startBuildkitd({ dataDir, plainHttpRegistries: plainHttp, registryMirrors: opts.registryMirrors, busyboxArm64: tools.busybox.arm64, log }))
+      ? track('buildkitd', startBuildkitd({ dataDir, plainHttpRegistries: plainHttp, registryMirrors: opts.registryMirrors, networkAllow: opts.buildNetworkAllow, busyboxArm64: tools.busybox.arm64, log }))
       : Promise.resolve(undefined),
     opts.withPostgres ? track('postgres', startPostgres({ dataDir, port: ports.postgres, pgBin: tools.pgBin, log })) : Promise.resolve(undefined),
   ]);
@@ -594,7 +648,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   // The base image is made with the local buildkitd (it builds both platforms); with only outside
   // builders (e.g. docker compose) it is opt-in, as those hosts need not have busybox binaries.
-  if (opts.baseImage ?? !!localBk) {
+  // With token auth the realm (Kiln's API) is not up yet: infra/start.ts pushes it once it is.
+  if (opts.baseImage ?? (!!localBk && !opts.registryTokenAuth)) {
     try {
       await ensureBaseImage({
         registry: stack.registry,

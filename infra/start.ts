@@ -6,8 +6,12 @@ import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { registryNotificationToken } from '../api/routes/registry-events';
+import { ensurePublicRepository } from '../db/queries/repositories';
+import { REGISTRY_SYSTEM_USER, REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE, registrySystemPassword } from '../domain/registry-access';
 import { loadEnv } from '../env';
+import { BASE_IMAGE_REPO, ensureBaseImage } from './base-image';
 import { startKiln } from './kiln';
+import { loadOrCreateRegistryTokenKeys } from './registry-token-keys';
 import { loadOrCreateSecret } from './secrets';
 import { startStack } from './stack';
 import { toolPaths } from './tools';
@@ -37,8 +41,22 @@ const registryNotifications = {
   renameSync(`${file}.tmp`, file);
 }
 
+// The registry Kiln starts enforces access, with Kiln's API as its token realm (SPEC §2 Isolation).
+// KILN_REGISTRY_TOKEN_AUTH: a registry started elsewhere (docker compose) that trusts Kiln the same way.
+const ownRegistry = !env.KILN_REGISTRY || env.KILN_REGISTRY_TOKEN_AUTH;
+const tokenKeys = ownRegistry ? await loadOrCreateRegistryTokenKeys(path.join(dataDir, 'secrets')) : undefined;
+const registryTokenAuth = tokenKeys && !env.KILN_REGISTRY
+  ? {
+      realm: `${(env.KILN_PUBLIC_URL ?? apiBase).replace(/\/+$/, '')}/registry/token`,
+      service: REGISTRY_TOKEN_SERVICE,
+      issuer: REGISTRY_TOKEN_ISSUER,
+      rootCertBundle: tokenKeys.certFile,
+    }
+  : undefined;
+
 console.log(`kiln: data dir ${dataDir}`);
 const stack = await startStack({
+  registryTokenAuth,
   dataDir,
   temporalAddress: env.TEMPORAL_ADDRESS,
   registry: env.KILN_REGISTRY,
@@ -47,6 +65,7 @@ const stack = await startStack({
   buildkitArm64: env.KILN_BUILDKIT_ARM64 ?? (runsBuilds ? undefined : 'none'),
   ensureTools: !env.KILN_SKIP_TOOL_SETUP,
   registryMirrors: env.KILN_REGISTRY_MIRRORS,
+  buildNetworkAllow: env.KILN_BUILD_NETWORK_ALLOW,
   registryNotifications,
   log: (msg) => console.log(`kiln: ${msg}`),
 });
@@ -66,6 +85,9 @@ const kiln = await startKiln({
     env.KILN_REGISTRY_USERNAME && env.KILN_REGISTRY_PASSWORD
       ? { username: env.KILN_REGISTRY_USERNAME, password: env.KILN_REGISTRY_PASSWORD }
       : undefined,
+  ownRegistry,
+  registryTokenSigner: tokenKeys,
+  buildPool: env.KILN_BUILD_POOL,
   buildkit: stack.buildkit,
   buildctl,
   apiToken: apiToken.value,
@@ -74,6 +96,8 @@ const kiln = await startKiln({
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
   maxContextBytes: env.KILN_MAX_CONTEXT_BYTES,
   contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,
+  maxLogBytes: env.KILN_MAX_LOG_BYTES,
+  logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },
   components: env.KILN_COMPONENTS,
   readiness: runsBuilds
     ? Object.fromEntries(
@@ -89,6 +113,24 @@ const kiln = await startKiln({
   await stack.stop();
   throw err;
 });
+
+// Kiln's own base image: pushed now that the realm answers, and public (anyone may pull it).
+if (ownRegistry && runsBuilds && !env.KILN_BUILDKIT_AMD64) {
+  await ensurePublicRepository(kiln.db.db, BASE_IMAGE_REPO);
+  await ensureBaseImage({
+    registry: stack.registry,
+    buildctl,
+    buildkitAddr: stack.buildkit['linux/amd64'],
+    busybox: toolPaths().busybox,
+    workDir: path.join(dataDir, 'base-image'),
+    credentials: { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(secretKey.value) },
+    log: (msg) => console.log(`kiln: ${msg}`),
+  }).catch(async (err) => {
+    await kiln.close();
+    await stack.stop();
+    throw err;
+  });
+}
 
 console.log(`
 Kiln is running (${env.KILN_COMPONENTS.join(', ')})

@@ -12,6 +12,7 @@ const INFRA_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = dirname(INFRA_DIR);
 export const SETUP_SCRIPT = join(INFRA_DIR, 'setup-tools.sh');
 const BUILDKIT_GO_MOD = join(INFRA_DIR, 'tools', 'buildkit', 'go.mod');
+const STARGZ_GO_MOD = join(INFRA_DIR, 'tools', 'stargz', 'go.mod');
 
 export const TEMPORAL_CLI_VERSION = '1.5.1';
 
@@ -23,6 +24,14 @@ export function readBuildkitVersion(goModPath = BUILDKIT_GO_MOD): string {
 }
 export const BUILDKIT_VERSION: string = readBuildkitVersion();
 
+/** The stargz snapshotter version pinned in infra/tools/stargz/go.mod. */
+export function readStargzVersion(goModPath = STARGZ_GO_MOD): string {
+  const m = /^\s*(?:require\s+)?github\.com\/containerd\/stargz-snapshotter\s+(v\S+)/m.exec(readFileSync(goModPath, 'utf8'));
+  if (!m?.[1]) throw new Error(`no github.com/containerd/stargz-snapshotter requirement in ${goModPath}`);
+  return m[1];
+}
+export const STARGZ_VERSION: string = readStargzVersion();
+
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 
 export interface ToolPaths {
@@ -31,6 +40,8 @@ export interface ToolPaths {
   buildctl: string;
   registry: string;
   busybox: { amd64: string; arm64: string };
+  /** The lazy-pull runtime (infra/lazy-pull.ts): stargz snapshotter daemon, Debian's containerd, ctr, ctr-remote. */
+  lazyPull: { stargzGrpc: string; containerd: string; ctr: string; ctrRemote: string };
   /** Debian's versioned postgres bin dir, e.g. /usr/lib/postgresql/15/bin ('' if none installed). */
   pgBin: string;
 }
@@ -48,6 +59,14 @@ export function detectPgBin(root = '/usr/lib/postgresql'): string {
   return versions[0] ? join(root, versions[0], 'bin') : '';
 }
 
+/** The first executable `name` on PATH, or `name` itself if there is none (the caller reports it). */
+export function onPath(name: string): string {
+  for (const d of (process.env.PATH ?? '').split(':')) {
+    if (d && existsSync(join(d, name))) return join(d, name);
+  }
+  return name;
+}
+
 export function toolPaths(): ToolPaths {
   const dir = toolsDir();
   const bk = join(dir, `buildkit-${BUILDKIT_VERSION}`);
@@ -61,6 +80,12 @@ export function toolPaths(): ToolPaths {
       arm64: join(dir, 'busybox', 'arm64', 'busybox'),
     },
     pgBin: detectPgBin(),
+    lazyPull: {
+      stargzGrpc: join(dir, `stargz-snapshotter-${STARGZ_VERSION}`, 'containerd-stargz-grpc'),
+      containerd: onPath('containerd'),
+      ctr: onPath('ctr'),
+      ctrRemote: onPath('ctr-remote'),
+    },
   };
 }
 

@@ -50,6 +50,12 @@ export interface WorkerOptions {
   components: Component[];
   /** Decrypts stored git tokens inside activities. */
   secretKey: string;
+  /** Mint each build its own credential for Kiln's registry (see activities/build.ts). */
+  issueBuildCredentials?: boolean;
+  /** Serve this dedicated build pool instead of the shared one. */
+  buildPool?: string;
+  /** KILN_MAX_LOG_BYTES for the build activities. */
+  maxLogBytes?: number;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
@@ -111,7 +117,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
       await Worker.create({
         connection,
         namespace: opts.namespace,
-        taskQueue: buildTaskQueue(platform),
+        taskQueue: buildTaskQueue(platform, opts.buildPool),
         maxConcurrentActivityTaskExecutions: opts.buildConcurrency ?? 8,
         // Cancellation reaches an activity only in a heartbeat's answer; by default heartbeats are
         // throttled to 80% of heartbeatTimeout (24 s), far too slow for "canceled within seconds".
@@ -126,6 +132,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           checkoutSource: source.checkoutSource,
           fetchContext: contexts.fetchContext,
           secretKey: opts.secretKey,
+          issueBuildCredentials: opts.issueBuildCredentials,
+          buildPool: opts.buildPool,
+          maxLogBytes: opts.maxLogBytes,
           ...opts.buildActivities,
         }),
       }),

@@ -41,6 +41,8 @@ export const USER_FAULT_TYPES = [
   'registry_rejected',
   'tag_immutable',
   'build_failed',
+  'entitlement_denied',
+  'image_access_denied',
 ] as const;
 
 // Control steps are short database and registry calls: local activities run them in the control
@@ -64,7 +66,7 @@ const accelerate = proxyLocalActivities<AccelerateActivities>({
 
 function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
-    taskQueue: buildTaskQueue(platform),
+    taskQueue: buildTaskQueue(platform, plan.buildPool),
     startToCloseTimeout: plan.timeoutMinutes * 60_000,
     // Cancellation reaches the activity only through heartbeats (sent every second). A worker
     // that dies is noticed when they stop; the build then retries on another worker.

@@ -33,6 +33,8 @@ export interface BuildPlan {
   timeoutMinutes: number;
   trigger: string;
   ref: string | null;
+  /** The namespace's dedicated build pool; null: the shared pool. */
+  buildPool?: string | null;
 }
 
 export interface PlatformBuildRequest {
@@ -83,8 +85,9 @@ export interface ImageBuildResult {
 
 export const CONTROL_TASK_QUEUE = 'kiln-control';
 
-export function buildTaskQueue(platform: PlatformName): string {
-  return `kiln-build-${platform.replace('/', '-')}`;
+/** `kiln-build-linux-amd64`, or `kiln-build-linux-amd64@<pool>` for a dedicated pool. */
+export function buildTaskQueue(platform: PlatformName, pool?: string | null): string {
+  return `kiln-build-${platform.replace('/', '-')}${pool ? `@${pool}` : ''}`;
 }
 
 /** Signal that cancels a build with a reason the build records (e.g. superseded by a newer push). */

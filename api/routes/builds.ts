@@ -6,7 +6,6 @@ import {
   finishBuild,
   getBuild,
   insertBuild,
-  getBuildLogs,
   getBuildStatus,
   isTerminal,
   listBuilds,
@@ -16,7 +15,7 @@ import { getRepository, getRepositoryByPath } from '../../db/queries/repositorie
 import { useBuildContext } from '../../db/queries/contexts';
 import { randomUUID } from 'node:crypto';
 import { startBuildOrFail } from '../start-build';
-import type { buildLogs } from '../../db/schema';
+import { getLogStreamEnd } from '../../db/queries/logs';
 import type { AppDeps } from '../app';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { BuildNotRunningError } from '../build-starter';
@@ -35,6 +34,7 @@ import {
 } from '../schemas';
 import { inlineBuilds } from '../inline-builds';
 import { canonicalJson, createRouter, errorMessage, isUuid, jsonContent, sha256Hex } from '../util';
+import { chunksAfter, CombinedLogRenderer, FollowerLimits, logBody, parseRange, sseText, streamOf } from '../build-logs';
 import { buildView } from '../views';
 
 
@@ -76,17 +76,35 @@ const logs = createRoute({
   path: '/builds/{id}/logs',
   tags: ['builds'],
   summary: 'Build log',
-  description:
-    'Plain text, one line per log line, prefixed with "[platform] " when it belongs to one. With follow=1, ' +
-    'Server-Sent Events: `log` events (id = sequence number, resumable with Last-Event-ID) and a final `end` ' +
-    'event whose data is the final status.',
-  request: { params: IdParams, query: BuildLogsQuery },
+  description: [
+    'Plain text, streamed (a log of any size costs the server the same memory). Without `platform`: every line',
+    'in the order it was written, a platform\'s lines prefixed with "[platform] ". With `platform`: that stream',
+    'alone, byte for byte as the build printed it (NUL, invalid UTF-8, `\\r`); resume a download with `offset`',
+    'or a `Range: bytes=N-` header (206 with Content-Range; 416 past the end). A build whose log reached',
+    'KILN_MAX_LOG_BYTES ends with a `==> log truncated` line; one whose log could not all be stored says',
+    '`==> log incomplete` and has `logIncomplete: true` (also the `X-Kiln-Log-Incomplete: true` header).',
+    '',
+    'With follow=1, Server-Sent Events: `log` events, each holding the lines of one stored chunk (up to 64 KiB;',
+    'data lines are log lines; invalid UTF-8 shows as U+FFFD and a carriage return as U+240D there, the text',
+    'log has the bytes), id = the chunk\'s sequence number, resumable with Last-Event-ID; then an `end` event',
+    'whose data is the final status. Followers wake on Postgres NOTIFY, not by polling. Followers are capped',
+    'per build and per token (KILN_MAX_LOG_FOLLOWERS_PER_BUILD / _PER_TOKEN): 429 beyond.',
+  ].join(' '),
+  request: {
+    params: IdParams,
+    query: BuildLogsQuery,
+    headers: z.object({
+      range: z.string().optional().openapi({ description: 'With platform: `bytes=N-`, `bytes=N-M` or `bytes=-N`' }),
+      'last-event-id': z.string().optional().openapi({ description: 'With follow=1: resume after this event id' }),
+    }),
+  },
   responses: {
     200: {
       description: 'The log',
       content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
     },
-    ...pickErrors(400, 401, 403, 404),
+    206: { description: 'The requested byte range of one stream', content: { 'text/plain': { schema: z.string() } } },
+    ...pickErrors(400, 401, 403, 404, 416, 429),
   },
 });
 
@@ -120,17 +138,16 @@ const rebuild = createRoute({
   },
 });
 
-const FOLLOW_POLL_MS = 200;
-/** A comment line now and then keeps proxies from closing a quiet stream. */
+/**
+ * A comment line now and then keeps proxies from closing a quiet stream; the follower also reads
+ * again then, in case a notification was lost while the LISTEN connection reconnected.
+ */
 const KEEPALIVE_MS = 15_000;
-const LOG_PAGE = 1000;
-
-type LogRow = typeof buildLogs.$inferSelect;
-const formatLine = (l: LogRow) => (l.platform ? `[${l.platform}] ${l.line}` : l.line);
 
 export function buildRoutes(deps: AppDeps) {
   const { db, config } = deps;
   const view = (b: BuildWithDetails) => buildView(b, config);
+  const followers = new FollowerLimits(config.logFollowers ?? { perBuild: 100, perToken: 100 });
 
   async function loadBuild(c: Context<AppEnv>, id: string): Promise<BuildWithDetails> {
     const build = isUuid(id) ? await getBuild(db, id) : undefined;
@@ -198,47 +215,78 @@ export function buildRoutes(deps: AppDeps) {
     .openapi(get, async (c) => c.json(view(await loadBuild(c, c.req.valid('param').id)), 200))
     .openapi(logs, async (c) => {
       const build = await loadBuild(c, c.req.valid('param').id);
-      const follow = c.req.valid('query').follow;
-      if (follow !== '1' && follow !== 'true') {
-        const lines: string[] = [];
-        for (let after = 0; ; ) {
-          const rows = await getBuildLogs(db, build.id, { afterSeq: after, limit: 10_000 });
-          for (const r of rows) lines.push(formatLine(r));
-          if (rows.length < 10_000) break;
-          after = rows[rows.length - 1]!.seq;
+      const q = c.req.valid('query');
+      const stream = q.platform === undefined ? undefined : streamOf(q.platform);
+      const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
+      if (build.logIncomplete) headers['x-kiln-log-incomplete'] = 'true';
+      if (q.follow !== '1' && q.follow !== 'true') {
+        const range = c.req.header('range');
+        if (stream === undefined) {
+          if (q.offset !== undefined) throw new ApiError('bad_request', 'offset needs platform (one stream is addressable by byte)');
+          return new Response(logBody(db, build.id, {}), { status: 200, headers });
         }
-        return c.text(lines.length ? `${lines.join('\n')}\n` : '', 200);
+        headers['accept-ranges'] = 'bytes';
+        if (range) {
+          const length = await getLogStreamEnd(db, build.id, stream);
+          const r = parseRange(range, length);
+          if (r === 'unsatisfiable') {
+            throw new ApiError('range_not_satisfiable', `The ${q.platform} log has ${length} bytes`, { length }, {
+              'Content-Range': `bytes */${length}`,
+            });
+          }
+          if (r !== 'ignore') {
+            // A running build's log grows: its full length is not known yet.
+            const total = isTerminal(build.status) ? String(length) : '*';
+            headers['content-range'] = `bytes ${r.start}-${r.end - 1}/${total}`;
+            headers['content-length'] = String(r.end - r.start);
+            return new Response(logBody(db, build.id, { stream, offset: r.start, end: r.end }), { status: 206, headers });
+          }
+        }
+        return new Response(logBody(db, build.id, { stream, offset: q.offset ?? 0 }), { status: 200, headers });
       }
 
       const resumeFrom = Number.parseInt(c.req.header('last-event-id') ?? '', 10);
       let lastSeq = Number.isSafeInteger(resumeFrom) && resumeFrom > 0 ? resumeFrom : 0;
-      const signal = c.req.raw.signal;
-      const res = streamSSE(c, async (stream) => {
-        const gone = () => stream.aborted || stream.closed || signal.aborted;
-        let lastWrite = Date.now();
-        while (!gone()) {
-          // Status first: lines are written before a build turns terminal, so after seeing a terminal
-          // status the following read drains every line there will ever be.
-          const status = await getBuildStatus(db, build.id);
-          if (!status) break;
-          let rows: LogRow[];
-          do {
-            rows = await getBuildLogs(db, build.id, { afterSeq: lastSeq, limit: LOG_PAGE });
-            for (const r of rows) {
-              await stream.writeSSE({ event: 'log', id: String(r.seq), data: formatLine(r) });
-              lastSeq = r.seq;
-              lastWrite = Date.now();
+      const token = sha256Hex(c.req.header('authorization') ?? '');
+      const release = followers.acquire(build.id, token);
+      let watch;
+      try {
+        watch = await deps.logSignals.watch(build.id);
+      } catch (err) {
+        release();
+        throw new ApiError('service_unavailable', `Cannot follow logs: ${errorMessage(err)}`);
+      }
+      const renderer = new CombinedLogRenderer();
+      const res = streamSSE(c, async (sse) => {
+        // The client leaving shows as the request's signal (a socket closed) or as the stream
+        // being canceled (a reader gone): either ends the wait at once, and frees the place.
+        const left = new AbortController();
+        c.req.raw.signal.addEventListener('abort', () => left.abort(), { once: true });
+        sse.onAbort(() => left.abort());
+        const signal = left.signal;
+        const gone = () => sse.aborted || sse.closed || signal.aborted;
+        try {
+          while (!gone()) {
+            const version = watch.version();
+            // Status first: lines are written before a build turns terminal, so after seeing a
+            // terminal status the following read drains every line there will ever be.
+            const status = await getBuildStatus(db, build.id);
+            if (!status) break;
+            for await (const chunk of chunksAfter(db, build.id, stream, lastSeq)) {
+              if (gone()) return;
+              const text = sseText(stream === undefined ? renderer.render(chunk) : chunk.data);
+              await sse.writeSSE({ event: 'log', id: String(chunk.seq), data: text });
+              lastSeq = chunk.seq;
             }
-          } while (rows.length === LOG_PAGE && !gone());
-          if (isTerminal(status)) {
-            await stream.writeSSE({ event: 'end', data: status });
-            break;
+            if (isTerminal(status)) {
+              await sse.writeSSE({ event: 'end', data: status });
+              break;
+            }
+            if (!(await watch.changed(version, KEEPALIVE_MS, signal)) && !gone()) await sse.write(': keepalive\n\n');
           }
-          if (Date.now() - lastWrite >= KEEPALIVE_MS) {
-            await stream.write(': keepalive\n\n');
-            lastWrite = Date.now();
-          }
-          await stream.sleep(FOLLOW_POLL_MS);
+        } finally {
+          watch.close();
+          release();
         }
       });
       // The route also documents text/plain; an SSE response is a plain Response to the type system.

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
-import { getNamespaceByName, insertNamespace, listNamespaces } from '../../db/queries/namespaces';
+import { getNamespaceByName, insertNamespace, listNamespaces, updateNamespace } from '../../db/queries/namespaces';
 import { deleteApiToken, insertApiToken, listApiTokens } from '../../db/queries/tokens';
 import type { AppDeps } from '../app';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
-import { NamespaceCreate, NamespacePage, NamespaceView } from '../schemas';
+import { NamespaceCreate, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { namespaceView } from '../views';
 
@@ -13,7 +13,7 @@ const create = createRoute({
   method: 'post',
   path: '/namespaces',
   tags: ['namespaces'],
-  summary: 'Create a namespace',
+  summary: 'Create a namespace (admin only)',
   request: { body: { required: true, content: jsonContent(NamespaceCreate) } },
   responses: {
     201: { description: 'Created', content: jsonContent(NamespaceView) },
@@ -29,6 +29,20 @@ const list = createRoute({
   responses: {
     200: { description: 'Namespaces by name', content: jsonContent(NamespacePage) },
     ...pickErrors(401),
+  },
+});
+
+const NameParams = z.object({ name: z.string().max(128).openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
+
+const update = createRoute({
+  method: 'patch',
+  path: '/namespaces/{name}',
+  tags: ['namespaces'],
+  summary: "Change a namespace's defaults or bind it to a dedicated build pool (admin only)",
+  request: { params: NameParams, body: { required: true, content: jsonContent(NamespaceUpdate) } },
+  responses: {
+    200: { description: 'Updated', content: jsonContent(NamespaceView) },
+    ...pickErrors(400, 401, 403, 404, 413, 415),
   },
 });
 
@@ -97,6 +111,12 @@ export function namespaceRoutes({ db }: AppDeps) {
       const scope = namespaceScope(c);
       const rows = (await listNamespaces(db)).filter((n) => !scope || n.name === scope);
       return c.json({ items: rows.map(namespaceView), nextCursor: null }, 200);
+    })
+    .openapi(update, async (c) => {
+      requireAdmin(c);
+      const ns = await loadNamespace(c.req.valid('param').name);
+      const row = await updateNamespace(db, ns.id, c.req.valid('json'));
+      return c.json(namespaceView(row), 200);
     })
     .openapi(createToken, async (c) => {
       requireAdmin(c);

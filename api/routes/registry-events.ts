@@ -6,6 +6,7 @@ import { createHmac } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
 import { KILN_USER_AGENT, MEDIA_TYPES } from '../../activities/registry';
 import type { Db } from '../../db/client';
+import { isKilnSubject } from '../../domain/registry-access';
 import { getNamespaceByName } from '../../db/queries/namespaces';
 import { ensureRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { findImageTags, upsertImageTags } from '../../db/queries/tags';
@@ -43,6 +44,7 @@ const RegistryEvent = z
       .passthrough()
       .optional(),
     request: z.object({ useragent: z.string().optional() }).passthrough().optional(),
+    actor: z.object({ name: z.string().optional() }).passthrough().optional(),
   })
   .passthrough();
 
@@ -65,7 +67,7 @@ const route = createRoute({
   description:
     'Point the registry\'s `notifications.endpoints` here with header `Authorization: Bearer <token>` (npm start does ' +
     'it for the local registry). Tag pushes into repositories of known namespaces are recorded as `user push`; ' +
-    "Kiln's own pushes (User-Agent kiln/*), pulls, deletes and pushes by digest are ignored. The body is the " +
+    "Kiln's own pushes (by the token subject Kiln's realm gave them; on a registry without token auth, by User-Agent kiln/*), pulls, deletes and pushes by digest are ignored. The body is the " +
     'registry\'s event envelope (`application/vnd.docker.distribution.events.v1+json`).',
   security: [{ registryNotificationToken: [] }],
   responses: {
@@ -80,7 +82,10 @@ function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: s
   const { mediaType, digest, repository, tag } = e.target;
   if (!tag || !OCI_TAG_RE.test(tag) || !digest || !DIGEST_RE.test(digest) || !repository) return null;
   if (!mediaType || !MANIFEST_TYPES.includes(mediaType)) return null; // blob pushes, signatures, other artifacts
-  if (e.request?.useragent?.startsWith(KILN_AGENT)) return null; // Kiln's own index pushes
+  // Who pushed: with token auth the registry reports the token's subject, which only Kiln's realm
+  // can set. A registry without auth knows nobody; there the User-Agent is all there is.
+  const actor = e.actor?.name;
+  if (actor ? isKilnSubject(actor) : e.request?.useragent?.startsWith(KILN_AGENT)) return null;
   const [namespace, name, ...rest] = repository.split('/');
   if (rest.length || !namespace || !name || !NAMESPACE_NAME_RE.test(namespace) || !REPOSITORY_NAME_RE.test(name)) return null;
   return { namespace, name, tag, digest };

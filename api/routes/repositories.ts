@@ -144,7 +144,7 @@ export function repositoryRoutes({ db, config }: AppDeps) {
             autoBuild: body.buildSettings?.autoBuild,
             noCache: body.buildSettings?.noCache,
           });
-          return { ...row, namespace: ns.name };
+          return { ...row, namespace: ns.name, buildPool: ns.buildPool };
         } catch (err) {
           if (isUniqueViolation(err)) throw conflict();
           throw err;
@@ -183,7 +183,7 @@ export function repositoryRoutes({ db, config }: AppDeps) {
         noCache: buildSettings?.noCache,
       });
       if (!row) throw new ApiError('not_found', `Repository ${repo.id} not found`);
-      return c.json(view({ ...row, namespace: repo.namespace }), 200);
+      return c.json(view({ ...row, namespace: repo.namespace, buildPool: repo.buildPool }), 200);
     })
     .openapi(remove, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);

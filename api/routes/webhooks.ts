@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { z } from '@hono/zod-openapi';
 import { changedFiles } from '../../activities/git';
 import { decryptSecret } from '../../db/crypto';
 import { insertBuild } from '../../db/queries/builds';
@@ -8,8 +8,9 @@ import { listEnabledRulesFor } from '../../db/queries/rules';
 import type { Build, BuildRule } from '../../db/schema';
 import { fullRefName, matchesPathFilters, matchRef } from '../../workflows/rules';
 import type { AppDeps } from '../app';
-import { ApiError } from '../errors';
+import { ApiError, pickErrors } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
+import { createRouter } from '../util';
 import {
   normalizeGitUrl,
   PROVIDERS,
@@ -33,7 +34,8 @@ interface Skipped {
  */
 export function webhookRoutes(deps: AppDeps) {
   const { db, config } = deps;
-  const app = new Hono();
+  const app = createRouter();
+  documentWebhooks(app);
 
   app.post('/webhooks/:provider', async (c) => {
     const name = c.req.param('provider') as WebhookProvider;
@@ -149,6 +151,47 @@ export function webhookRoutes(deps: AppDeps) {
   }
 
   return app;
+}
+
+/** How each git host proves a delivery: checked against the webhook secret of the repository it names. */
+const WEBHOOK_SECURITY_SCHEMES = {
+  githubSignature: { header: 'X-Hub-Signature-256', description: 'GitHub: sha256=HMAC-SHA256 of the body' },
+  gitlabToken: { header: 'X-Gitlab-Token', description: 'GitLab: the secret token itself' },
+  giteeSignature: { header: 'X-Gitee-Token', description: 'Gitee: HMAC-SHA256 of X-Gitee-Timestamp and the secret (5 minutes max age)' },
+  bitbucketSignature: { header: 'X-Hub-Signature', description: 'Bitbucket: sha256=HMAC-SHA256 of the body' },
+} as const;
+
+const WebhookResult = z.object({}).passthrough().openapi('WebhookResult');
+
+/** The handler stays plain Hono (every host's body differs); the document still lists it with its own security. */
+function documentWebhooks(app: ReturnType<typeof createRouter>) {
+  for (const [name, s] of Object.entries(WEBHOOK_SECURITY_SCHEMES)) {
+    app.openAPIRegistry.registerComponent('securitySchemes', name, {
+      type: 'apiKey',
+      in: 'header',
+      name: s.header,
+      description: `${s.description}, with the repository's webhook secret`,
+    });
+  }
+  app.openAPIRegistry.registerPath({
+    method: 'post',
+    path: '/webhooks/{provider}',
+    tags: ['webhooks'],
+    summary: 'Push and tag events from a git host',
+    description:
+      'Verified against the webhook secret of the repository the event names before anything else; de-duplicated by ' +
+      'delivery id; starts one build per matching enabled rule. No Kiln token is involved.',
+    security: Object.keys(WEBHOOK_SECURITY_SCHEMES).map((name) => ({ [name]: [] })),
+    request: {
+      params: z.object({ provider: z.enum(WEBHOOK_PROVIDERS).openapi({ param: { name: 'provider', in: 'path' } }) }),
+      body: { required: true, content: { 'application/json': { schema: z.object({}).passthrough().openapi({ description: "The host's push event" }) } } },
+    },
+    responses: {
+      200: { description: 'A ping, or a delivery seen before', content: { 'application/json': { schema: WebhookResult } } },
+      202: { description: 'Builds started (or the event ignored)', content: { 'application/json': { schema: WebhookResult } } },
+      ...pickErrors(400, 401, 404, 413),
+    },
+  });
 }
 
 /** JSON, or GitHub's form encoding (`payload=<json>`). */

@@ -48,9 +48,15 @@ if (log) {
   };
   search.addEventListener('input', refreshHits);
   const es = new EventSource(log.dataset.src);
+  // One event holds the lines of one stored log chunk, one data line per log line.
   es.addEventListener('log', (ev) => {
+    for (const raw of ev.data.split('\n')) appendLine(raw);
+    if (!search.value) hits.textContent = `${n} lines`;
+    if (follow.checked) log.scrollTop = log.scrollHeight;
+  });
+  const appendLine = (raw) => {
     n++;
-    const text = ev.data.replace(ANSI, '');
+    const text = raw.replace(ANSI, '');
     const line = document.createElement('span');
     line.className = 'line';
     line.id = `L${n}`;
@@ -66,9 +72,7 @@ if (log) {
       line.classList.toggle('hidden', !hit);
     }
     log.append(line);
-    if (!search.value) hits.textContent = `${n} lines`;
-    if (follow.checked) log.scrollTop = log.scrollHeight;
-  });
+  };
   es.addEventListener('end', (ev) => {
     es.close();
     log.dataset.ended = ev.data;

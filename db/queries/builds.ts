@@ -1,7 +1,6 @@
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, notInArray, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, inArray, notInArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
 import {
-  buildLogs,
   buildPlatforms,
   builds,
   namespaces,
@@ -171,29 +170,6 @@ export async function updateBuildPlatform(
     .update(buildPlatforms)
     .set(values)
     .where(and(eq(buildPlatforms.buildId, buildId), eq(buildPlatforms.platform, platform)));
-}
-
-export interface LogLine {
-  platform: string | null;
-  line: string;
-}
-
-export async function appendBuildLogs(db: Db, buildId: string, lines: LogLine[]): Promise<void> {
-  if (lines.length === 0) return;
-  await db.insert(buildLogs).values(lines.map((l) => ({ buildId, platform: l.platform, line: l.line })));
-}
-
-export async function getBuildLogs(
-  db: Db,
-  buildId: string,
-  opts: { afterSeq?: number; limit?: number } = {},
-): Promise<(typeof buildLogs.$inferSelect)[]> {
-  return db
-    .select()
-    .from(buildLogs)
-    .where(and(eq(buildLogs.buildId, buildId), opts.afterSeq ? gt(buildLogs.seq, opts.afterSeq) : undefined))
-    .orderBy(asc(buildLogs.seq))
-    .limit(opts.limit ?? 100_000);
 }
 
 export function isTerminal(status: BuildStatus): boolean {

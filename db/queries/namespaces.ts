@@ -7,6 +7,12 @@ export async function insertNamespace(db: Db, values: typeof namespaces.$inferIn
   return row!;
 }
 
+export async function updateNamespace(db: Db, id: string, values: Partial<typeof namespaces.$inferInsert>): Promise<Namespace> {
+  if (Object.keys(values).length === 0) return (await db.select().from(namespaces).where(eq(namespaces.id, id)))[0]!;
+  const [row] = await db.update(namespaces).set(values).where(eq(namespaces.id, id)).returning();
+  return row!;
+}
+
 export async function listNamespaces(db: Db): Promise<Namespace[]> {
   return db.select().from(namespaces).orderBy(asc(namespaces.name));
 }

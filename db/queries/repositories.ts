@@ -1,12 +1,14 @@
 import { and, asc, eq, gt } from 'drizzle-orm';
 import type { Db } from '../client';
+import { ensureNamespace } from './namespaces';
 import { namespaces, repositories, type Namespace, type Repository } from '../schema';
 
-export type RepositoryWithNamespace = Repository & { namespace: string };
+export type RepositoryWithNamespace = Repository & { namespace: string; buildPool: string | null };
 
 const withNamespace = (r: { repositories: Repository; namespaces: Namespace }): RepositoryWithNamespace => ({
   ...r.repositories,
   namespace: r.namespaces.name,
+  buildPool: r.namespaces.buildPool,
 });
 
 export async function insertRepository(db: Db, values: typeof repositories.$inferInsert): Promise<Repository> {
@@ -87,6 +89,14 @@ export async function ensureRepository(db: Db, namespace: Namespace, name: strin
     })
     .onConflictDoNothing({ target: [repositories.namespaceId, repositories.name] });
   return (await getRepositoryByPath(db, namespace.name, name))!;
+}
+
+/** `ns/name` exists and is public (Kiln's own base image), creating namespace and repository as needed. */
+export async function ensurePublicRepository(db: Db, path: string): Promise<void> {
+  const [ns, name] = path.split('/') as [string, string];
+  const namespace = await ensureNamespace(db, ns);
+  const repo = await ensureRepository(db, namespace, name);
+  if (repo.visibility !== 'public') await db.update(repositories).set({ visibility: 'public', updatedAt: new Date() }).where(eq(repositories.id, repo.id));
 }
 
 /** Repositories bound to a code source on one provider (webhooks match them by clone URL). */

@@ -60,12 +60,14 @@ describe('live logs and the build view', () => {
     await watching;
     const end = events.at(-1)!;
     expect(end).toMatchObject({ event: 'end', data: 'succeeded' });
-    const logs = events.filter((e) => e.event === 'log');
+    const chunks = events.filter((e) => e.event === 'log');
+    // Each event holds the lines of one stored chunk; taken apart, one entry per line.
+    const logs = chunks.flatMap((e) => e.data.split('\n').map((data) => ({ ...e, data })));
 
     // Exactly the stored log, line for line, with increasing ids (resumable with Last-Event-ID).
     const text = await (await kiln.api(`/api/v1/builds/${buildId}/logs`)).text();
     expect(logs.map((e) => e.data)).toEqual(text.trimEnd().split('\n'));
-    const ids = logs.map((e) => Number(e.id));
+    const ids = chunks.map((e) => Number(e.id));
     expect(ids).toEqual([...ids].sort((a, b) => a - b));
     expect(new Set(ids).size).toBe(ids.length);
 

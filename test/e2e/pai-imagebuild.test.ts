@@ -125,7 +125,7 @@ describe('RegistryAuths', () => {
       request(`${repo}:nocreds`, { BuildConfig: { Dockerfile: `FROM ${privateBase()}\nRUN echo private\n` } }),
     );
     const done = await waitForImageBuild((await res.json()).ImageBuildId);
-    expect(done).toMatchObject({ Status: 'Failed', ReasonCode: 'base_image_not_found' });
+    expect(done).toMatchObject({ Status: 'Failed', ReasonCode: 'image_access_denied' });
     expect(done.ReasonMessage).toContain(privateBase());
   });
 
@@ -162,7 +162,7 @@ describe('RegistryAuths', () => {
     expect(res.status).toBe(200);
     const { ImageBuildId, ImageBuildJobId } = await res.json();
     const done = await waitForImageBuild(ImageBuildId);
-    // Fails with base_image_not_found (unauthorized) if the build activity does not hand the
+    // Fails with image_access_denied if the build activity does not hand the
     // credentials to buildctl: activities/build.ts must run it with registryAuthEnv(...)'s env.
     expect(done.ReasonMessage).toBeNull();
     expect(done.Status).toBe('Succeeded');

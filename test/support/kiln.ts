@@ -3,7 +3,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import postgres from 'postgres';
 import { inject } from 'vitest';
+import type { RegistryTokenSigner } from '../../api/routes/registry-token';
 import { openDatabase, type DbHandle } from '../../db/client';
+import type { Component } from '../../env';
 import { installQuietRuntime } from '../../infra/workers';
 import { startKiln, type Kiln } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
@@ -46,19 +48,29 @@ export interface TestKilnOptions {
   buildkit?: TestStack['buildkit'];
   /** KILN_MAX_CONTEXT_BYTES of this instance. */
   maxContextBytes?: number;
+  /** Address the API binds (default 127.0.0.1). */
+  host?: string;
+  /** The registry is Kiln's own with token auth: Kiln logs in, builds get credentials, the API is the realm. */
+  registryTokenSigner?: RegistryTokenSigner;
+  /** Which parts run (default: all). */
+  components?: Component[];
+  /** KILN_BUILD_POOL of this instance's build workers. */
+  buildPool?: string;
+  /** Share another instance's database (a second process of the same deployment); not closed here. */
+  shareDatabaseOf?: TestKiln;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
   installQuietRuntime('ERROR'); // expected failures would otherwise log stack traces
   const stack = inject('stack');
   const token = randomBytes(24).toString('hex');
-  const secretKey = randomBytes(32).toString('hex');
+  const secretKey = opts.shareDatabaseOf?.secretKey ?? randomBytes(32).toString('hex');
   const registry = opts.registry ?? stack.registry;
-  const db = await openTestDatabase(opts.db ?? 'pglite');
+  const db = opts.shareDatabaseOf?.db ?? (await openTestDatabase(opts.db ?? 'pglite'));
   const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
   const kiln = await startKiln({
     dataDir,
-    host: '127.0.0.1',
+    host: opts.host ?? '127.0.0.1',
     port: 0,
     db,
     temporalAddress: stack.temporalAddress,
@@ -71,9 +83,12 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     secretKey,
     maxBodyBytes: 1024 * 1024,
     maxContextBytes: opts.maxContextBytes,
-    components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
+    ownRegistry: !!opts.registryTokenSigner,
+    registryTokenSigner: opts.registryTokenSigner,
+    components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
+    buildPool: opts.buildPool,
   });
-  const url = kiln.url!;
+  const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {
     ...kiln,
     url,
@@ -83,7 +98,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     workRoot: path.join(dataDir, 'work'),
     async close() {
       await kiln.close();
-      await db.close();
+      if (!opts.shareDatabaseOf) await db.close();
     },
     api(pathname, init = {}) {
       const { json, ...rest } = init;

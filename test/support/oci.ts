@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import type { BuildNetwork, NetworkAllowEntry } from '../../infra/build-network';
 import { startBuildkitd, type RegistryMirrors } from '../../infra/stack';
 import type { ProcessHandle } from '../../infra/supervisor';
 import { fetchBlob, MANIFEST_ACCEPT } from './registry';
@@ -81,8 +82,10 @@ export function freePort(): Promise<number> {
 }
 
 /** A buildkitd of its own on an empty state directory, as on a freshly provisioned build host. */
-export async function startBuildHost(opts: { registryMirrors?: RegistryMirrors } = {}): Promise<{ address: string; dataDir: string; handle: ProcessHandle }> {
+export async function startBuildHost(
+  opts: { registryMirrors?: RegistryMirrors; networkAllow?: NetworkAllowEntry[] } = {},
+): Promise<{ address: string; dataDir: string; handle: ProcessHandle; network: BuildNetwork }> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'kiln-buildhost-'));
-  const { address, handle } = await startBuildkitd({ dataDir, registryMirrors: opts.registryMirrors, log: () => {} });
-  return { address, dataDir, handle };
+  const { address, handle, network } = await startBuildkitd({ dataDir, registryMirrors: opts.registryMirrors, networkAllow: opts.networkAllow, log: () => {} });
+  return { address, dataDir, handle, network };
 }

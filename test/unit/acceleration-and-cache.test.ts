@@ -72,10 +72,13 @@ describe('buildctl arguments', () => {
   });
 });
 
+/** The tracker's output as lines (each ends in a newline). */
+const linesOf = (b: Buffer) => b.toString('utf8').split('\n').slice(0, -1);
+
 describe('progress of a build whose registry cache does not exist yet', () => {
   const fixture = readFileSync(new URL('../fixtures/buildctl-cache-import-miss.stderr', import.meta.url), 'utf8').split('\n');
   const tracker = new ProgressTracker({ firstIndex: 20 });
-  const lines = fixture.flatMap((l) => tracker.push(l)).concat(tracker.flush());
+  const lines = linesOf(Buffer.concat([...fixture.map((l) => tracker.push(l)), tracker.flush()]));
 
   it('reports the missing cache as news, not as an error', () => {
     const at = lines.findIndex((l) => /^#\d+ importing cache manifest from .*buildcache:linux-amd64$/.test(l));

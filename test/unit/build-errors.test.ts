@@ -19,6 +19,15 @@ describe('classifyBuildFailure', () => {
     });
   });
 
+  it.each([
+    ['network.host', 'RUN --network=host'],
+    ['security.insecure', 'RUN --security=insecure'],
+  ])('reports a refused %s entitlement as a user fault', (ent, flag) => {
+    const f = classifyBuildFailure([...excerpt(2, `${flag} true`), `error: failed to solve: ${ent} is not allowed`], exit1);
+    expect(f).toMatchObject({ code: 'entitlement_denied', retryable: false });
+    expect(f.message).toBe(`${flag} at Dockerfile:2 is not allowed: build steps run in Kiln's sandbox (entitlement ${ent} is off)`);
+  });
+
   it('reports a Dockerfile syntax error', () => {
     const f = classifyBuildFailure(
       [...excerpt(2, 'RUNN echo hi'), 'error: failed to solve: dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)'],
@@ -33,6 +42,16 @@ describe('classifyBuildFailure', () => {
       exit1,
     );
     expect(f).toEqual({ code: 'file_not_found', message: 'COPY at Dockerfile:2: "/missing.txt" was not found in the build context', retryable: false });
+  });
+
+  it('reports a base image the registry refuses as access denied, not as missing', () => {
+    const ref = '127.0.0.1:5000/alpha/private:v1';
+    const f = classifyBuildFailure(
+      [...excerpt(1, `FROM ${ref}`), `error: failed to solve: ${ref}: failed to resolve source metadata for ${ref}: pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`],
+      exit1,
+    );
+    expect(f).toMatchObject({ code: 'image_access_denied', retryable: false });
+    expect(f.message).toMatch(new RegExp(`^Access to image ${ref.replace(/\./g, '\\.')} was denied at Dockerfile:1`));
   });
 
   it('reports an unknown base image', () => {

@@ -2,11 +2,14 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ProgressTracker } from '../../activities/progress';
 
+/** The tracker's output as lines (each ends in a newline). */
+const linesOf = (b: Buffer) => b.toString('utf8').split('\n').slice(0, -1);
+
 const fixture = readFileSync(new URL('../fixtures/buildctl-run-exit3.stderr', import.meta.url), 'utf8').split('\n');
 
 describe('ProgressTracker on real buildctl rawjson output', () => {
   const tracker = new ProgressTracker();
-  const lines = fixture.flatMap((l) => tracker.push(l)).concat(tracker.flush());
+  const lines = linesOf(Buffer.concat([...fixture.map((l) => tracker.push(l)), tracker.flush()]));
 
   it('announces each step once, in order, with its output under it', () => {
     const runOne = lines.findIndex((l) => /^#\d+ \[2\/3\] RUN echo line-one/.test(l));
@@ -45,7 +48,7 @@ describe('ProgressTracker merging', () => {
       JSON.stringify({ vertexes: [{ digest: 'a', name: '[1/2] FROM base', started: '2026-01-01T00:00:00Z', cached: true, completed: '2026-01-01T00:00:00Z' }] }),
       JSON.stringify({ vertexes: [{ digest: 'b', name: '[2/2] RUN x', started: '2026-01-01T00:00:00Z', cached: true, completed: '2026-01-01T00:00:01Z' }] }),
       JSON.stringify({ vertexes: [{ digest: 'c', name: 'exporting to image', started: '2026-01-01T00:00:01Z', cached: true, completed: '2026-01-01T00:00:02Z' }] }),
-    ].flatMap((l) => t.push(l));
+    ].flatMap((l) => linesOf(t.push(l)));
     expect(out).toEqual(['#1 [1/2] FROM base', '#1 CACHED', '#2 [2/2] RUN x', '#2 CACHED', '#3 exporting to image', '#3 CACHED']);
     expect(t.cacheHits()).toBe(2);
   });
@@ -53,8 +56,37 @@ describe('ProgressTracker merging', () => {
   it('joins output split across chunks and flushes a trailing partial line', () => {
     const t = new ProgressTracker();
     t.push(JSON.stringify({ vertexes: [{ digest: 'a', name: 'RUN', started: '2026-01-01T00:00:00Z' }] }));
-    expect(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('hel') }] }))).toEqual([]);
-    expect(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('lo\nwor') }] }))).toEqual(['#1 hello']);
-    expect(t.flush()).toEqual(['#1 wor']);
+    expect(linesOf(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('hel') }] })))).toEqual([]);
+    expect(linesOf(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: '' }] })))).toEqual([]);
+    expect(linesOf(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: b64('lo\nwor') }] })))).toEqual(['#1 hello']);
+    expect(linesOf(t.flush())).toEqual(['#1 wor']);
+    expect(t.steps()[0]).toMatchObject({ logBytes: 9, logLines: 2 });
+  });
+
+  it('keeps every byte a step prints: NUL, invalid UTF-8, \\r bars, CRLF, long lines', () => {
+    const t = new ProgressTracker();
+    t.push(JSON.stringify({ vertexes: [{ digest: 'a', name: '[2/2] RUN x', started: '2026-01-01T00:00:00Z' }] }));
+    const printed = Buffer.concat([
+      Buffer.from('x\0y\n'),
+      Buffer.from([0xff, 0xfe, 0x41, 0xc3, 0x0a]),
+      Buffer.from('10%\r50%\r100%\r\n'),
+      Buffer.alloc(300_000, 0x61),
+      Buffer.from('\n'),
+    ]);
+    // Split at awkward places, as BuildKit's log messages are.
+    const out: Buffer[] = [];
+    for (let i = 0; i < printed.length; i += 7_001) {
+      out.push(t.push(JSON.stringify({ logs: [{ vertex: 'a', data: printed.subarray(i, i + 7_001).toString('base64') }] })));
+    }
+    out.push(t.flush());
+    const expected = Buffer.concat(
+      printed
+        .toString('latin1')
+        .split('\n')
+        .slice(0, -1)
+        .map((l) => Buffer.from(`#1 ${l}\n`, 'latin1')),
+    );
+    expect(Buffer.concat(out).equals(expected)).toBe(true);
+    expect(t.steps()[0]).toMatchObject({ logBytes: printed.length, logLines: 4 });
   });
 });

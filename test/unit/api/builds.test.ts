@@ -59,6 +59,7 @@ describe('POST /builds — happy path', () => {
       manifestDigest: null,
       tags: ['v1', 'latest'],
       pushedTags: [],
+      logIncomplete: false,
       workflowId,
       temporalUiUrl: `http://temporal-ui.test:8233/namespaces/default/workflows/${workflowId}`,
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
@@ -105,7 +106,7 @@ describe('POST /builds — happy path', () => {
       cacheHits: 3,
       steps: [
         { name: '[1/2] FROM busybox', cached: true, startedAt: null, completedAt: null },
-        { name: '[2/2] RUN make', cached: false, startedAt: '2026-01-02T03:04:05.000Z', completedAt: '2026-01-02T03:04:06.250Z' },
+        { name: '[2/2] RUN make', cached: false, startedAt: '2026-01-02T03:04:05.000Z', completedAt: '2026-01-02T03:04:06.250Z', logBytes: 1234, logLines: 56 },
         { name: 'exporting to image', cached: false, startedAt: '2026-01-02T03:04:06.300Z', completedAt: null },
       ],
       startedAt: started,
@@ -123,9 +124,10 @@ describe('POST /builds — happy path', () => {
     expect(view.finishedAt).toMatch(/^\d{4}-/);
     expect(view.platforms[0]).toMatchObject({ platform: 'linux/amd64', status: 'succeeded', cacheHits: 3, startedAt: '2026-01-02T03:04:05.000Z' });
     expect(view.platforms[0].steps).toEqual([
-      { name: '[1/2] FROM busybox', cached: true, startedAt: null, completedAt: null, durationMs: null },
-      { name: '[2/2] RUN make', cached: false, startedAt: '2026-01-02T03:04:05.000Z', completedAt: '2026-01-02T03:04:06.250Z', durationMs: 1250 },
-      { name: 'exporting to image', cached: false, startedAt: '2026-01-02T03:04:06.300Z', completedAt: null, durationMs: null },
+      // Steps recorded before per-step log counts existed show 0.
+      { name: '[1/2] FROM busybox', cached: true, startedAt: null, completedAt: null, durationMs: null, logBytes: 0, logLines: 0 },
+      { name: '[2/2] RUN make', cached: false, startedAt: '2026-01-02T03:04:05.000Z', completedAt: '2026-01-02T03:04:06.250Z', durationMs: 1250, logBytes: 1234, logLines: 56 },
+      { name: 'exporting to image', cached: false, startedAt: '2026-01-02T03:04:06.300Z', completedAt: null, durationMs: null, logBytes: 0, logLines: 0 },
     ]);
     expect(view.platforms[0].progress).toEqual({ completedSteps: 2, totalSteps: 3 });
   });

@@ -66,6 +66,7 @@ export function makeApp(
   const { config, ...rest } = overrides;
   return createApp({
     db: handle.db,
+    logSignals: handle.logSignals,
     builds: starter,
     config: {
       apiToken: TOKEN,

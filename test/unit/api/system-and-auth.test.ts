@@ -135,6 +135,10 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
+        'GET /registry/token',
+        'POST /registry/token',
+        'POST /webhooks/{provider}',
+        'PATCH /api/v1/namespaces/{name}',
         'POST /api/v1/namespaces/{name}/tokens',
         'GET /api/v1/namespaces/{name}/tokens',
         'DELETE /api/v1/namespaces/{name}/tokens/{id}',
@@ -243,6 +247,7 @@ describe('health, readiness, metrics', () => {
   it('an unexpected failure → 500 internal without internals', async () => {
     const app = createApp({
       db: h.db,
+      logSignals: h.handle.logSignals,
       builds: new FakeBuildStarter(),
       config: {
         apiToken: TOKEN,
@@ -282,6 +287,7 @@ describe('namespaces', () => {
       defaultImmutableTags: true,
       defaultAcceleratedImages: false,
       autoCreateRepository: false,
+      buildPool: null,
       createdAt: expect.any(String),
     });
     expect((await h.call('/api/v1/namespaces', { json: { name: 'ns.one' } })).status).toBe(409);
