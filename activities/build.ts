@@ -25,6 +25,8 @@ export interface BuildActivityDeps {
   workRoot: string;
   /** Prepares a git checkout for `source.kind === 'git'`; returns context and Dockerfile paths. */
   checkoutSource?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
+  /** Unpacks an uploaded local context for `source.kind === 'context'` (activities/context.ts). */
+  fetchContext?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
   /** Decrypts a build's registry credentials (PAI RegistryAuths) for pulling private bases. */
   secretKey?: string;
   /**
@@ -231,10 +233,11 @@ async function prepareContext(
     await writeFile(path.join(dockerfileDir, 'Dockerfile'), req.source.dockerfile);
     return { contextDir, dockerfileDir, dockerfileName: 'Dockerfile' };
   }
-  if (!deps.checkoutSource) {
-    throw ApplicationFailure.create({ type: 'invalid_source', message: 'This worker cannot build git sources', nonRetryable: true });
+  const prepare = req.source.kind === 'context' ? deps.fetchContext : deps.checkoutSource;
+  if (!prepare) {
+    throw ApplicationFailure.create({ type: 'invalid_source', message: `This worker cannot build ${req.source.kind} sources`, nonRetryable: true });
   }
-  return deps.checkoutSource(req, workDir, signal);
+  return prepare(req, workDir, signal);
 }
 
 /**

@@ -14,6 +14,7 @@ import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
 import { HttpMetrics } from './metrics';
 import { buildRoutes } from './routes/builds';
+import { CONTEXTS_PATH, contextRoutes, type ContextConfig } from './routes/contexts';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { registryEventRoutes } from './routes/registry-events';
@@ -22,7 +23,8 @@ import { repositoryRoutes } from './routes/repositories';
 import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
-import { validationHook } from './util';
+import { createRouter, validationHook } from './util';
+import { consoleRoutes } from '../console/app';
 import type { BuildLogSignals } from '../db/log-signals';
 
 export interface AppConfig {
@@ -49,6 +51,8 @@ export interface AppDeps {
   builds: BuildStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
   readiness?: Record<string, () => Promise<void>>;
+  /** Where uploaded local contexts go (POST /contexts); without it that route answers 503. */
+  contexts?: ContextConfig;
   /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
   authenticate?: Authenticate;
   /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
@@ -88,6 +92,19 @@ function toApiError(err: unknown): ApiError {
   return new ApiError('internal', 'Internal server error');
 }
 
+/** Every route under /api/v1, chained so its type carries them all: the typed client's source (api/client.ts). */
+export function apiRoutes(deps: AppDeps) {
+  return createRouter()
+    .route('/', namespaceRoutes(deps))
+    .route('/', repositoryRoutes(deps))
+    .route('/', buildRoutes(deps))
+    .route('/', contextRoutes(deps))
+    .route('/', imageBuildRoutes(deps))
+    .route('/', ruleRoutes(deps));
+}
+
+export type KilnApi = ReturnType<typeof apiRoutes>;
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   const metrics = new HttpMetrics();
@@ -107,29 +124,28 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     await next();
     metrics.observe(c.req.method, metricRoute(c), c.res.status, (performance.now() - started) / 1000);
   });
-  app.use(
-    '*',
-    bodyLimit({
+  // A build context is a stream of up to KILN_MAX_CONTEXT_BYTES: its route enforces that limit as
+  // the bytes pass; the body limit and the JSON sniffing below would buffer it whole.
+  const streamed = (c: Context) => c.req.path === `${API_PREFIX}${CONTEXTS_PATH}`;
+  const bodyLimited = bodyLimit({
       maxSize: deps.config.maxBodyBytes,
       onError: () => {
         throw new ApiError('payload_too_large', `The request body exceeds ${deps.config.maxBodyBytes} bytes`, {
           maxBodyBytes: deps.config.maxBodyBytes,
         });
       },
-    }),
-  );
+    });
+  app.use('*', (c, next) => (streamed(c) ? next() : bodyLimited(c, next)));
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
-  app.use(`${API_PREFIX}/*`, jsonWithoutContentType);
+  app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : jsonWithoutContentType(c, next)));
 
   app.route('/', systemRoutes(deps, metrics));
-  app.route(API_PREFIX, namespaceRoutes(deps));
-  app.route(API_PREFIX, repositoryRoutes(deps));
-  app.route(API_PREFIX, buildRoutes(deps));
-  app.route(API_PREFIX, imageBuildRoutes(deps));
-  app.route(API_PREFIX, ruleRoutes(deps));
+  app.route(API_PREFIX, apiRoutes(deps));
   app.route('/', registryTokenRoutes(deps, authenticate));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
   app.route('/', webhookRoutes(deps));
+  // The web console: pages that call the routes above in process, as any client would.
+  app.route('/', consoleRoutes({ secretKey: deps.config.secretKey, registry: deps.config.registry, request: (input, init) => app.request(input, init) }));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
 import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
+import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
 import { createSourceAccess } from '../activities/source';
@@ -89,6 +90,7 @@ export function installQuietRuntime(level: 'WARN' | 'ERROR' = 'WARN'): void {
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
   const { connection } = opts;
   const source = createSourceAccess({ db: opts.db, secretKey: opts.secretKey });
+  const contexts = createContextAccess({ registry: opts.registry });
   const workers: Worker[] = [];
   if (opts.components.includes('control')) {
     workers.push(
@@ -128,6 +130,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           registry: opts.registryHost,
           workRoot: opts.workRoot,
           checkoutSource: source.checkoutSource,
+          fetchContext: contexts.fetchContext,
           secretKey: opts.secretKey,
           issueBuildCredentials: opts.issueBuildCredentials,
           buildPool: opts.buildPool,
