@@ -75,6 +75,10 @@ export const envSchema = z.object({
   KILN_SECRET_KEY: optionalString,
   KILN_PUBLIC_URL: optionalString,
   KILN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+  /** Largest local build context (`kiln build DIR`) accepted; 413 beyond. */
+  KILN_MAX_CONTEXT_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
+  /** Uploaded contexts no build used for this long are removed from the registry. */
+  KILN_CONTEXT_RETENTION_HOURS: z.coerce.number().positive().default(24),
   /** Log bytes one build may store (all platforms); beyond it the log ends with a truncation marker. */
   KILN_MAX_LOG_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   /** Live log followers (`GET /builds/:id/logs?follow=1`) per build and per token; more get 429. */

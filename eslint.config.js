@@ -9,7 +9,7 @@ const nodeBuiltins = builtinModules.filter((name) => !name.startsWith('_'));
 export default tseslint.config(
   { ignores: ['node_modules/**', 'infra/tools/**', 'db/migrations/**'] },
   {
-    files: ['**/*.ts'],
+    files: ['**/*.ts', '**/*.tsx'],
     languageOptions: {
       parser: tseslint.parser,
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },

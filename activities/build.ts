@@ -28,6 +28,8 @@ export interface BuildActivityDeps {
   workRoot: string;
   /** Prepares a git checkout for `source.kind === 'git'`; returns context and Dockerfile paths. */
   checkoutSource?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
+  /** Unpacks an uploaded local context for `source.kind === 'context'` (activities/context.ts). */
+  fetchContext?: (req: PlatformBuildRequest, workDir: string, signal: AbortSignal) => Promise<BuildContext>;
   /** Decrypts a build's registry credentials (PAI RegistryAuths) for pulling private bases. */
   secretKey?: string;
   /**
@@ -245,10 +247,11 @@ async function prepareContext(
     await writeFile(path.join(dockerfileDir, 'Dockerfile'), req.source.dockerfile);
     return { contextDir, dockerfileDir, dockerfileName: 'Dockerfile' };
   }
-  if (!deps.checkoutSource) {
-    throw userFault('invalid_source', 'This worker cannot build git sources');
+  const prepare = req.source.kind === 'context' ? deps.fetchContext : deps.checkoutSource;
+  if (!prepare) {
+    throw userFault('invalid_source', `This worker cannot build ${req.source.kind} sources`);
   }
-  return deps.checkoutSource(req, workDir, signal);
+  return prepare(req, workDir, signal);
 }
 
 /**

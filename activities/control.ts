@@ -81,7 +81,9 @@ export function createControlActivities(deps: ControlActivityDeps) {
         repositoryId: repo.id,
         repository: build.repository,
         platforms: build.platforms as PlatformName[],
-        source: build.dockerfile !== null
+        source: build.contextDigest
+          ? { kind: 'context', digest: build.contextDigest, contextDir: build.contextDir, dockerfilePath: build.dockerfilePath }
+          : build.dockerfile !== null
           ? { kind: 'inline', dockerfile: build.dockerfile }
           : {
               kind: 'git',
@@ -115,6 +117,11 @@ export function createControlActivities(deps: ControlActivityDeps) {
             { platform: null, line: `==> tags ${plan.tags.join(', ')}` },
           ]);
         }
+      }
+      if (plan.source.kind === 'context') {
+        await appendBuildLogs(db, buildId, [
+          { platform: null, line: `==> local context ${plan.source.digest} (${build.contextSize ?? 0} bytes)` },
+        ]);
       }
       await updateBuild(db, buildId, { phase: 'building' });
       return plan;

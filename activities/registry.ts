@@ -92,6 +92,97 @@ export class RegistryClient {
     return Buffer.from(await res.arrayBuffer());
   }
 
+  /**
+   * Streams a blob into `repository` without holding it in memory: the digest and size are
+   * computed as the bytes pass (content-addressed, so the same bytes twice are one blob). More
+   * than `maxBytes` aborts the upload with BlobTooLargeError, leaving nothing behind.
+   */
+  async uploadBlob(
+    repository: string,
+    body: AsyncIterable<Uint8Array>,
+    opts: { maxBytes?: number; signal?: AbortSignal } = {},
+  ): Promise<{ digest: string; size: number }> {
+    const started = await this.request('POST', repository, '/blobs/uploads/', {}, 'push,pull');
+    await ensureOk(started, `start blob upload to ${repository}`);
+    await started.arrayBuffer().catch(() => undefined);
+    const location = started.headers.get('location');
+    if (!location) throw new RegistryError(`start blob upload to ${repository}: no Location`, started.status);
+    const uploadUrl = new URL(location, this.baseUrl);
+    // The POST above obtained (and cached) the push token; a stream can be sent only once.
+    const auth = this.tokens.get(`repository:${repository}:push,pull`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const max = opts.maxBytes ?? Number.POSITIVE_INFINITY;
+    async function* counted() {
+      for await (const chunk of body) {
+        size += chunk.byteLength;
+        if (size > max) throw new BlobTooLargeError(max);
+        hash.update(chunk);
+        yield chunk;
+      }
+    }
+    let sourceError: unknown;
+    const guarded = async function* () {
+      try {
+        yield* counted();
+      } catch (err) {
+        sourceError = err;
+        throw err;
+      }
+    };
+    try {
+      let res: Response;
+      try {
+        res = await fetch(uploadUrl, {
+          method: 'PATCH',
+          headers: { 'user-agent': KILN_USER_AGENT, 'content-type': 'application/octet-stream', ...(auth ? { authorization: auth } : {}) },
+          body: ReadableStream.from(guarded()),
+          duplex: 'half',
+          signal: opts.signal,
+        } as RequestInit);
+      } catch (err) {
+        throw sourceError ?? err;
+      }
+      if (sourceError) throw sourceError;
+      await ensureOk(res, `upload blob to ${repository}`);
+      await res.arrayBuffer().catch(() => undefined);
+      const digest = `sha256:${hash.digest('hex')}`;
+      const finishUrl = new URL(res.headers.get('location') ?? uploadUrl.toString(), this.baseUrl);
+      finishUrl.searchParams.set('digest', digest);
+      const done = await fetch(finishUrl, {
+        method: 'PUT',
+        headers: { 'user-agent': KILN_USER_AGENT, 'content-length': '0', ...(auth ? { authorization: auth } : {}) },
+        signal: opts.signal ?? AbortSignal.timeout(60_000),
+      });
+      await ensureOk(done, `finish blob upload to ${repository}`);
+      await done.arrayBuffer().catch(() => undefined);
+      return { digest, size };
+    } catch (err) {
+      // An unfinished upload would linger in the registry's upload area until its purge.
+      await fetch(uploadUrl, { method: 'DELETE', headers: { 'user-agent': KILN_USER_AGENT, ...(auth ? { authorization: auth } : {}) } })
+        .then((r) => r.arrayBuffer())
+        .catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** A blob as a stream (for large ones, e.g. build contexts); RegistryError 404 when absent. */
+  async openBlob(repository: string, digest: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array>> {
+    const res = await this.request('GET', repository, `/blobs/${digest}`, { signal });
+    await ensureOk(res, `GET blob ${repository}@${digest}`);
+    if (!res.body) throw new RegistryError(`GET blob ${repository}@${digest}: empty body`, res.status);
+    return res.body;
+  }
+
+  /** Deletes a blob; true when deleted, false when it was already gone. */
+  async deleteBlob(repository: string, digest: string): Promise<boolean> {
+    const res = await this.request('DELETE', repository, `/blobs/${digest}`, {}, '*');
+    await res.arrayBuffer().catch(() => undefined);
+    if (res.status === 404) return false;
+    await ensureOk(res, `DELETE blob ${repository}@${digest}`);
+    return true;
+  }
+
   async ping(): Promise<void> {
     const res = await fetch(`${this.baseUrl}/v2/`, { headers: { 'user-agent': KILN_USER_AGENT }, signal: AbortSignal.timeout(3000) });
     if (res.status !== 200 && res.status !== 401) throw new RegistryError(`registry answered ${res.status}`, res.status);
@@ -101,7 +192,7 @@ export class RegistryClient {
     method: string,
     repository: string,
     path: string,
-    init: { headers?: Record<string, string>; body?: Buffer },
+    init: { headers?: Record<string, string>; body?: Buffer; signal?: AbortSignal },
     actions = 'pull',
   ): Promise<Response> {
     const url = `${this.baseUrl}/v2/${repository}${path}`;
@@ -112,7 +203,8 @@ export class RegistryClient {
         headers: { 'user-agent': KILN_USER_AGENT, ...init.headers, ...(auth ? { authorization: auth } : {}) },
         body: init.body,
         redirect: 'follow',
-        signal: AbortSignal.timeout(60_000),
+        // A caller's signal (a long blob download) replaces the default limit.
+        signal: init.signal ?? AbortSignal.timeout(60_000),
       });
     const cached = this.tokens.get(scope);
     let res = await send(cached);
@@ -147,6 +239,13 @@ export class RegistryClient {
     const body = (await res.json()) as { token?: string; access_token?: string };
     const token = body.token ?? body.access_token;
     return token ? `Bearer ${token}` : null;
+  }
+}
+
+export class BlobTooLargeError extends Error {
+  override readonly name = 'BlobTooLargeError';
+  constructor(readonly maxBytes: number) {
+    super(`more than ${maxBytes} bytes`);
   }
 }
 

@@ -14,16 +14,14 @@ import { findTokenNamespace } from '../db/queries/tokens';
 import { ApiError, type ErrorCode } from './errors';
 import { HttpMetrics } from '../observability/metrics';
 import { rootLogger, type Logger } from '../observability/log';
-import { buildRoutes } from './routes/builds';
-import { imageBuildRoutes } from './routes/imagebuilds';
-import { namespaceRoutes } from './routes/namespaces';
+import { CONTEXTS_PATH } from './routes/contexts';
+import { apiRoutes } from './api-routes';
 import { registryEventRoutes } from './routes/registry-events';
 import { registryTokenRoutes } from './routes/registry-token';
-import { repositoryRoutes } from './routes/repositories';
-import { ruleRoutes } from './routes/rules';
 import { webhookRoutes } from './routes/webhooks';
 import { systemRoutes } from './routes/system';
 import { validationHook } from './util';
+import { consoleRoutes } from '../console/app';
 
 export type { AppConfig, AppDeps } from './types';
 
@@ -60,6 +58,8 @@ function toApiError(err: unknown): ApiError {
   return new ApiError('internal', 'Internal server error');
 }
 
+export { apiRoutes, type KilnApi } from './api-routes';
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   const metrics = new HttpMetrics(deps.db);
@@ -92,29 +92,28 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     metrics.observe(c.req.method, route, c.res.status, seconds);
     requestLogger(c).debug({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1000) }, 'request');
   });
-  app.use(
-    '*',
-    bodyLimit({
+  // A build context is a stream of up to KILN_MAX_CONTEXT_BYTES: its route enforces that limit as
+  // the bytes pass; the body limit and the JSON sniffing below would buffer it whole.
+  const streamed = (c: Context) => c.req.path === `${API_PREFIX}${CONTEXTS_PATH}`;
+  const bodyLimited = bodyLimit({
       maxSize: deps.config.maxBodyBytes,
       onError: () => {
         throw new ApiError('payload_too_large', `The request body exceeds ${deps.config.maxBodyBytes} bytes`, {
           maxBodyBytes: deps.config.maxBodyBytes,
         });
       },
-    }),
-  );
+    });
+  app.use('*', (c, next) => (streamed(c) ? next() : bodyLimited(c, next)));
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
-  app.use(`${API_PREFIX}/*`, jsonWithoutContentType);
+  app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : jsonWithoutContentType(c, next)));
 
   app.route('/', systemRoutes(deps, metrics));
-  app.route(API_PREFIX, namespaceRoutes(deps));
-  app.route(API_PREFIX, repositoryRoutes(deps));
-  app.route(API_PREFIX, buildRoutes(deps));
-  app.route(API_PREFIX, imageBuildRoutes(deps));
-  app.route(API_PREFIX, ruleRoutes(deps));
+  app.route(API_PREFIX, apiRoutes(deps));
   app.route('/', registryTokenRoutes(deps, authenticate));
   app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
   app.route('/', webhookRoutes(deps));
+  // The web console: pages that call the routes above in process, as any client would.
+  app.route('/', consoleRoutes({ secretKey: deps.config.secretKey, registry: deps.config.registry, request: (input, init) => app.request(input, init) }));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'hono';
 import { findBuildByClientToken, insertBuild } from '../db/queries/builds';
+import { useBuildContext } from '../db/queries/contexts';
 import { ensureNamespace, getNamespaceByName } from '../db/queries/namespaces';
 import { getRepositoryByPath, type RepositoryWithNamespace } from '../db/queries/repositories';
 import { findImageTags } from '../db/queries/tags';
@@ -17,7 +18,10 @@ import { startBuildOrFail } from './start-build';
 export interface InlineBuildSpec {
   namespace: string;
   name: string;
-  dockerfile: string;
+  /** Inline Dockerfile, or null with `context`. */
+  dockerfile: string | null;
+  /** An uploaded local context (POST /contexts) in this repository. */
+  context?: { digest: string; contextDir: string; dockerfilePath: string };
   platforms: Platform[];
   buildArgs: Record<string, string>;
   labels: Record<string, string>;
@@ -122,6 +126,14 @@ export function inlineBuilds(deps: AppDeps) {
         repo = (await getRepositoryByPath(tx, namespace, name))!;
       }
       await assertTagsWritable(tx, repo, spec);
+      const context = spec.context ? await useBuildContext(tx, path, spec.context.digest) : undefined;
+      if (spec.context && !context) {
+        throw new ApiError(
+          'not_found',
+          `Context ${spec.context.digest} was not uploaded to ${path} or has expired; upload it with POST /api/v1/contexts?repository=${path}`,
+          { digest: spec.context.digest },
+        );
+      }
       const { build, created } = await insertBuild(tx, {
         id,
         repositoryId: repo.id,
@@ -129,6 +141,14 @@ export function inlineBuilds(deps: AppDeps) {
         trigger: 'api',
         creationMethod: 'manual build',
         dockerfile: spec.dockerfile,
+        ...(spec.context && context
+          ? {
+              contextDigest: context.digest,
+              contextSize: context.size,
+              contextDir: spec.context.contextDir,
+              dockerfilePath: spec.context.dockerfilePath,
+            }
+          : {}),
         platforms: spec.platforms,
         buildArgs: spec.buildArgs,
         labels: spec.labels,

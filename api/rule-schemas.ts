@@ -144,3 +144,49 @@ export const RuleTrigger = z
 export const RuleIdParams = z.object({
   id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }),
 });
+
+/** A rule as the preview takes it: a saved rule's id, or the fields of one being edited (checked by the preview, not refused). */
+export const RulePreviewRequest = z
+  .object({
+    rule: z.union([
+      z.string().openapi({ format: 'uuid', description: 'A saved rule of this repository' }),
+      z
+        .object({
+          type: z.enum(RULE_TYPES),
+          match: z.string().max(MAX_MATCH_LENGTH),
+          tags: z.array(TagTemplateSchema).max(MAX_TAG_TEMPLATES),
+          semver: z.boolean().optional(),
+          paths: z.array(z.string().max(512)).max(MAX_PATH_FILTERS).optional(),
+          enabled: z.boolean().optional(),
+        })
+        .passthrough()
+        .openapi({ description: 'An unsaved rule (the fields of RuleCreate; others are ignored)' }),
+    ]),
+    ref: z
+      .string()
+      .min(1)
+      .max(255)
+      .openapi({ description: 'Branch or tag name (of the rule\'s type), or a full `refs/heads/x` / `refs/tags/x`', example: 'release-v1' }),
+    commit: z
+      .string()
+      .regex(/^[0-9a-f]{4,64}$/, 'a hex commit id')
+      .optional()
+      .openapi({ description: 'Commit for the commit-id part of tags; a sample id when omitted' }),
+    time: z.iso.datetime({ offset: true }).optional().openapi({ description: 'Build time for the time part of tags; now when omitted' }),
+    changedFiles: z.array(z.string().max(1024)).max(1000).optional().openapi({ description: 'Files a push changed, checked against the path filters' }),
+  })
+  .strict()
+  .openapi('RulePreviewRequest');
+
+export const RulePreview = z
+  .object({
+    matches: z.boolean().openapi({ description: 'Whether a push of this ref would build' }),
+    ref: z.object({ type: z.enum(RULE_TYPES), name: z.string() }),
+    groups: z.record(z.string(), z.string()).openapi({ description: 'Named groups of the match, usable as ${name}' }),
+    tags: z.array(z.string()).openapi({ description: 'Tags the build would push' }),
+    commit: z.string(),
+    time: z.iso.datetime({ offset: true }),
+    reason: z.string().nullable().openapi({ description: 'Why it would not build, or null' }),
+    problems: z.array(z.string()).openapi({ description: 'What is wrong with the rule itself (it could not be saved)' }),
+  })
+  .openapi('RulePreview');

@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
+import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
 import {
@@ -232,11 +233,49 @@ export const stringMap = (max: number, what: string, key: z.ZodString) =>
     .refine((m) => Object.keys(m).length <= max, `at most ${max} ${what}`)
     .openapi({ maxProperties: max });
 
+export const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
+const contextPath = (what: string) =>
+  z
+    .string()
+    .max(1024)
+    .superRefine((v, ctx) => {
+      const problem = validateRepoPath(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: `${what}: ${problem}` });
+    });
+
+/** A local context uploaded with POST /contexts, named by its digest. */
+export const LocalContextRef = z
+  .object({
+    digest: z.string().regex(DIGEST_RE, 'must be sha256:<64 hex digits>').openapi({ description: 'digest answered by POST /contexts' }),
+    contextDir: contextPath('contextDir').default('/').openapi({ description: 'Directory inside the upload to build (default /)' }),
+    dockerfile: contextPath('dockerfile')
+      .default('Dockerfile')
+      .openapi({ description: 'Dockerfile path, relative to contextDir (or to the upload root with a leading /)' }),
+  })
+  .strict()
+  .openapi('LocalContextRef');
+
+export const ContextUploaded = z
+  .object({
+    repository: z.string().openapi({ description: 'namespace/name whose registry repository holds the context' }),
+    digest: z.string().openapi({ description: 'sha256 of the bytes uploaded (the tar, gzipped or not)' }),
+    size: z.number().int().openapi({ description: 'Bytes uploaded' }),
+    expiresAt: iso().openapi({ description: 'Removed after this unless a build uses it again' }),
+  })
+  .openapi('ContextUploaded');
+
+export const ContextUploadQuery = z.object({
+  repository: RepositoryPath.openapi({ param: { name: 'repository', in: 'query' } }),
+});
+
 export const BuildSubmit = createInsertSchema(builds, {
   dockerfile: z
     .string()
     .min(1)
-    .refine((v) => Buffer.byteLength(v, 'utf8') <= MAX_DOCKERFILE_BYTES, 'dockerfile must be at most 256 KiB'),
+    .refine((v) => Buffer.byteLength(v, 'utf8') <= MAX_DOCKERFILE_BYTES, 'dockerfile must be at most 256 KiB')
+    .optional()
+    .openapi({ description: 'An inline Dockerfile (no other files); or give `context`' }),
   platforms: z
     .array(z.enum(PLATFORMS))
     .min(1)
@@ -278,8 +317,16 @@ export const BuildSubmit = createInsertSchema(builds, {
     clientToken: true,
     timeoutMinutes: true,
   })
-  .extend({ repository: RepositoryPath })
+  .extend({
+    repository: RepositoryPath,
+    context: LocalContextRef.optional().openapi({ description: 'A local context uploaded with POST /contexts; or give `dockerfile`' }),
+  })
   .strict()
+  .superRefine((v, ctx) => {
+    if ((v.dockerfile === undefined) === (v.context === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['dockerfile'], message: 'give either dockerfile (inline) or context (uploaded), not both or neither' });
+    }
+  })
   .openapi('BuildSubmit');
 
 export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
@@ -328,7 +375,12 @@ export const BuildView = z
     trigger: z.enum(TRIGGERS),
     creationMethod: z.enum(CREATION_METHODS),
     repository: z.string().openapi({ description: 'namespace/name' }),
+    ruleId: z.string().nullable().openapi({ description: 'The rule this build ran for, if any' }),
     source: z.object({ url: z.string(), ref: z.string().nullable(), commit: z.string().nullable() }).optional(),
+    context: z
+      .object({ digest: z.string(), size: z.number().int(), contextDir: z.string(), dockerfile: z.string() })
+      .optional()
+      .openapi({ description: 'The uploaded local context this build used' }),
     platforms: z.array(BuildPlatformView),
     manifestDigest: z.string().nullable(),
     tags: z.array(z.string()).openapi({ description: 'Tags requested' }),
@@ -356,6 +408,8 @@ export const BuildListQuery = PageQuery.extend({
   repository: RepositoryPath.optional(),
   repositoryId: z.guid().optional(),
   status: z.enum(BUILD_STATUSES).optional(),
+  trigger: z.enum(TRIGGERS).optional(),
+  namespace: NamespaceName.optional().openapi({ description: 'Only builds of this namespace' }),
 });
 
 export const BuildLogsQuery = z.object({

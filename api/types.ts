@@ -1,6 +1,7 @@
 // The API's shared types: what createApp receives (AppDeps) and what a request carries (AppEnv).
 // In a module of their own so the routes do not import api/app.ts, which imports them.
 import type { CryptoKey as JoseKey } from 'jose';
+import type { RegistryClient } from '../activities/registry';
 import type { Db } from '../db/client';
 import type { BuildLogSignals } from '../db/log-signals';
 import type { Logger } from '../observability/log';
@@ -18,6 +19,13 @@ export type Authenticate = (token: string) => Principal | null | Promise<Princip
 export interface AppEnv {
   /** requestId (hono/request-id) and log (that request's logger) are set for every request. */
   Variables: { principal: Principal; requestId: string; log: Logger };
+}
+
+/** Where uploaded local contexts go (POST /contexts). */
+export interface ContextConfig {
+  registry: RegistryClient;
+  maxContextBytes: number;
+  retentionMs: number;
 }
 
 /** Signs registry tokens at /registry/token. */
@@ -53,6 +61,8 @@ export interface AppDeps {
   builds: BuildStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
   readiness?: Record<string, () => Promise<void>>;
+  /** Where uploaded local contexts go (POST /contexts); without it that route answers 503. */
+  contexts?: ContextConfig;
   /** Resolves bearer tokens; defaults to the single admin token `config.apiToken`. */
   authenticate?: Authenticate;
   /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */

@@ -86,7 +86,11 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
     trigger: b.trigger,
     creationMethod: b.creationMethod,
     repository: b.repository,
+    ruleId: b.ruleId,
     ...(b.sourceUrl ? { source: { url: b.sourceUrl, ref: b.sourceRef, commit: b.sourceCommit } } : {}),
+    ...(b.contextDigest
+      ? { context: { digest: b.contextDigest, size: b.contextSize ?? 0, contextDir: b.contextDir, dockerfile: b.dockerfilePath } }
+      : {}),
     platforms: b.platformStates.map((p) => ({
       platform: p.platform,
       status: p.status,

@@ -1,7 +1,7 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
 // Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
-// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,logs,lazy) picks rows.
+// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,logs,lazy,upload) picks rows.
 // KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts the ports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
@@ -20,11 +20,12 @@ import { BASE_IMAGE_REPO, ensureBaseImage } from '../infra/base-image';
 import { loadOrCreateRegistryTokenKeys } from '../infra/registry-token-keys';
 import { benchIngest, benchReads, startApiProcess } from './http';
 import { benchLazyPull } from './lazy';
+import { benchUpload, UPLOAD_MIB } from './upload';
 import { benchChatty, benchFollow, benchLogDownload, CHATTY_LINES } from './logs';
 import { ms, printTable, ratio } from './stats';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'logs', 'lazy'];
+const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'logs', 'lazy', 'upload'];
 const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
 // KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts them, for two benches on one machine.
@@ -145,6 +146,18 @@ async function main() {
         target: 'reported',
       });
       lazyVersions = `containerd ${r.versions.containerd} (Debian), containerd-stargz-grpc ${r.versions.stargzSnapshotter}, ctr-remote ${r.versions.ctrRemote} (Debian)`;
+    }
+    if (ONLY.has('upload')) {
+      log('8. context upload');
+      const r = await benchUpload({ url: kiln.url!, token, workDir: ctx.workDir, runs: RUNS });
+      rows.push({
+        '#': '8',
+        scenario: `Local context upload: ${UPLOAD_MIB} MiB directory, \`kiln build --detach\` (tar made while sending) vs \`curl --data-binary\` of its tar, same endpoint`,
+        Kiln: `${r.cli.toFixed(0)} MiB/s`,
+        'side by side (same run)': `curl ${r.curl.toFixed(0)} MiB/s`,
+        ratio: `${(r.cli / r.curl).toFixed(2)}×`,
+        target: '≥ 0.8× curl',
+      });
     }
     await kiln.close();
     kiln = undefined;

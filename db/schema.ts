@@ -93,6 +93,9 @@ export const builds = pgTable(
     sourceCommit: text('source_commit'),
     /** Inline Dockerfile (API builds); git builds read it from the checkout. */
     dockerfile: text('dockerfile'),
+    /** An uploaded local context (a blob in this repository of Kiln's registry, see buildContexts). */
+    contextDigest: text('context_digest'),
+    contextSize: bigint('context_size', { mode: 'number' }),
     contextDir: text('context_dir').notNull().default('/'),
     dockerfilePath: text('dockerfile_path').notNull().default('Dockerfile'),
     platforms: text('platforms').array().notNull(),
@@ -204,7 +207,7 @@ export const imageTags = pgTable(
   (t) => [uniqueIndex('image_tags_repository_tag').on(t.repositoryId, t.tag)],
 );
 
-/** One tag template of a rule; rendering and validation live in workflows/rules.ts. */
+/** One tag template of a rule; rendering and validation live in domain/rules.ts. */
 export type { TagTemplate } from '../domain/rules';
 import type { TagTemplate } from '../domain/rules';
 
@@ -239,6 +242,24 @@ export const buildRules = pgTable(
   (t) => [index('build_rules_repository').on(t.repositoryId)],
 );
 
+/**
+ * Local build contexts uploaded (`kiln build DIR`): tar streams stored content-addressed as blobs of
+ * the repository `namespace/name` in Kiln's registry, where every build worker can fetch them.
+ * Removed from the registry once unused for the retention time (activities/context.ts).
+ */
+export const buildContexts = pgTable(
+  'build_contexts',
+  {
+    /** `namespace/name`: the registry repository holding the blob (it may not exist in Kiln yet). */
+    repository: text('repository').notNull(),
+    digest: text('digest').notNull(),
+    size: bigint('size', { mode: 'number' }).notNull(),
+    createdAt: createdAt(),
+    lastUsedAt: ts('last_used_at').notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.repository, t.digest] }), index('build_contexts_last_used').on(t.lastUsedAt)],
+);
+
 /** Webhook deliveries seen, so a redelivered event starts nothing twice. */
 export const webhookDeliveries = pgTable(
   'webhook_deliveries',
@@ -271,3 +292,4 @@ export type Build = typeof builds.$inferSelect;
 export type NewBuild = typeof builds.$inferInsert;
 export type BuildPlatform = typeof buildPlatforms.$inferSelect;
 export type ImageTag = typeof imageTags.$inferSelect;
+export type BuildContextRow = typeof buildContexts.$inferSelect;

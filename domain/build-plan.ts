@@ -14,7 +14,9 @@ export interface ImageBuildInput {
 /** Where the build context comes from. */
 export type BuildSource =
   | { kind: 'inline'; dockerfile: string }
-  | { kind: 'git'; url: string; commit: string; repositoryId: string; contextDir: string; dockerfilePath: string };
+  | { kind: 'git'; url: string; commit: string; repositoryId: string; contextDir: string; dockerfilePath: string }
+  /** An uploaded local context: a blob of the build's repository in Kiln's registry. */
+  | { kind: 'context'; digest: string; contextDir: string; dockerfilePath: string };
 
 export interface BuildPlan {
   buildId: string;

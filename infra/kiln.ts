@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Client } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
+import { scheduleContextSweep } from '../activities/context';
 import { RegistryClient } from '../activities/registry';
 import { createApp } from '../api/app';
 import type { RegistryTokenSigner } from '../api/routes/registry-token';
@@ -37,6 +38,10 @@ export interface KilnOptions {
   secretKey: string;
   publicUrl?: string;
   maxBodyBytes: number;
+  /** KILN_MAX_CONTEXT_BYTES (default 512 MiB). */
+  maxContextBytes?: number;
+  /** How long an unused uploaded context is kept (default 24 h). */
+  contextRetentionMs?: number;
   /** KILN_MAX_LOG_BYTES (default 64 MiB). */
   maxLogBytes?: number;
   /** Caps on live log followers (defaults 100 and 100). */
@@ -49,6 +54,10 @@ export interface KilnOptions {
   /** Reuse an open database (tests share one across instances). */
   db?: DbHandle;
 }
+
+const DEFAULT_MAX_CONTEXT_BYTES = 512 * 1024 * 1024;
+const DEFAULT_CONTEXT_RETENTION_MS = 24 * 3600_000;
+const CONTEXT_SWEEP_MS = 10 * 60_000;
 
 export interface Kiln {
   url: string | null;
@@ -104,6 +113,11 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
       },
       builds: createTemporalBuildStarter(client),
+      contexts: {
+        registry,
+        maxContextBytes: opts.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES,
+        retentionMs: opts.contextRetentionMs ?? DEFAULT_CONTEXT_RETENTION_MS,
+      },
       registryTokenSigner: opts.registryTokenSigner,
       readiness: {
         temporal: async () => {
@@ -119,12 +133,18 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     server = await serveApi(app, { port: opts.port, host: opts.host });
   }
 
+  // Every control worker sweeps; the sweep is idempotent, so several at once are harmless.
+  const stopSweep = opts.components.includes('control')
+    ? scheduleContextSweep({ db: db.db, registry }, opts.contextRetentionMs ?? DEFAULT_CONTEXT_RETENTION_MS, CONTEXT_SWEEP_MS)
+    : () => {};
+
   return {
     url: server?.url ?? null,
     db,
     client,
     workers,
     async close() {
+      stopSweep();
       await server?.close();
       await workers.shutdown();
       await connection.close();

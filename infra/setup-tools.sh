@@ -41,8 +41,9 @@ STARGZ_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
 
 # containernetworking-plugins + iptables + nftables: RUN steps on a firewalled bridge (infra/build-network.ts);
 # skopeo: the standard registry client the tests pull with;
-# stargz-snapshotter (only ctr-remote) and containerd (1.6, with ctr) are the lazy-pull runtime's.
-APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates
+# stargz-snapshotter (only ctr-remote) and containerd (1.6, with ctr) are the lazy-pull runtime's;
+# chromium: the browser the console's e2e tests drive (playwright-core).
+APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates chromium
   containernetworking-plugins iptables nftables iproute2 skopeo stargz-snapshotter)
 # A containerd already on PATH (e.g. Docker's containerd.io, which conflicts with Debian's package:
 # installing ours would remove Docker) is used as it is; the runtime starts a private one anyway.

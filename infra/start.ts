@@ -96,6 +96,8 @@ const kiln = await startKiln({
   secretKey: secretKey.value,
   publicUrl,
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
+  maxContextBytes: env.KILN_MAX_CONTEXT_BYTES,
+  contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,
   maxLogBytes: env.KILN_MAX_LOG_BYTES,
   metricsToken: env.KILN_METRICS_TOKEN,
   logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },

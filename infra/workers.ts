@@ -13,6 +13,7 @@ import {
 } from '@temporalio/worker';
 import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
+import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
 import { createSourceAccess } from '../activities/source';
@@ -125,6 +126,7 @@ export const buildIdLogAttributes: ActivityInterceptorsFactory = (ctx) => ({
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
   const { connection } = opts;
   const source = createSourceAccess({ db: opts.db, secretKey: opts.secretKey });
+  const contexts = createContextAccess({ registry: opts.registry });
   const workers: Worker[] = [];
   if (opts.components.includes('control')) {
     workers.push(
@@ -166,6 +168,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           registry: opts.registryHost,
           workRoot: opts.workRoot,
           checkoutSource: source.checkoutSource,
+          fetchContext: contexts.fetchContext,
           secretKey: opts.secretKey,
           issueBuildCredentials: opts.issueBuildCredentials,
           buildPool: opts.buildPool,

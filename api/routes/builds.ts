@@ -5,12 +5,16 @@ import {
   decodeBuildCursor,
   finishBuild,
   getBuild,
+  insertBuild,
   getBuildStatus,
   isTerminal,
   listBuilds,
   type BuildWithDetails,
 } from '../../db/queries/builds';
 import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
+import { useBuildContext } from '../../db/queries/contexts';
+import { randomUUID } from 'node:crypto';
+import { startBuildOrFail } from '../start-build';
 import { getLogStreamEnd } from '../../db/queries/logs';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
@@ -119,6 +123,21 @@ const cancel = createRoute({
   },
 });
 
+const rebuild = createRoute({
+  method: 'post',
+  path: '/builds/{id}/rebuild',
+  tags: ['builds'],
+  summary: 'Run a build again',
+  description:
+    'A new build with the same source and settings: the same inline Dockerfile or uploaded context (404 once ' +
+    'expired), or the same rule and ref (the ref is resolved again, so a branch builds its newest commit).',
+  request: { params: IdParams },
+  responses: {
+    202: { description: 'Accepted', content: jsonContent(BuildAccepted) },
+    ...pickErrors(401, 403, 404, 409, 503),
+  },
+});
+
 /**
  * A comment line now and then keeps proxies from closing a quiet stream; the follower also reads
  * again then, in case a notification was lost while the LISTEN connection reconnected.
@@ -144,7 +163,10 @@ export function buildRoutes(deps: AppDeps) {
     return inline.submit(c, {
       namespace,
       name,
-      dockerfile: body.dockerfile,
+      dockerfile: body.dockerfile ?? null,
+      context: body.context
+        ? { digest: body.context.digest, contextDir: body.context.contextDir, dockerfilePath: body.context.dockerfile }
+        : undefined,
       platforms: body.platforms,
       buildArgs: body.buildArgs ?? {},
       labels: body.labels ?? {},
@@ -171,7 +193,8 @@ export function buildRoutes(deps: AppDeps) {
       requireNamespace(c, namespace);
       return (await getRepositoryByPath(db, namespace, name))?.id ?? null;
     }
-    if (scope) throw new ApiError('forbidden', 'A namespace token must filter by repository');
+    if (q.namespace) requireNamespace(c, q.namespace);
+    else if (scope) throw new ApiError('forbidden', 'A namespace token must filter by namespace or repository');
     return undefined;
   }
 
@@ -186,7 +209,7 @@ export function buildRoutes(deps: AppDeps) {
       }
       const repositoryId = await resolveListFilter(c, q);
       if (repositoryId === null) return c.json({ items: [], nextCursor: null }, 200);
-      const pageOut = await listBuilds(db, { repositoryId, status: q.status, cursor, limit: q.limit });
+      const pageOut = await listBuilds(db, { repositoryId, namespace: q.namespace, status: q.status, trigger: q.trigger, cursor, limit: q.limit });
       return c.json({ items: pageOut.items.map(view), nextCursor: pageOut.nextCursor }, 200);
     })
     .openapi(get, async (c) => c.json(view(await loadBuild(c, c.req.valid('param').id)), 200))
@@ -268,6 +291,46 @@ export function buildRoutes(deps: AppDeps) {
       });
       // The route also documents text/plain; an SSE response is a plain Response to the type system.
       return res as unknown as ReturnType<typeof c.text<string, 200>>;
+    })
+    .openapi(rebuild, async (c) => {
+      const old = await loadBuild(c, c.req.valid('param').id);
+      const id = randomUUID();
+      const context = old.contextDigest ? await useBuildContext(db, old.repository, old.contextDigest) : undefined;
+      if (old.contextDigest && !context) {
+        throw new ApiError('not_found', `The uploaded context ${old.contextDigest} has expired; build the directory again`);
+      }
+      const { build } = await insertBuild(db, {
+        id,
+        repositoryId: old.repositoryId,
+        ruleId: old.ruleId,
+        status: 'queued',
+        trigger: old.ruleId ? 'manual' : old.trigger === 'api' ? 'api' : 'manual',
+        creationMethod: 'manual build',
+        sourceUrl: old.sourceUrl,
+        sourceRef: old.sourceRef,
+        // A rule build resolves its ref again and renders its tags for the new commit.
+        sourceCommit: old.ruleId ? null : old.sourceCommit,
+        dockerfile: old.dockerfile,
+        contextDigest: old.contextDigest,
+        contextSize: old.contextSize,
+        contextDir: old.contextDir,
+        dockerfilePath: old.dockerfilePath,
+        platforms: old.platforms,
+        buildArgs: old.buildArgs,
+        labels: old.labels,
+        target: old.target,
+        tags: old.ruleId ? [] : old.tags,
+        noCache: old.noCache,
+        accelerated: old.accelerated,
+        overwriteTags: old.overwriteTags,
+        registryAuthsEnc: old.registryAuthsEnc,
+        timeoutMinutes: old.timeoutMinutes,
+        workflowId: `build-${id}`,
+      });
+      if (await startBuildOrFail(deps, build, old.repository)) {
+        throw new ApiError('service_unavailable', 'The build engine is unavailable; the build was marked failed', { buildId: build.id });
+      }
+      return c.json({ buildId: build.id, workflowId: build.workflowId }, 202);
     })
     .openapi(cancel, async (c) => {
       const build = await loadBuild(c, c.req.valid('param').id);

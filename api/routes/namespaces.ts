@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
 import { getNamespaceByName, insertNamespace, listNamespaces, updateNamespace } from '../../db/queries/namespaces';
-import { insertApiToken, listApiTokens } from '../../db/queries/tokens';
+import { deleteApiToken, insertApiToken, listApiTokens } from '../../db/queries/tokens';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NamespaceCreate, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';
-import { createRouter, isUniqueViolation, jsonContent } from '../util';
+import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { namespaceView } from '../views';
 
 const create = createRoute({
@@ -79,6 +79,15 @@ const listTokens = createRoute({
   },
 });
 
+const revokeToken = createRoute({
+  method: 'delete',
+  path: '/namespaces/{name}/tokens/{id}',
+  tags: ['namespaces'],
+  summary: 'Revoke a namespace API token (admin only)',
+  request: { params: TokenParams.extend({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }) }) },
+  responses: { 204: { description: 'Revoked' }, ...pickErrors(401, 403, 404) },
+});
+
 export function namespaceRoutes({ db }: AppDeps) {
   async function loadNamespace(name: string) {
     const ns = await getNamespaceByName(db, name);
@@ -115,6 +124,13 @@ export function namespaceRoutes({ db }: AppDeps) {
       const token = `kiln_${randomBytes(24).toString('base64url')}`;
       const row = await insertApiToken(db, { namespaceId: ns.id, name: c.req.valid('json').name, token });
       return c.json({ id: row.id, name: row.name, namespace: ns.name, createdAt: row.createdAt.toISOString(), token }, 201);
+    })
+    .openapi(revokeToken, async (c) => {
+      requireAdmin(c);
+      const { name, id } = c.req.valid('param');
+      const ns = await loadNamespace(name);
+      if (!isUuid(id) || !(await deleteApiToken(db, ns.id, id))) throw new ApiError('not_found', `Token ${id} not found in "${name}"`);
+      return c.body(null, 204);
     })
     .openapi(listTokens, async (c) => {
       const ns = await loadNamespace(c.req.valid('param').name);

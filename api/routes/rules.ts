@@ -4,12 +4,31 @@ import { insertBuild } from '../../db/queries/builds';
 import { getRepository, type RepositoryWithNamespace } from '../../db/queries/repositories';
 import { deleteRule, getRule, insertRule, listRules, updateRule } from '../../db/queries/rules';
 import type { BuildRule } from '../../db/schema';
-import { isRegexMatch, matchRef, type RefName } from '../../domain/rules';
+import {
+  InvalidTagError,
+  isRegexMatch,
+  matchesPathFilters,
+  matchRef,
+  parseFullRef,
+  renderImageTags,
+  validateRuleSpec,
+  type RefName,
+  type RuleSpec,
+} from '../../domain/rules';
 import type { AppDeps } from '../types';
 import { requireNamespace, type AppEnv } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
-import { RuleCreate, RuleIdParams, RuleMerged, RuleTrigger, RuleUpdate, RuleView } from '../rule-schemas';
+import {
+  RuleCreate,
+  RuleIdParams,
+  RuleMerged,
+  RulePreview,
+  RulePreviewRequest,
+  RuleTrigger,
+  RuleUpdate,
+  RuleView,
+} from '../rule-schemas';
 import { BuildAccepted, IdParams } from '../schemas';
 import { createRouter, isUuid, jsonContent } from '../util';
 import { z } from '@hono/zod-openapi';
@@ -73,6 +92,22 @@ const trigger = createRoute({
   request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
   responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 503) },
 });
+
+const preview = createRoute({
+  method: 'post',
+  path: '/repositories/{id}/rules/preview',
+  tags: ['rules'],
+  summary: 'Preview a rule against a ref',
+  description:
+    'Evaluates a saved or unsaved rule against a branch or tag exactly as a push would: whether it matches, the ' +
+    'tags it would push for that commit and time, and why not when it would not build (no match, a tag that is ' +
+    'not a valid OCI tag for this ref, path filters, a disabled rule, a rule that is not valid). Changes nothing.',
+  request: { params: IdParams, body: { required: true, content: jsonContent(RulePreviewRequest) } },
+  responses: { 200: { description: 'The outcome', content: jsonContent(RulePreview) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+});
+
+/** A stand-in commit id when the preview names none: visibly a sample. */
+export const SAMPLE_COMMIT = '0123456789abcdef0123456789abcdef01234567';
 
 export function ruleView(rule: BuildRule) {
   return {
@@ -148,6 +183,19 @@ export function ruleRoutes(deps: AppDeps) {
       await deleteRule(db, rule.id);
       return c.body(null, 204);
     })
+    .openapi(preview, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      const body = c.req.valid('json');
+      let spec: RuleSpec & { enabled: boolean };
+      if (typeof body.rule === 'string') {
+        const { rule } = await loadRule(c, body.rule);
+        if (rule.repositoryId !== repo.id) throw new ApiError('not_found', `Rule ${body.rule} is not a rule of this repository`);
+        spec = rule;
+      } else {
+        spec = { semver: false, paths: [], enabled: true, ...body.rule } as RuleSpec & { enabled: boolean };
+      }
+      return c.json(previewRule(spec, body), 200);
+    })
     .openapi(trigger, async (c) => {
       const { rule, repo } = await loadRule(c, c.req.valid('param').id);
       if (!rule.enabled) throw new ApiError('conflict', `Rule ${rule.id} is disabled`);
@@ -162,4 +210,40 @@ export function ruleRoutes(deps: AppDeps) {
       }
       return c.json({ buildId: build.id, workflowId: build.workflowId }, 202);
     });
+}
+
+/** What a push of `req.ref` would do under `rule`: the rule engine of domain/rules.ts, run dry. */
+export function previewRule(
+  rule: RuleSpec & { enabled: boolean },
+  req: { ref: string; commit?: string; time?: string; changedFiles?: string[] },
+): z.infer<typeof RulePreview> {
+  const ref: RefName = parseFullRef(req.ref) ?? { type: rule.type, name: req.ref };
+  const commit = req.commit ?? SAMPLE_COMMIT;
+  const time = req.time ? new Date(req.time) : new Date();
+  const base = { ref, groups: {}, tags: [] as string[], commit, time: time.toISOString(), problems: [] as string[] };
+  const problems = validateRuleSpec(rule);
+  if (problems.length) return { ...base, matches: false, problems, reason: `The rule is not valid: ${problems.join('; ')}` };
+  if (ref.type !== rule.type) {
+    return { ...base, matches: false, reason: `The rule builds ${rule.type}es; ${ref.name} is a ${ref.type}` };
+  }
+  const matched = matchRef(rule, ref);
+  if (!matched) {
+    const how = isRegexMatch(rule.match) ? `does not match the pattern ${rule.match}` : `is not "${rule.match}"`;
+    return { ...base, matches: false, reason: `${rule.type} "${ref.name}" ${how}` };
+  }
+  const groups = matched.groups;
+  let tags: string[];
+  try {
+    tags = renderImageTags(rule, { ref, groups, commit, time });
+  } catch (err) {
+    if (err instanceof InvalidTagError || err instanceof RangeError) {
+      return { ...base, groups, matches: false, reason: `It matches, but the build would fail: ${err.message}` };
+    }
+    throw err;
+  }
+  if (req.changedFiles && rule.paths.length && !matchesPathFilters(rule.paths, req.changedFiles)) {
+    return { ...base, groups, tags, matches: false, reason: `No changed file matches the path filters (${rule.paths.join(', ')})` };
+  }
+  if (!rule.enabled) return { ...base, groups, tags, matches: false, reason: 'The rule is disabled' };
+  return { ...base, groups, tags, matches: true, reason: null };
 }

@@ -101,11 +101,13 @@ export function decodeBuildCursor(raw: string): BuildCursor | undefined {
 /** Newest first, keyset-paged on (createdAt, id). */
 export async function listBuilds(
   db: Db,
-  opts: { repositoryId?: string; status?: BuildStatus; cursor?: BuildCursor; limit: number },
+  opts: { repositoryId?: string; namespace?: string; status?: BuildStatus; trigger?: Build['trigger']; cursor?: BuildCursor; limit: number },
 ): Promise<{ items: BuildWithDetails[]; nextCursor: string | null }> {
   const conds = [];
   if (opts.repositoryId) conds.push(eq(builds.repositoryId, opts.repositoryId));
   if (opts.status) conds.push(eq(builds.status, opts.status));
+  if (opts.trigger) conds.push(eq(builds.trigger, opts.trigger));
+  if (opts.namespace) conds.push(eq(namespaces.name, opts.namespace));
   if (opts.cursor) {
     const { createdAt, id } = opts.cursor;
     // The cursor's timestamp is cut to milliseconds but created_at holds microseconds, so compare

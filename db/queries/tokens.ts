@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { asc, eq } from 'drizzle-orm';
+import { and, asc, eq } from 'drizzle-orm';
 import type { Db } from '../client';
 import { apiTokens, namespaces } from '../schema';
 
@@ -29,4 +29,13 @@ export async function listApiTokens(db: Db, namespaceId: string) {
     .from(apiTokens)
     .where(eq(apiTokens.namespaceId, namespaceId))
     .orderBy(asc(apiTokens.createdAt));
+}
+
+/** Revokes a token of a namespace; false when there was none. */
+export async function deleteApiToken(db: Db, namespaceId: string, id: string): Promise<boolean> {
+  const rows = await db
+    .delete(apiTokens)
+    .where(and(eq(apiTokens.namespaceId, namespaceId), eq(apiTokens.id, id)))
+    .returning({ id: apiTokens.id });
+  return rows.length > 0;
 }

@@ -2,9 +2,10 @@
 // token issuer (Distribution `auth: token`). skopeo (Debian), a standard client, logs in with Kiln
 // tokens; builds get credentials of their own; another namespace's private image is out of reach
 // for FROM, COPY --from and by digest; notifications tell a user push by the token's subject.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import * as tar from 'tar';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { registryNotificationToken } from '../../api/routes/registry-events';
 import { REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE } from '../../domain/registry-access';
@@ -86,6 +87,52 @@ describe('registry access: Kiln as the token issuer of its registry', () => {
     expect(pub.status, JSON.stringify(pub.error)).toBe('succeeded');
   });
 
+  it('a local context goes through the token-auth registry: uploaded with Kiln\'s login, built by the worker, as private as its repository', async () => {
+    const ctxDir = path.join(dir, 'local-context');
+    await mkdir(ctxDir);
+    await writeFile(path.join(ctxDir, 'Dockerfile'), `FROM ${registry}/base/busybox\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n`);
+    await writeFile(path.join(ctxDir, 'hello.txt'), 'from a local dir\n');
+    const chunks: Buffer[] = [];
+    for await (const c of tar.c({ cwd: ctxDir, portable: true }, ['Dockerfile', 'hello.txt'])) chunks.push(Buffer.from(c as Buffer));
+    const body = Buffer.concat(chunks);
+    const upload = (token: string) =>
+      fetch(`${kiln.url}/api/v1/contexts?repository=alpha/private`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-tar' },
+        body,
+      });
+    expect((await upload(tokens.beta!)).status, 'another namespace may not upload into alpha').toBe(403);
+    const up = await upload(tokens.alpha!);
+    expect(up.status, await up.clone().text()).toBe(201);
+    const { digest } = (await up.json()) as { digest: string };
+    // The blob sits in alpha/private: anonymous and beta cannot read it, alpha can.
+    const blob = async (token?: string) => {
+      const scope = `repository:alpha/private:pull`;
+      const t = await fetch(`${kiln.url}/registry/token?service=${REGISTRY_TOKEN_SERVICE}&scope=${encodeURIComponent(scope)}`, {
+        headers: token ? { authorization: `Basic ${Buffer.from(`x:${token}`).toString('base64')}` } : {},
+      });
+      const jwt = ((await t.json()) as { token: string }).token;
+      const res = await fetch(`http://${registry}/v2/alpha/private/blobs/${digest}`, { headers: { authorization: `Bearer ${jwt}` } });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    expect(await blob()).toBe(401);
+    expect(await blob(tokens.beta!)).toBe(401);
+    expect(await blob(tokens.alpha!)).toBe(200);
+
+    const res = await fetch(`${kiln.url}/api/v1/builds`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokens.alpha}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ repository: 'alpha/private', context: { digest }, platforms: ['linux/amd64'], tags: ['from-dir'] }),
+    });
+    expect(res.status, await res.clone().text()).toBe(202);
+    const b = await waitForBuild(kiln, ((await res.json()) as { buildId: string }).buildId);
+    expect(b.status, JSON.stringify(b.error)).toBe('succeeded');
+    expect(b.context.digest).toBe(digest);
+    const log = await (await kiln.api(`/api/v1/builds/${b.id}/logs`)).text();
+    expect(log).toContain('from a local dir');
+  });
+
   it('skopeo: the owner pulls its private image, another namespace and anonymous are refused', async () => {
     const own = await inspect('alpha/private:v1', `any:${tokens.alpha}`);
     expect(own.code, own.stderr).toBe(0);
@@ -98,6 +145,20 @@ describe('registry access: Kiln as the token issuer of its registry', () => {
     expect(anonymous.stderr).toMatch(/unauthorized|denied|authentication required/i);
     const wrong = await inspect('alpha/private:v1', 'any:not-a-kiln-token');
     expect(wrong.code).not.toBe(0);
+  });
+
+  it('skopeo login (the docker login flow: the realm without a scope) takes a Kiln token, refuses anything else', async () => {
+    const authfile = path.join(dir, 'auth.json');
+    const login = (password: string) =>
+      run('skopeo', ['login', '--tls-verify=false', '--authfile', authfile, '--username', 'anyone', '--password-stdin', registry], { timeoutMs: 60_000, input: `${password}\n` });
+    const ok = await login(tokens.alpha!);
+    expect(ok.code, ok.stderr).toBe(0);
+    // The stored login then works for the namespace's own private image.
+    const pulled = await skopeo(['inspect', '--raw', '--tls-verify=false', '--authfile', authfile, `docker://${registry}/alpha/private:v1`]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const bad = await login('not-a-kiln-token');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/unauthorized|invalid|401/i);
   });
 
   it('skopeo: public repositories (and Kiln\'s base image) are readable anonymously and by any namespace', async () => {

@@ -46,6 +46,8 @@ export interface TestKilnOptions {
   registry?: string;
   /** Other buildkitd addresses than the shared stack's. */
   buildkit?: TestStack['buildkit'];
+  /** KILN_MAX_CONTEXT_BYTES of this instance. */
+  maxContextBytes?: number;
   /** Address the API binds (default 127.0.0.1). */
   host?: string;
   /** The registry is Kiln's own with token auth: Kiln logs in, builds get credentials, the API is the realm. */
@@ -82,6 +84,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     apiToken: token,
     secretKey,
     maxBodyBytes: 1024 * 1024,
+    maxContextBytes: opts.maxContextBytes,
     ownRegistry: !!opts.registryTokenSigner,
     registryTokenSigner: opts.registryTokenSigner,
     components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],

@@ -1,25 +1,25 @@
 // The layering the code relies on, checked over the real import graph (type-only imports count:
-// they couple files as much as value imports do). Same result as `npx madge --circular --extensions ts .`.
+// they couple files as much as value imports do). Same result as `npx madge --circular --extensions ts,tsx .`.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const LAYERS = ['domain', 'db', 'workflows', 'activities', 'api', 'infra', 'observability'];
+const LAYERS = ['domain', 'db', 'workflows', 'activities', 'api', 'infra', 'observability', 'cli', 'console'];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const full = path.join(dir, name);
     if (statSync(full).isDirectory()) return name === 'node_modules' || name === 'tools' || name === 'migrations' ? [] : sourceFiles(full);
-    return full.endsWith('.ts') ? [full] : [];
+    return /\.tsx?$/.test(full) ? [full] : [];
   });
 }
 
 function resolve(from: string, spec: string): string | null {
   if (!spec.startsWith('.')) return null;
   const base = path.resolve(path.dirname(from), spec.replace(/\.js$/, ''));
-  for (const candidate of [`${base}.ts`, path.join(base, 'index.ts')]) if (existsSync(candidate)) return candidate;
+  for (const candidate of [`${base}.ts`, `${base}.tsx`, path.join(base, 'index.ts')]) if (existsSync(candidate)) return candidate;
   return null;
 }
 

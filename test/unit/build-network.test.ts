@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildNetworkFor, COMPOSE_BUILD_NETWORK, firewallRuleset, hostResolvers, parseNetworkAllow } from '../../infra/build-network';
+import { buildNetworkFor, cniConfList, COMPOSE_BUILD_NETWORK, firewallRuleset, hostResolvers, parseNetworkAllow } from '../../infra/build-network';
 import { buildkitdToml } from '../../infra/stack';
 
 describe('KILN_BUILD_NETWORK_ALLOW', () => {
@@ -62,11 +62,15 @@ describe('build network', () => {
 
   it('configures buildkitd for bridge networking with no insecure entitlement', () => {
     const net = buildNetworkFor('/srv/kiln-a');
-    const toml = buildkitdToml([], {}, net);
+    const toml = buildkitdToml([], {}, { ...net, cniConfigPath: '/d/cni.conflist' });
     expect(toml).toContain('insecure-entitlements = []');
-    expect(toml).toContain('networkMode = "bridge"');
-    expect(toml).toContain(`bridgeName = "${net.bridge}"`);
-    expect(toml).toContain(`bridgeSubnet = "${net.subnet}"`);
+    expect(toml).toContain('networkMode = "cni"');
+    expect(toml).toContain('cniConfigPath = "/d/cni.conflist"');
+    const conf = JSON.parse(cniConfList(net));
+    // One bridge plugin: no per-step iptables (no firewall plugin, no ipMasq); NAT is ours.
+    expect(conf.plugins).toEqual([expect.objectContaining({ type: 'bridge', bridge: net.bridge, ipMasq: false, isGateway: true })]);
+    expect(conf.plugins[0].ipam.ranges[0][0]).toEqual({ subnet: net.subnet, gateway: net.gateway });
+    expect(firewallRuleset(net, [], [])).toContain(`ip saddr ${net.subnet} oifname != "${net.bridge}" masquerade`);
   });
 });
 

@@ -51,6 +51,7 @@ describe('POST /builds — happy path', () => {
       trigger: 'api',
       creationMethod: 'manual build',
       repository: 'happy/web',
+      ruleId: null,
       platforms: [
         { platform: 'linux/amd64', status: 'queued', digest: null, acceleratedDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
         { platform: 'linux/arm64', status: 'queued', digest: null, acceleratedDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },

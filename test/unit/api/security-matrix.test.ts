@@ -1,12 +1,13 @@
 // The security matrix, generated from the OpenAPI document the app serves: every operation ×
 // every kind of caller, with nothing changed by a refused call. A new route is covered as soon as
 // it is documented; one that cannot be classified, filled or sent fails here with what to add.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadOrCreateRegistryTokenKeys } from '../../../infra/registry-token-keys';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { RegistryClient } from '../../../activities/registry';
 import { OPENAPI_PATH } from '../../../api/app';
 import { registryNotificationToken } from '../../../api/routes/registry-events';
 import { changedTables, snapshotDatabase } from '../../support/db-snapshot';
@@ -16,7 +17,25 @@ import { createHarness, DOCKERFILE, SECRET_KEY, TOKEN, type Res } from './harnes
 // ---- the app and its document -------------------------------------------------------------
 
 const realmKeys = await loadOrCreateRegistryTokenKeys(mkdtempSync(path.join(tmpdir(), 'kiln-matrix-keys-')));
-const h = await createHarness({ registryTokenSigner: realmKeys });
+/**
+ * POST /contexts streams its body into a registry blob: here a stand-in that reads and hashes it
+ * (the real upload into a token-auth registry is test/e2e/local-context.test.ts's).
+ */
+const contextRegistry = {
+  async uploadBlob(_repository: string, body: AsyncIterable<Uint8Array>) {
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of body) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+    }
+    return { digest: `sha256:${hash.digest('hex')}`, size };
+  },
+} as unknown as RegistryClient;
+const h = await createHarness({
+  registryTokenSigner: realmKeys,
+  contexts: { registry: contextRegistry, maxContextBytes: 1024 * 1024, retentionMs: 3600_000 },
+});
 afterAll(() => h.close());
 
 interface OpenApiOperation {
@@ -113,12 +132,51 @@ const ofClass = (c: SecurityClass) => classified.filter((o) => o.securityClass =
 /** Admin-only operations say so in their summary or description; the matrix checks the code agrees. */
 const isAdminOnly = (o: Operation) => /\badmin only\b/i.test(`${o.op.summary ?? ''} ${o.op.description ?? ''}`);
 
-/** Routes the app serves outside the document: all public. Checked against app.routes both ways. */
+/**
+ * Routes the app serves outside the document and that are public: the document itself, the docs,
+ * and the console's sign-in page and static assets. Checked against app.routes both ways.
+ */
 const UNDOCUMENTED_PUBLIC: Record<string, string> = {
   [`GET ${OPENAPI_PATH}`]: OPENAPI_PATH,
   'GET /docs': '/docs',
   'GET /docs/assets/swagger-ui-dist/:file': '/docs/assets/swagger-ui-dist/swagger-ui.css',
+  'GET /login': '/login',
+  'GET /console/assets/:file': '/console/assets/console.css',
 };
+
+/** The console's sign-in form: public, but it opens a session only for a valid Kiln token. */
+const CONSOLE_SIGN_IN = 'POST /login';
+
+/**
+ * The web console's pages and forms (console/app.tsx), outside the document: every one is behind
+ * the session cookie. Without a valid one, a GET is redirected to the sign-in page and a POST gets
+ * 401, whatever bearer token comes along (the console reads only its cookie); nothing changes.
+ */
+const CONSOLE_SESSION: string[] = [
+  'GET /',
+  'POST /logout',
+  'GET /namespaces',
+  'POST /namespaces',
+  'GET /namespaces/:ns',
+  'POST /repositories',
+  'GET /repositories/:id',
+  'POST /repositories/:id/rules',
+  'POST /repositories/:id/rules/preview',
+  'POST /rules/:id',
+  'POST /rules/:id/delete',
+  'POST /rules/:id/build',
+  'GET /builds',
+  'GET /builds/new',
+  'POST /builds',
+  'GET /builds/:id',
+  'GET /builds/:id/log.txt',
+  'GET /builds/:id/events',
+  'POST /builds/:id/cancel',
+  'POST /builds/:id/rebuild',
+  'GET /admin/tokens',
+  'POST /admin/tokens',
+  'POST /admin/tokens/:ns/:id/revoke',
+];
 
 // ---- resources of the owning namespace, fresh for every call that may change them ------------
 
@@ -133,6 +191,8 @@ interface Fixture {
   buildId: string;
   /** The build lives in its own repository, so the first one has no active build (DELETE works). */
   builtRepository: string;
+  /** A namespace token of the owner's, made for this fixture (not OWNER_TOKEN: it may be revoked). */
+  tokenId: string;
 }
 
 const RULE = { type: 'branch', match: 'main', platforms: ['linux/amd64'], tags: [{ template: 'main' }] };
@@ -154,6 +214,8 @@ async function seed(provider = 'github'): Promise<Fixture> {
     json: { repository: builtRepository, dockerfile: DOCKERFILE, platforms: ['linux/amd64'], tags: ['v1'] },
   });
   expect(build.status, build.text).toBe(202);
+  const token = await admin(`/api/v1/namespaces/${OWNER}/tokens`, { json: { name: `fixture-${n}` } });
+  expect(token.status, token.text).toBe(201);
   return {
     n,
     namespace: OWNER,
@@ -164,6 +226,7 @@ async function seed(provider = 'github'): Promise<Fixture> {
     ruleId: rule.body.id,
     buildId: build.body.buildId,
     builtRepository,
+    tokenId: token.body.id,
   };
 }
 
@@ -174,6 +237,7 @@ const PATH_PARAMS: Record<string, (f: Fixture) => string> = {
   '/builds/{id}': (f) => f.buildId,
   '/imagebuilds/{id}': (f) => f.buildId,
   '/rules/{id}': (f) => f.ruleId,
+  '/tokens/{id}': (f) => f.tokenId,
 };
 const pathParams = (path: string) => [...path.matchAll(/\/([^/{}]+)\/\{([^}]+)\}/g)].map((m) => `/${m[1]}/{${m[2]}}`);
 const hasPathParams = (path: string) => path.includes('{');
@@ -189,6 +253,8 @@ function fillPath(o: Operation, f: Fixture): string {
 interface Example {
   query?: Record<string, string>;
   body?: unknown;
+  /** A body that is not JSON (a tar stream), with its content type. */
+  raw?: { body: string; contentType: string };
   /** A list narrowed to the caller's namespace: another namespace gets 2xx, with nothing of the owner. */
   scopedList?: true;
 }
@@ -217,7 +283,28 @@ const EXAMPLES: Record<string, (f: Fixture) => Example | Example[]> = {
   'PATCH /api/v1/rules/{id}': () => ({ body: { match: 'trunk', tags: [{ template: 'trunk' }], noCache: true } }),
   'POST /api/v1/rules/{id}/builds': () => ({ body: { ref: 'main' } }),
   'PATCH /api/v1/namespaces/{name}': () => ({ body: { defaultImmutableTags: true, buildPool: 'dedicated' } }),
+  'POST /api/v1/contexts': (f) => ({
+    query: { repository: `${f.namespace}/${f.repositoryName}` },
+    raw: { body: tarOf('Dockerfile', `FROM scratch\nLABEL fixture=${f.n}\n`), contentType: 'application/x-tar' },
+  }),
+  'POST /api/v1/repositories/{id}/rules/preview': (f): Example[] => [
+    { body: { rule: { type: 'branch', match: 'release-(?<v>\\w+)', tags: [{ template: '${v}' }] }, ref: 'release-7' } },
+    { body: { rule: f.ruleId, ref: 'main' } },
+  ],
 };
+
+/** A one-file ustar archive (header, data, two zero blocks); ASCII only, so it travels as a string. */
+function tarOf(name: string, content: string): string {
+  const field = (value: string, length: number) => value.padEnd(length, '\0').slice(0, length);
+  const octal = (n: number, length: number) => `${n.toString(8).padStart(length - 1, '0')}\0`;
+  const header = (checksum: string) =>
+    field(name, 100) + octal(0o644, 8) + octal(0, 8) + octal(0, 8) + octal(content.length, 12) + octal(0, 12) +
+    checksum + '0' + field('', 100) + field('ustar', 6) + '00' + field('', 32) + field('', 32) + octal(0, 8) + octal(0, 8) +
+    field('', 155) + field('', 12);
+  const sum = [...header(' '.repeat(8))].reduce((a, ch) => a + ch.charCodeAt(0), 0);
+  const block = (s: string) => s.padEnd(Math.ceil(s.length / 512) * 512, '\0');
+  return header(`${sum.toString(8).padStart(6, '0')}\0 `) + block(content) + '\0'.repeat(1024);
+}
 
 function examplesFor(o: Operation, f: Fixture): Example[] {
   const make = EXAMPLES[o.key];
@@ -229,6 +316,14 @@ function examplesFor(o: Operation, f: Fixture): Example[] {
 
 async function send(o: Operation, f: Fixture, ex: Example, headers: { token: string | null; extra?: Record<string, string> }): Promise<Res> {
   const qs = ex.query ? `?${new URLSearchParams(ex.query)}` : '';
+  if (ex.raw) {
+    return h.call(fillPath(o, f) + qs, {
+      method: o.method,
+      body: ex.raw.body,
+      token: headers.token,
+      headers: { 'content-type': ex.raw.contentType, ...headers.extra },
+    });
+  }
   return h.call(fillPath(o, f) + qs, { method: o.method, json: ex.body, token: headers.token, headers: headers.extra });
 }
 
@@ -267,8 +362,9 @@ describe('the document', () => {
   it('every route the app serves is documented or listed as undocumented and public', () => {
     const documented = new Set(operations.map((o) => `${o.method} ${o.path.replace(/\{([^}]+)\}/g, ':$1')}`));
     const served = new Set(h.app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`));
-    expect([...served].filter((k) => !documented.has(k) && !(k in UNDOCUMENTED_PUBLIC))).toEqual([]);
-    expect(Object.keys(UNDOCUMENTED_PUBLIC).filter((k) => !served.has(k)), 'stale UNDOCUMENTED_PUBLIC entries').toEqual([]);
+    const listed = new Set([...Object.keys(UNDOCUMENTED_PUBLIC), CONSOLE_SIGN_IN, ...CONSOLE_SESSION]);
+    expect([...served].filter((k) => !documented.has(k) && !listed.has(k))).toEqual([]);
+    expect([...listed].filter((k) => !served.has(k)), 'stale UNDOCUMENTED_PUBLIC / CONSOLE_* entries').toEqual([]);
   });
 
   it('every path parameter and example is known, and no example is stale', () => {
@@ -341,6 +437,67 @@ describe.each(Object.entries(UNDOCUMENTED_PUBLIC))('%s (undocumented, public)', 
   it('answers without a token', async () => {
     const res = await h.call(path, { token: null });
     expect(res.status, res.text.slice(0, 200)).toBe(200);
+  });
+});
+
+describe('the console', () => {
+  const signIn = (token: string | undefined, bearer: string | null = null) =>
+    h.call('/login', {
+      method: 'POST',
+      body: new URLSearchParams({ token: token ?? '', next: '/builds' }).toString(),
+      token: bearer,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+  const sessionCookie = (res: Res) => /kiln_session=([^;]+)/.exec(res.headers.get('set-cookie') ?? '')?.[1];
+  /** `:ns`, `:id` filled with the owner's resources (the route decides which kind of id). */
+  const fill = (route: string, f: Fixture) => {
+    const path = route.split(' ')[1]!;
+    const id = path.startsWith('/repositories') ? f.repositoryId : path.startsWith('/rules') ? f.ruleId : path.startsWith('/admin') ? f.tokenId : f.buildId;
+    return path.replace(':ns', f.namespace).replace(':id', id);
+  };
+
+  it(`${CONSOLE_SIGN_IN}: no, unknown or bearer-only token → back to the sign-in page, no session, nothing changes; a Kiln token → a session`, async () => {
+    for (const [token, bearer] of [[undefined, null], [BEARER['unknown token']!, null], [undefined, TOKEN]] as const) {
+      const res = await refused(() => signIn(token, bearer));
+      expect(res.status, res.text).toBe(303);
+      expect(res.headers.get('location')).toMatch(/^\/login\?error=/);
+      expect(sessionCookie(res)).toBeUndefined();
+    }
+    const ok = await signIn(OWNER_TOKEN);
+    expect([ok.status, ok.headers.get('location')]).toEqual([303, '/builds']);
+    expect(sessionCookie(ok)).toBeTruthy();
+  });
+
+  it.each(CONSOLE_SESSION)('%s: without a session → sign-in (GET) or 401 (POST), with any bearer token or a forged cookie; nothing changes', async (route) => {
+    const f = await seed();
+    const method = route.split(' ')[0]!;
+    const path = fill(route, f);
+    const forged = { cookie: `kiln_session=${randomBytes(48).toString('base64url')}` };
+    for (const [who, extra] of [...CALLERS.map((c) => [c, undefined] as const), ['forged cookie', forged] as const]) {
+      const token = who === 'forged cookie' ? null : BEARER[who];
+      const res = await refused(
+        () =>
+          method === 'GET'
+            ? h.call(path, { token, headers: extra })
+            : h.call(path, { method, token, body: '', headers: { ...extra, 'content-type': 'application/x-www-form-urlencoded' } }),
+        [f.sourceUrl, f.webhookSecret],
+      );
+      if (method === 'GET') {
+        expect(res.status, `${route} as ${who}: ${res.status} ${res.text.slice(0, 200)}`).toBe(303);
+        expect(res.headers.get('location'), `${route} as ${who}`).toBe(`/login?next=${encodeURIComponent(path)}`);
+      } else {
+        expect(res.status, `${route} as ${who}: ${res.status} ${res.text.slice(0, 200)}`).toBe(401);
+      }
+    }
+  });
+
+  it('a session opens the pages (so the refusals above are the cookie\'s doing)', async () => {
+    const f = await seed();
+    const cookie = sessionCookie(await signIn(OWNER_TOKEN));
+    for (const path of ['/namespaces', `/repositories/${f.repositoryId}`, `/builds/${f.buildId}`]) {
+      const res = await h.call(path, { token: null, headers: { cookie: `kiln_session=${cookie}` } });
+      expect(res.status, `${path}: ${res.text.slice(0, 200)}`).toBe(200);
+    }
   });
 });
 

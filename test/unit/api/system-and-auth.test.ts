@@ -130,6 +130,9 @@ describe('OpenAPI document and docs', () => {
         'DELETE /api/v1/rules/{id}',
         'POST /api/v1/rules/{id}/builds',
         'POST /api/v1/imagebuilds',
+        'POST /api/v1/contexts',
+        'POST /api/v1/builds/{id}/rebuild',
+        'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
         'GET /registry/token',
@@ -138,12 +141,14 @@ describe('OpenAPI document and docs', () => {
         'PATCH /api/v1/namespaces/{name}',
         'POST /api/v1/namespaces/{name}/tokens',
         'GET /api/v1/namespaces/{name}/tokens',
+        'DELETE /api/v1/namespaces/{name}/tokens/{id}',
       ].sort(),
     );
     expect(doc.paths['/healthz'].get.security).toEqual([]);
     // The request schema is the validating one.
     const submit = doc.components.schemas.BuildSubmit;
-    expect(submit.required.sort()).toEqual(['dockerfile', 'platforms', 'repository', 'tags']);
+    expect(submit.required.sort()).toEqual(['platforms', 'repository', 'tags']);
+    expect(submit.properties.context).toBeDefined();
     expect(submit.properties.platforms.items.enum).toEqual(['linux/amd64', 'linux/arm64']);
     expect(submit.properties.tags.maxItems).toBe(5);
     expect(submit.properties.buildArgs.maxProperties).toBe(20);
