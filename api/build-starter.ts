@@ -1,6 +1,8 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
 import type { CancelReason } from '../domain/builds';
+// The API is the workflow's client: it imports its type (never its code) to start it type-checked.
+import type { ImageBuildWorkflow } from '../workflows/image-build';
 
 export interface StartBuildRequest {
   buildId: string;
@@ -38,7 +40,7 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
   return {
     async start(req) {
       try {
-        await client.workflow.start(BUILD_WORKFLOW_TYPE, {
+        await client.workflow.start<typeof ImageBuildWorkflow>(BUILD_WORKFLOW_TYPE, {
           taskQueue,
           workflowId: req.workflowId,
           // Only the id: the workflow reads everything else, secrets included, from the database.

