@@ -22,7 +22,7 @@ function createRootLogger(): Logger {
     redact: { paths: ['*.authorization', '*.password', '*.token', '*.secret', 'req.headers.authorization'], censor: '[redacted]' },
   };
   if (process.stdout.isTTY && process.env.KILN_LOG_FORMAT !== 'json') {
-    return pino(options, pinoPretty({ sync: true, colorize: true, ignore: 'pid,hostname,service', translateTime: 'HH:MM:ss.l' }));
+    return pino(options, pinoPretty({ sync: true, colorize: true, singleLine: true, ignore: 'pid,hostname,service', translateTime: 'HH:MM:ss.l' }));
   }
   return pino(options);
 }
