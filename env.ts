@@ -94,6 +94,8 @@ export const envSchema = z.object({
   /** Logs are JSON lines, printed readably on a terminal unless `json` (observability/log.ts). */
   KILN_LOG_FORMAT: z.enum(['auto', 'json']).default('auto'),
   /** When set, GET /metrics requires `Authorization: Bearer <it>`. */
+  /** A process without the API serves GET /metrics alone on this port (its build metrics are its own). */
+  KILN_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   KILN_METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_METRICS_TOKEN must be at least 16 characters').optional()),
   KILN_SKIP_TOOL_SETUP: bool.default(false),
 });

@@ -8,6 +8,7 @@ import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { serveApi } from '../api/server';
+import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
 import type { Component, Platform } from '../env';
 import { installQuietRuntime, startWorkers, type RunningWorkers } from './workers';
@@ -49,6 +50,8 @@ export interface KilnOptions {
   components: Component[];
   /** KILN_METRICS_TOKEN: GET /metrics requires it as a bearer token. */
   metricsToken?: string;
+  /** KILN_METRICS_PORT: without the API in this process, serve GET /metrics alone on this port. */
+  metricsPort?: number;
   /** Extra readiness checks (e.g. buildkitd) shown by /readyz. */
   readiness?: Record<string, () => Promise<void>>;
   /** Reuse an open database (tests share one across instances). */
@@ -61,6 +64,8 @@ const CONTEXT_SWEEP_MS = 10 * 60_000;
 
 export interface Kiln {
   url: string | null;
+  /** Where this process serves GET /metrics (the API's, or KILN_METRICS_PORT's); null: nowhere. */
+  metricsUrl: string | null;
   db: DbHandle;
   client: Client;
   workers: RunningWorkers;
@@ -97,6 +102,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
+  let metricsServer: { url: string; close(): Promise<void> } | null = null;
   if (opts.components.includes('api')) {
     const app = createApp({
       db: db.db,
@@ -131,6 +137,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
       },
     });
     server = await serveApi(app, { port: opts.port, host: opts.host });
+  } else if (opts.metricsPort !== undefined) {
+    metricsServer = await serveApi(metricsOnlyApp(opts.metricsToken), { port: opts.metricsPort, host: opts.host });
   }
 
   // Every control worker sweeps; the sweep is idempotent, so several at once are harmless.
@@ -140,12 +148,14 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
 
   return {
     url: server?.url ?? null,
+    metricsUrl: metricsServer ? `${metricsServer.url}/metrics` : server ? `${server.url}/metrics` : null,
     db,
     client,
     workers,
     async close() {
       stopSweep();
       await server?.close();
+      await metricsServer?.close();
       await workers.shutdown();
       await connection.close();
       if (!opts.db) await db.close();

@@ -100,6 +100,7 @@ const kiln = await startKiln({
   contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,
   maxLogBytes: env.KILN_MAX_LOG_BYTES,
   metricsToken: env.KILN_METRICS_TOKEN,
+  metricsPort: env.KILN_METRICS_PORT,
   logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },
   components: env.KILN_COMPONENTS,
   readiness: runsBuilds
@@ -139,6 +140,7 @@ console.log(`
 Kiln is running (${env.KILN_COMPONENTS.join(', ')})
   API          ${kiln.url ?? '(not in this process)'}/api/v1
   API docs     ${kiln.url ?? ''}/docs
+  Metrics      ${kiln.metricsUrl ?? '(not served: no API here; set KILN_METRICS_PORT)'}
   Temporal UI  ${env.TEMPORAL_UI_URL ?? stack.temporalUiUrl ?? '(external Temporal)'}
   Registry     ${stack.registry}  (base image: ${stack.registry}/base/busybox)${
     env.KILN_REGISTRY

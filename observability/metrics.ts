@@ -4,6 +4,7 @@
 // - one HTTP registry per API app (tests build many apps in one process and must not share counts).
 // GET /metrics serves both merged.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/client';
 import { countBuildsByStatus } from '../db/queries/builds';
 
@@ -77,6 +78,16 @@ export type BuildMetrics = ReturnType<typeof createBuildMetrics>;
 export function buildMetrics(): BuildMetrics {
   kilnProcessRegistry();
   return processBuildMetrics!;
+}
+
+/** True when no token is configured, or the Authorization header is `Bearer <token>`. */
+export function metricsAuthorized(authorization: string | undefined, token: string | undefined): boolean {
+  if (!token) return true;
+  const given = /^Bearer (.+)$/i.exec(authorization ?? '')?.[1];
+  if (!given) return false;
+  // Hashing both sides first makes the comparison constant-time whatever the lengths.
+  const digest = (v: string) => createHash('sha256').update(v, 'utf8').digest();
+  return timingSafeEqual(digest(given), digest(token));
 }
 
 /** Seconds between two instants, never negative (clocks of different hosts). */

@@ -1,9 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import type { AppDeps } from '../types';
-import { tokensEqual } from '../auth';
 import { ApiError, pickErrors } from '../errors';
-import type { HttpMetrics } from '../../observability/metrics';
+import { metricsAuthorized, type HttpMetrics } from '../../observability/metrics';
 import { Health, Readiness } from '../schemas';
 import { createRouter, errorMessage } from '../util';
 
@@ -78,14 +77,10 @@ export function systemRoutes(deps: AppDeps, metrics: HttpMetrics) {
         : c.json({ status: 'not_ready' as const, checks: body }, 503);
     })
     .openapi(metricsRoute, async (c) => {
-      const token = deps.config.metricsToken;
-      if (token) {
-        const given = /^Bearer (.+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
-        if (!given || !tokensEqual(given, token)) {
-          throw new ApiError('unauthorized', 'GET /metrics needs the metrics token (KILN_METRICS_TOKEN)', null, {
-            'WWW-Authenticate': 'Bearer realm="kiln-metrics"',
-          });
-        }
+      if (!metricsAuthorized(c.req.header('authorization'), deps.config.metricsToken)) {
+        throw new ApiError('unauthorized', 'GET /metrics needs the metrics token (KILN_METRICS_TOKEN)', null, {
+          'WWW-Authenticate': 'Bearer realm="kiln-metrics"',
+        });
       }
       return c.text(await metrics.render(), 200, { 'Content-Type': metrics.contentType });
     });

@@ -1,6 +1,7 @@
 // Request ids (X-Request-Id in, echoed out, in every API log line and error body) and the metrics token.
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
+import { metricsOnlyApp } from '../../../observability/metrics-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, DB_TIMEOUT, FakeBuildStarter, makeApp, request, type Harness } from './harness';
 
@@ -96,5 +97,20 @@ describe('metrics token', () => {
   it('GET /metrics stays open without it', async () => {
     const res = await request(makeApp(h.handle, new FakeBuildStarter()), '/metrics', { token: null });
     expect(res.status).toBe(200);
+  });
+});
+
+describe('metrics without the API (KILN_METRICS_PORT)', () => {
+  it('serves the process and build metrics alone, behind the token when one is set', async () => {
+    const app = metricsOnlyApp('metrics-token-0123456789');
+    expect((await app.request('/metrics')).status).toBe(401);
+    expect((await app.request('/metrics', { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(401);
+    const ok = await app.request('/metrics', { headers: { authorization: 'Bearer metrics-token-0123456789' } });
+    expect(ok.status).toBe(200);
+    const text = await ok.text();
+    expect(text).toContain('# TYPE kiln_build_phase_duration_seconds histogram');
+    expect(text).toContain('kiln_process_cpu_seconds_total');
+    expect(text).not.toContain('kiln_http_requests_total');
+    expect((await metricsOnlyApp().request('/metrics')).status).toBe(200);
   });
 });
