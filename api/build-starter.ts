@@ -1,6 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
-import type { CancelReason } from '../domain/builds';
+import type { CancelReason, Trigger } from '../domain/builds';
 // The API is the workflow's client: it imports its type (never its code) to start it type-checked.
 import type { ImageBuildWorkflow } from '../workflows/image-build';
 
@@ -10,7 +10,7 @@ export interface StartBuildRequest {
   timeoutMinutes: number;
   /** namespace/name */
   repository: string;
-  trigger: 'push' | 'tag' | 'manual' | 'api';
+  trigger: Trigger;
 }
 
 export interface BuildStarter {

@@ -3,6 +3,7 @@ import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import { findSupersededBuilds } from '../db/queries/rules';
 import type { Build, BuildRule, NewBuild } from '../db/schema';
 import { fullRefName, type RefName } from '../domain/rules';
+import type { CreationMethod, Trigger } from '../domain/builds';
 import type { AppDeps } from './types';
 import { startBuildOrFail } from './start-build';
 
@@ -16,8 +17,8 @@ export function ruleBuildValues(input: {
   rule: BuildRule;
   ref: RefName;
   commit: string | null;
-  trigger: 'push' | 'tag' | 'manual' | 'api';
-  creationMethod: 'auto build' | 'manual build';
+  trigger: Trigger;
+  creationMethod: Exclude<CreationMethod, 'user push'>;
 }): NewBuild & { id: string } {
   const { repo, rule } = input;
   const id = randomUUID();
