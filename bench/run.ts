@@ -69,6 +69,17 @@ async function main() {
     maxBodyBytes: 1024 * 1024,
     components,
   });
+  /** An API process of its own (`npm start` with KILN_COMPONENTS=api) on the bench stack. */
+  const apiProcess = (name: string, port: number) =>
+    startApiProcess({
+      dataDir: path.join(dataDir, name),
+      port,
+      databaseUrl: stack.postgresUrl!,
+      temporalAddress: stack.temporalAddress,
+      registry: stack.registry,
+      apiToken: token,
+      secretKey,
+    });
   const rows: Row[] = [];
   const log = (m: string) => console.log(`bench: ${m}`);
   let kiln: Kiln | undefined;
@@ -249,15 +260,7 @@ async function main() {
 
     // ---------------------------------------------------------------- HTTP, against an API process of its own
     if (ONLY.has('ingest') || ONLY.has('reads')) {
-      const apiProc = await startApiProcess({
-        dataDir: path.join(dataDir, 'api'),
-        port: API_PORT,
-        databaseUrl: stack.postgresUrl!,
-        temporalAddress: stack.temporalAddress,
-        registry: stack.registry,
-        apiToken: token,
-        secretKey,
-      });
+      const apiProc = await apiProcess('api', API_PORT);
       try {
         if (ONLY.has('ingest')) {
           log('4. webhook ingest');
@@ -319,15 +322,7 @@ async function main() {
         ratio: ratio(chatty.kiln, chatty.raw),
         target: '≤ 1.2×',
       });
-      const apiProc = await startApiProcess({
-        dataDir: path.join(dataDir, 'api-logs'),
-        port: API_PORT + 1,
-        databaseUrl: stack.postgresUrl!,
-        temporalAddress: stack.temporalAddress,
-        registry: stack.registry,
-        apiToken: token,
-        secretKey,
-      });
+      const apiProc = await apiProcess('api-logs', API_PORT + 1);
       try {
         log('7b. live follow');
         const f = await benchFollow(ctx, apiProc.url);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dbLogStore, LOG_CHUNK_BYTES, LogSink, type LogStore } from '../../activities/log-sink';
 import { getBuild } from '../../db/queries/builds';
 import { readLogChunksByOffset } from '../../db/queries/logs';
-import { buildBody, createHarness, DB_TIMEOUT, type Harness } from './api/harness';
+import { createHarness, DB_TIMEOUT, submitBuild, type Harness } from './api/harness';
 
 let h: Harness;
 beforeAll(async () => {
@@ -10,11 +10,7 @@ beforeAll(async () => {
 }, DB_TIMEOUT);
 afterAll(() => h?.close());
 
-async function newBuild(): Promise<string> {
-  const res = await h.call('/api/v1/builds', { json: buildBody({ repository: 'sink/web' }) });
-  expect(res.status).toBe(202);
-  return res.body.buildId;
-}
+const newBuild = () => submitBuild(h, 'sink/web');
 
 async function stored(buildId: string, stream: string): Promise<Buffer> {
   const parts: Buffer[] = [];

@@ -140,6 +140,13 @@ export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {
 
 export const DOCKERFILE = 'FROM 127.0.0.1:5000/base/busybox\nRUN echo hi > /x\n';
 
+/** Submits an inline build to `repository` through the API and returns its id. */
+export async function submitBuild(h: Pick<Harness, 'call'>, repository: string): Promise<string> {
+  const res = await h.call('/api/v1/builds', { json: buildBody({ repository }) });
+  if (res.status !== 202) throw new Error(`POST /builds: ${res.status} ${res.text}`);
+  return res.body.buildId;
+}
+
 export function buildBody(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     repository: 'team/web',

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finishBuild, updateBuild } from '../../../db/queries/builds';
 import { appendBuildLogs, insertLogChunks, readLogChunksBySeq } from '../../../db/queries/logs';
-import { buildBody, createHarness, DB_TIMEOUT, FakeBuildStarter, makeApp, TOKEN, type Harness } from './harness';
+import { createHarness, DB_TIMEOUT, FakeBuildStarter, makeApp, submitBuild, TOKEN, type Harness } from './harness';
 
 let h: Harness;
 beforeAll(async () => {
@@ -9,11 +9,7 @@ beforeAll(async () => {
 }, DB_TIMEOUT);
 afterAll(() => h?.close());
 
-async function newBuild(): Promise<string> {
-  const res = await h.call('/api/v1/builds', { json: buildBody({ repository: 'logs/web' }) });
-  expect(res.status).toBe(202);
-  return res.body.buildId;
-}
+const newBuild = () => submitBuild(h, 'logs/web');
 
 interface SseEvent {
   event?: string;
