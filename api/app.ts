@@ -12,6 +12,7 @@ import { adminOrNamespaceTokenAuthenticator, bearerAuth, type AppEnv, type Authe
 import { findTokenNamespace } from '../db/queries/tokens';
 import type { BuildStarter } from './build-starter';
 import { ApiError, type ErrorCode } from './errors';
+import { documentedRoutes, documentRules, findDocumentedRoute, methodNotAllowed, withNoNulStrings, type DocumentedRoute } from './openapi';
 import { HttpMetrics } from './metrics';
 import { buildRoutes } from './routes/builds';
 import { imageBuildRoutes } from './routes/imagebuilds';
@@ -92,7 +93,27 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     if (apiError.code === 'internal') console.error(`[api] ${c.req.method} ${c.req.path} failed:`, err);
     return c.json(apiError.toBody(), apiError.status, apiError.headers);
   });
-  app.notFound((c) => c.json(new ApiError('not_found', `No route for ${c.req.method} ${c.req.path}`).toBody(), 404));
+  const docConfig = {
+    openapi: '3.1.0',
+    info: {
+      title: 'Kiln API',
+      version: '1.0.0',
+      description: 'Self-hosted container image builds: repositories, build rules and durable multi-arch builds.',
+    },
+    servers: [{ url: deps.config.publicUrl.replace(/\/+$/, '') }],
+    security: [{ bearerAuth: [] }],
+  };
+  // Built once, on first use, when every route is registered.
+  let doc: ReturnType<typeof app.getOpenAPI31Document> | undefined;
+  const document = () => (doc ??= withNoNulStrings(app.getOpenAPI31Document(docConfig)));
+  let routes: DocumentedRoute[] | undefined;
+  const routeTable = () => (routes ??= documentedRoutes(document()));
+
+  app.notFound((c) => {
+    const route = findDocumentedRoute(routeTable(), c.req.path);
+    const err = route ? methodNotAllowed(route, c.req.method) : new ApiError('not_found', `No route for ${c.req.method} ${c.req.path}`);
+    return c.json(err.toBody(), err.status, err.headers);
+  });
 
   app.use('*', async (c, next) => {
     const started = performance.now();
@@ -112,6 +133,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   );
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
   app.use(`${API_PREFIX}/*`, jsonWithoutContentType);
+  app.use(`${API_PREFIX}/*`, documentRules(routeTable));
 
   app.route('/', systemRoutes(deps, metrics));
   app.route(API_PREFIX, namespaceRoutes(deps));
@@ -127,16 +149,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     scheme: 'bearer',
     description: 'The API token (KILN_API_TOKEN)',
   });
-  app.doc31(OPENAPI_PATH, {
-    openapi: '3.1.0',
-    info: {
-      title: 'Kiln API',
-      version: '1.0.0',
-      description: 'Self-hosted container image builds: repositories, build rules and durable multi-arch builds.',
-    },
-    servers: [{ url: deps.config.publicUrl.replace(/\/+$/, '') }],
-    security: [{ bearerAuth: [] }],
-  });
+  app.get(OPENAPI_PATH, (c) => c.json(document()));
   // Swagger UI's assets come from the swagger-ui-dist package, not a CDN: Kiln runs offline too.
   app.get('/docs', swaggerUI({ url: OPENAPI_PATH, title: 'Kiln API', baseUrl: '/docs/assets' }));
   app.get('/docs/assets/swagger-ui-dist/:file', async (c) => {

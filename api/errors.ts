@@ -8,9 +8,12 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  method_not_allowed: 405,
   conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  unprocessable: 422,
+  rate_limited: 429,
   internal: 500,
   service_unavailable: 503,
 } as const satisfies Record<string, ContentfulStatusCode>;
@@ -65,6 +68,8 @@ export const errorResponses = {
   409: errorResponse('Conflict with the current state'),
   413: errorResponse('Body larger than the configured limit'),
   415: errorResponse('Unsupported media type'),
+  422: errorResponse('The request matches this document but cannot be carried out (unprocessable): e.g. a match pattern that does not compile, a tag template that can never give a valid tag'),
+  429: errorResponse('Too many submissions (rate_limited); retry after the Retry-After header\'s seconds'),
   503: errorResponse('A dependency is unavailable'),
 } as const;
 

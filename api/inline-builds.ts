@@ -12,6 +12,7 @@ import type { Platform } from '../env';
 import type { AppDeps } from './app';
 import { requireNamespace, type AppEnv } from './auth';
 import { ApiError } from './errors';
+import { NamespaceName } from './schemas';
 import { startBuildOrFail } from './start-build';
 
 export interface InlineBuildSpec {
@@ -98,7 +99,11 @@ export function inlineBuilds(deps: AppDeps) {
 
     const id = randomUUID();
     const outcome = await db.transaction(async (tx) => {
-      const ns = (await getNamespaceByName(tx, namespace)) ?? (await ensureNamespace(tx, namespace));
+      let ns = await getNamespaceByName(tx, namespace);
+      if (!ns) {
+        if (!NamespaceName.safeParse(namespace).success) throw new ApiError('not_found', `Namespace "${namespace}" does not exist`);
+        ns = await ensureNamespace(tx, namespace);
+      }
       let repo = await getRepositoryByPath(tx, namespace, name);
       if (!repo) {
         if (!ns.autoCreateRepository) {

@@ -6,6 +6,7 @@
 #   temporal-1.5.1/temporal                 Temporal CLI (dev server + UI), built with `go install`
 #   buildkit-<ver>/{buildkitd,buildctl}     BuildKit, pinned by infra/tools/buildkit/go.mod
 #   busybox/{amd64,arm64}/busybox           static busybox for the locally made base image
+#   schemathesis-<ver>/bin/st               schemathesis (PyPI) in a venv, for the OpenAPI conformance test
 #
 # Hosts with internet access may instead drop the same versions from the release pages into those
 # directories (they are only built here because this environment reaches nothing but the Go module
@@ -28,7 +29,8 @@ BUILDKIT_VERSION=$(awk '$1 == "github.com/moby/buildkit" { print $2; exit }' "$B
 BUILDKIT_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$BK_MOD_DIR/go.mod")
 [[ $(printf '%s\n' "$BUILDKIT_MIN_GO" 1.24.3 | sort -V | tail -1) == 1.24.3 ]] && BUILDKIT_MIN_GO=1.24.3
 
-APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates)
+APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates python3-venv)
+SCHEMATHESIS_VERSION=4.32.5
 
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }
@@ -161,5 +163,19 @@ if [[ ! -x $BK_DIR/buildkitd || ! -x $BK_DIR/buildctl ]]; then
   mv -f "$d/buildctl" "$BK_DIR/buildctl"
 fi
 
+# ---------------------------------------------------------------- schemathesis (PyPI, in a venv)
+# Debian's python3 (not whatever python3 is first on PATH, e.g. a user's pyenv). A venv records its
+# own absolute path, so it is built in place; the `.complete` marker says the install finished.
+ST_DIR=$TOOLS/schemathesis-$SCHEMATHESIS_VERSION
+if [[ ! -f $ST_DIR/.complete || ! -x $ST_DIR/bin/st ]]; then
+  note "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into a venv"
+  rm -rf "$ST_DIR"
+  /usr/bin/python3 -m venv "$ST_DIR" >&2 || die "python3 -m venv failed (Debian package python3-venv)"
+  "$ST_DIR/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2 ||
+    die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (is PyPI reachable?)"
+  "$ST_DIR/bin/st" --version >&2 || die "schemathesis installed but 'st --version' fails"
+  touch "$ST_DIR/.complete"
+fi
+
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}') — $TOOLS"
+echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}'), schemathesis $SCHEMATHESIS_VERSION — $TOOLS"

@@ -14,6 +14,8 @@ export const SETUP_SCRIPT = join(INFRA_DIR, 'setup-tools.sh');
 const BUILDKIT_GO_MOD = join(INFRA_DIR, 'tools', 'buildkit', 'go.mod');
 
 export const TEMPORAL_CLI_VERSION = '1.5.1';
+/** Pinned in infra/setup-tools.sh (SCHEMATHESIS_VERSION), installed into a venv in the tools dir. */
+export const SCHEMATHESIS_VERSION = '4.32.5';
 
 /** The BuildKit version pinned in infra/tools/buildkit/go.mod (the single place it is pinned). */
 export function readBuildkitVersion(goModPath = BUILDKIT_GO_MOD): string {
@@ -33,6 +35,8 @@ export interface ToolPaths {
   busybox: { amd64: string; arm64: string };
   /** Debian's versioned postgres bin dir, e.g. /usr/lib/postgresql/15/bin ('' if none installed). */
   pgBin: string;
+  /** schemathesis' `st`, for the OpenAPI conformance test. */
+  schemathesis: string;
 }
 
 export function toolsDir(): string {
@@ -61,6 +65,7 @@ export function toolPaths(): ToolPaths {
       arm64: join(dir, 'busybox', 'arm64', 'busybox'),
     },
     pgBin: detectPgBin(),
+    schemathesis: join(dir, `schemathesis-${SCHEMATHESIS_VERSION}`, 'bin', 'st'),
   };
 }
 

@@ -5,7 +5,7 @@ import { insertApiToken, listApiTokens } from '../../db/queries/tokens';
 import type { AppDeps } from '../app';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
-import { NamespaceCreate, NamespacePage, NamespaceView } from '../schemas';
+import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceView } from '../schemas';
 import { createRouter, isUniqueViolation, jsonContent } from '../util';
 import { namespaceView } from '../views';
 
@@ -32,7 +32,7 @@ const list = createRoute({
   },
 });
 
-const TokenParams = z.object({ name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
+const TokenParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
 const TokenCreate = z.object({ name: z.string().min(1).max(64).openapi({ example: 'ci' }) }).strict().openapi('ApiTokenCreate');
 const TokenView = z
   .object({ id: z.string(), name: z.string(), namespace: z.string(), createdAt: z.string() })
@@ -61,7 +61,7 @@ const listTokens = createRoute({
   request: { params: TokenParams },
   responses: {
     200: { description: 'Tokens', content: jsonContent(z.object({ items: z.array(TokenView), nextCursor: z.null() })) },
-    ...pickErrors(401, 403, 404),
+    ...pickErrors(400, 401, 403, 404),
   },
 });
 

@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { changedFiles } from '../../activities/git';
 import { decryptSecret } from '../../db/crypto';
 import { insertBuild } from '../../db/queries/builds';
@@ -8,7 +8,8 @@ import { listEnabledRulesFor } from '../../db/queries/rules';
 import type { Build, BuildRule } from '../../db/schema';
 import { fullRefName, matchesPathFilters, matchRef } from '../../workflows/rules';
 import type { AppDeps } from '../app';
-import { ApiError } from '../errors';
+import { ApiError, pickErrors } from '../errors';
+import { jsonContent } from '../util';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
 import {
   normalizeGitUrl,
@@ -33,7 +34,8 @@ interface Skipped {
  */
 export function webhookRoutes(deps: AppDeps) {
   const { db, config } = deps;
-  const app = new Hono();
+  const app = new OpenAPIHono();
+  for (const provider of WEBHOOK_PROVIDERS) app.openAPIRegistry.registerPath(webhookRoute(provider));
 
   app.post('/webhooks/:provider', async (c) => {
     const name = c.req.param('provider') as WebhookProvider;
@@ -151,12 +153,73 @@ export function webhookRoutes(deps: AppDeps) {
   return app;
 }
 
-/** JSON, or GitHub's form encoding (`payload=<json>`). */
-function parseBody(raw: string, contentType: string | undefined): unknown {
+/** JSON, or GitHub's form encoding (`payload=<json>`); always a JSON object. */
+function parseBody(raw: string, contentType: string | undefined): Record<string, unknown> {
+  let body: unknown;
   if (contentType?.includes('application/x-www-form-urlencoded')) {
     const payload = new URLSearchParams(raw).get('payload');
     if (payload === null) throw new WebhookPayloadError('form body without "payload"');
-    return JSON.parse(payload);
-  }
-  return JSON.parse(raw);
+    body = JSON.parse(payload);
+  } else body = JSON.parse(raw);
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new WebhookPayloadError('the body is not a JSON object');
+  return body as Record<string, unknown>;
+}
+
+/** Headers each git host sends; the signature header is checked, so its absence is a 401. */
+const WEBHOOK_HEADERS: Record<WebhookProvider, { required: string[]; signature: string[] }> = {
+  github: { required: ['x-github-event', 'x-github-delivery'], signature: ['x-hub-signature-256'] },
+  gitlab: { required: ['x-gitlab-event', 'x-gitlab-event-uuid'], signature: ['x-gitlab-token'] },
+  gitee: { required: ['x-gitee-event'], signature: ['x-gitee-token', 'x-gitee-timestamp'] },
+  bitbucket: { required: ['x-event-key', 'x-request-uuid'], signature: ['x-hub-signature'] },
+};
+
+const WebhookBuild = z
+  .object({
+    buildId: z.string(),
+    workflowId: z.string().optional(),
+    repository: z.string().optional(),
+    ruleId: z.string().optional(),
+    ref: z.string().nullable().optional(),
+    commit: z.string().nullable().optional(),
+    status: z.enum(['queued', 'failed']).optional(),
+  })
+  .openapi('WebhookBuild');
+
+export const WebhookResult = z
+  .object({
+    pong: z.boolean().optional().openapi({ description: 'A ping (hook set-up) was verified' }),
+    duplicate: z.boolean().optional().openapi({ description: 'This delivery id was handled before; its builds are listed' }),
+    ignored: z.string().optional().openapi({ description: 'Why this event starts no build' }),
+    builds: z.array(WebhookBuild).optional(),
+    skipped: z
+      .array(z.object({ repository: z.string(), ruleId: z.string().optional(), ref: z.string(), reason: z.string() }))
+      .optional(),
+  })
+  .openapi('WebhookResult');
+
+function webhookRoute(provider: WebhookProvider) {
+  const { required, signature } = WEBHOOK_HEADERS[provider];
+  const headers = z.object(
+    Object.fromEntries([
+      ...required.map((h) => [h, z.string().min(1).max(256)]),
+      ...signature.map((h) => [h, z.string().max(512).optional()]),
+    ]),
+  );
+  return createRoute({
+    method: 'post',
+    path: `/webhooks/${provider}`,
+    tags: ['webhooks'],
+    summary: `Push events from ${provider}`,
+    description:
+      `Verifies the delivery with the webhook secret of the repository it names (${signature.join(', ')}), ` +
+      'de-duplicates it by delivery id and starts a build for every matching enabled rule. A body that names no bound ' +
+      'repository is a 404; a missing or wrong signature a 401.',
+    security: [],
+    request: { headers, body: { required: true, content: jsonContent(z.object({}).passthrough().openapi({ description: `The ${provider} event payload` })) } },
+    responses: {
+      200: { description: 'A ping, or a delivery seen before', content: jsonContent(WebhookResult) },
+      202: { description: 'Builds started (or the event starts none, with the reason)', content: jsonContent(WebhookResult) },
+      ...pickErrors(400, 401, 404, 413),
+    },
+  });
 }

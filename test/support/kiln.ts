@@ -4,6 +4,7 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { inject } from 'vitest';
 import { openDatabase, type DbHandle } from '../../db/client';
+import type { Component } from '../../env';
 import { installQuietRuntime } from '../../infra/workers';
 import { startKiln, type Kiln } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
@@ -44,6 +45,8 @@ export interface TestKilnOptions {
   registry?: string;
   /** Other buildkitd addresses than the shared stack's. */
   buildkit?: TestStack['buildkit'];
+  /** Which processes run; default all (API, control worker, both build workers). */
+  components?: Component[];
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -68,7 +71,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     apiToken: token,
     secretKey,
     maxBodyBytes: 1024 * 1024,
-    components: ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
+    components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
   });
   const url = kiln.url!;
   return {

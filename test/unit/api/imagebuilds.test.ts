@@ -133,7 +133,7 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     expect(other.status).toBe(409);
     expect(other.body.error.code).toBe('conflict');
     expect(await h.counts()).toEqual(before);
-    expect((await create(body, '?ClientToken=another')).status).toBe(400);
+    expect((await create(body, '?ClientToken=another')).status).toBe(422);
   });
 
   it('OverwriteImageTag false refuses a tag that exists (latest too); true overwrites', async () => {
