@@ -12,7 +12,7 @@ import type { Platform } from '../env';
 import type { AppDeps } from './app';
 import { requireNamespace, type AppEnv } from './auth';
 import { ApiError } from './errors';
-import { NamespaceName } from './schemas';
+import { NamespaceName, RepositoryName } from './schemas';
 import { startBuildOrFail } from './start-build';
 
 export interface InlineBuildSpec {
@@ -106,6 +106,7 @@ export function inlineBuilds(deps: AppDeps) {
       }
       let repo = await getRepositoryByPath(tx, namespace, name);
       if (!repo) {
+        if (!RepositoryName.safeParse(name).success) throw new ApiError('not_found', `Repository ${path} does not exist and cannot be created`);
         if (!ns.autoCreateRepository) {
           throw new ApiError(
             'not_found',

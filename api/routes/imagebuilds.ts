@@ -17,7 +17,7 @@ import {
   type PAI_STATUSES,
 } from '../imagebuild-schemas';
 import { inlineBuilds } from '../inline-builds';
-import { IdParams, OCI_TAG_RE, RepositoryPath, splitRepositoryPath } from '../schemas';
+import { IdParams, OCI_TAG_RE, REPOSITORY_PATH_RE, RepositoryPath, splitRepositoryPath } from '../schemas';
 import { canonicalJson, createRouter, isUuid, jsonContent, sha256Hex } from '../util';
 import { temporalWorkflowUrl } from '../views';
 
@@ -68,7 +68,9 @@ export function parseImageUri(uri: string, registry: string): { namespace: strin
   const name = colon < 0 ? last : last.slice(0, colon);
   const tag = colon < 0 ? 'latest' : last.slice(colon + 1);
   const path = [...parts, name].join('/');
-  if (!RepositoryPath.safeParse(path).success) throw invalidUri('must be [registry/]namespace/repository[:tag], in lowercase');
+  if (!REPOSITORY_PATH_RE.test(path)) throw invalidUri('must be [registry/]namespace/repository[:tag], in lowercase');
+  // The document's pattern admits longer names than a repository may have: such a one cannot exist.
+  if (!RepositoryPath.safeParse(path).success) throw new ApiError('not_found', `Repository ${path} does not exist and cannot be created`);
   if (!OCI_TAG_RE.test(tag)) throw invalidUri(`"${tag}" is not a valid tag`);
   return { ...splitRepositoryPath(path), tag };
 }

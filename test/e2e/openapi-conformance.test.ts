@@ -12,8 +12,8 @@ import { builds } from '../../db/schema';
 import { toolPaths } from '../../infra/tools';
 import { startTestKiln, type TestKiln } from '../support/kiln';
 
-/** Per operation: with 30 operations, the coverage phase and stateful runs, over 6,000 cases. */
-const MAX_EXAMPLES = Number(process.env.KILN_SCHEMATHESIS_EXAMPLES ?? 100);
+/** Per operation: with 31 operations, the coverage phase and stateful runs, over 6,000 cases (100 gave 4,777). */
+const MAX_EXAMPLES = Number(process.env.KILN_SCHEMATHESIS_EXAMPLES ?? 130);
 /** Bounds the run (schemathesis' own --max-time would keep fuzzing until it is spent). */
 const TIMEOUT_MS = 15 * 60_000;
 const MIN_CASES = 5000;
