@@ -60,9 +60,8 @@ export const paiCreateImageBuild = (registry: string) => z
         Labels: z
           .array(PaiImageLabel)
           .max(MAX_LABELS)
-          .refine((ls) => new Set(ls.map((l) => l.Key)).size === ls.length, 'label keys must be unique')
           .optional()
-          .openapi({ description: 'Become image labels (the config `Labels`)' }),
+          .openapi({ description: 'Become image labels (the config `Labels`); a Key given twice is a 422' }),
       })
       .strict(),
     BuildConfig: z

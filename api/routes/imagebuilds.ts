@@ -115,6 +115,13 @@ export function imageBuildRoutes(deps: AppDeps) {
       }
       const clientToken = body.ClientToken ?? queryToken;
       const { namespace, name, tag } = parseImageUri(body.Image.Uri, config.registry);
+      const labelKeys = (body.Image.Labels ?? []).map((l) => l.Key);
+      const repeated = labelKeys.filter((k, i) => labelKeys.indexOf(k) !== i);
+      if (repeated.length) {
+        throw new ApiError('unprocessable', 'Image.Labels keys must be unique', [
+          { in: 'json', path: ['Image', 'Labels'], message: `repeated: ${[...new Set(repeated)].join(', ')}` },
+        ]);
+      }
       const notUserPassword = Object.entries(body.RegistryAuths ?? {}).filter(([, { Auth }]) => !isUserPassword(Auth));
       if (notUserPassword.length) {
         throw new ApiError(
