@@ -278,6 +278,8 @@ const contextPath = (what: string) =>
   z
     .string()
     .max(1024)
+    // The document states what it can of validateRepoPath: no control characters, no backslash.
+    .regex(/^[^\u0000-\u001f\u007f\\]*$/, `${what}: no control characters or backslashes`)
     .superRefine((v, ctx) => {
       const problem = validateRepoPath(v);
       if (problem) ctx.addIssue({ code: 'custom', message: `${what}: ${problem}` });
