@@ -20,8 +20,8 @@ interface IndexEntry extends ImageDescriptor {
 }
 
 /** Whether an index entry is an attestation manifest (never an image to run). */
-export function isAttestationEntry(entry: { annotations?: Record<string, string> }): boolean {
-  return entry.annotations?.[ATTESTATION_ANNOTATIONS.type] === ATTESTATION_MANIFEST_TYPE;
+export function isAttestationEntry(entry: object): boolean {
+  return (entry as { annotations?: Record<string, string> }).annotations?.[ATTESTATION_ANNOTATIONS.type] === ATTESTATION_MANIFEST_TYPE;
 }
 
 /**
