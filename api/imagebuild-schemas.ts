@@ -2,7 +2,7 @@
 // AIWorkspace API), so clients written for that API can build with Kiln.
 import { z } from '@hono/zod-openapi';
 import { BUILD_STATUSES } from '../db/schema';
-import { keySchema, propertyNames, CLIENT_TOKEN_RE, MAX_DOCKERFILE_BYTES, MAX_LABELS, OCI_TAG_RE, REPOSITORY_PATH_RE } from './schemas';
+import { keySchema, nullableRef, propertyNames, CLIENT_TOKEN_RE, MAX_DOCKERFILE_BYTES, MAX_LABELS, OCI_TAG_RE, REPOSITORY_PATH_RE } from './schemas';
 
 export const MAX_REGISTRY_AUTHS = 10;
 
@@ -196,8 +196,8 @@ export const PaiImageBuild = z
     WorkspaceId: z.string().nullable(),
     RegionId: z.string().nullable(),
     Accessibility: z.enum(['PUBLIC', 'PRIVATE']).nullable(),
-    Resource: PaiResource.nullable(),
-    UserVpc: PaiUserVpc.nullable(),
+    Resource: nullableRef(PaiResource),
+    UserVpc: nullableRef(PaiUserVpc),
     TargetRegistry: z.object({ Type: z.string().nullable(), InstanceId: z.string().nullable() }).nullable(),
     Image: z.object({
       Name: z.string().nullable(),
