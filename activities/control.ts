@@ -10,6 +10,7 @@ import { buildPlatforms } from '../db/schema';
 import type { BuildPlan, PlatformImage, PlatformName } from '../domain/build-plan';
 import { activityLog } from '../observability/log';
 import { ALL_PLATFORMS, buildMetrics, secondsBetween, timePhase } from '../observability/metrics';
+import { attestationEntries } from './attestations';
 import { MEDIA_TYPES, RegistryClient, RegistryError, sha256 } from './registry';
 import { userFault } from '../domain/errors';
 
@@ -101,6 +102,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         accelerated: build.accelerated,
         immutableTags: repo.immutableTags,
         overwriteTags: build.overwriteTags,
+        provenance: build.provenance,
         timeoutMinutes: build.timeoutMinutes,
         trigger: build.trigger,
         ref: build.sourceRef,
@@ -235,13 +237,14 @@ function recordOutcome(build: Build, code?: string): void {
 
 export type ControlActivities = ReturnType<typeof createControlActivities>;
 
+/** The platform images, then their provenance attestations as BuildKit lays them out. */
 export function assembleIndexManifest(images: PlatformImage[]) {
+  const sorted = [...images].sort((a, b) => a.platform.localeCompare(b.platform));
   return {
     schemaVersion: 2,
     mediaType: MEDIA_TYPES.ociIndex,
-    manifests: [...images]
-      .sort((a, b) => a.platform.localeCompare(b.platform))
-      .map((img) => {
+    manifests: [
+      ...sorted.map((img) => {
         const [os, architecture, variant] = img.platform.split('/');
         return {
           mediaType: img.mediaType,
@@ -250,6 +253,8 @@ export function assembleIndexManifest(images: PlatformImage[]) {
           platform: { architecture: architecture!, os: os!, ...(variant ? { variant } : {}) },
         };
       }),
+      ...attestationEntries(sorted),
+    ],
   };
 }
 

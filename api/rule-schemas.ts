@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
-import { buildRules, RULE_TYPES } from '../db/schema';
+import { buildRules, PROVENANCE_MODES, RULE_TYPES } from '../db/schema';
 import { PLATFORMS } from '../domain/platforms';
 import {
   compileRuleMatch,
@@ -11,7 +11,7 @@ import {
   validatePathFilters,
   validateTagTemplates,
 } from '../domain/rules';
-import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, stringMap } from './schemas';
+import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, PROVENANCE_DESCRIPTION, stringMap } from './schemas';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });
 
@@ -60,6 +60,7 @@ const ruleFields = {
   tags: z.array(TagTemplateSchema).min(1).max(MAX_TAG_TEMPLATES),
   paths: z.array(z.string().min(1).max(512)).max(MAX_PATH_FILTERS).optional().openapi({ description: 'Globs; a push touching none starts no build' }),
   timeoutMinutes: z.number().int().min(1).max(1440).optional(),
+  provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
 };
 
 /** The rule fields a client sets (everything but ids and times). */
@@ -74,6 +75,7 @@ const RULE_FIELDS = {
   tags: true,
   noCache: true,
   accelerated: true,
+  provenance: true,
   enabled: true,
   paths: true,
   semver: true,

@@ -2,7 +2,7 @@
 // secrets: git credentials and registry passwords are looked up inside activities, never carried
 // in Temporal payloads. Imported by the workflow sandbox: no Node imports here.
 
-import type { Trigger } from './builds';
+import type { ProvenanceMode, Trigger } from './builds';
 import type { Platform } from './platforms';
 
 export type PlatformName = Platform;
@@ -34,6 +34,8 @@ export interface BuildPlan {
   immutableTags: boolean;
   /** False when no tag of this build may replace an existing one (PAI OverwriteImageTag: false). */
   overwriteTags: boolean;
+  /** The SLSA provenance BuildKit attaches to each platform image. */
+  provenance: ProvenanceMode;
   timeoutMinutes: number;
   trigger: Trigger;
   ref: string | null;
@@ -52,6 +54,8 @@ export interface PlatformBuildRequest {
   noCache: boolean;
   /** Also push an eStargz (lazy-pull) variant of this platform's image, from the same cache. */
   accelerated?: boolean;
+  /** SLSA provenance mode (`attest:provenance=mode=...`, default min); the attestation is pushed next to the image. */
+  provenance?: ProvenanceMode;
 }
 
 /** A manifest pushed by digest: what an index entry needs. */
@@ -65,11 +69,15 @@ export interface ImageDescriptor {
 export interface PlatformImage extends ImageDescriptor {
   platform: PlatformName;
   cacheHits: number;
+  /** BuildKit's provenance attestation manifest for this image (its in-toto subject). */
+  attestation?: ImageDescriptor;
   /** The eStargz variant, when the request asked for one. */
   accelerated?: AcceleratedPlatformImage;
 }
 
 export interface AcceleratedPlatformImage extends ImageDescriptor {
+  /** The attestation of the eStargz image itself (its subject is the eStargz manifest). */
+  attestation?: ImageDescriptor;
   /** Dockerfile steps of the eStargz pass and how many came from cache (all, when none re-ran). */
   steps: number;
   cacheHits: number;
