@@ -15,6 +15,7 @@ import { dbLogStore, LogSink } from './log-sink';
 import { ProgressTracker } from './progress';
 import { registryAuthEnv } from './registry-auth';
 import { userFault } from '../domain/errors';
+import { baseImagesFromSteps } from '../domain/oci';
 
 export interface BuildActivityDeps {
   db: Db;
@@ -171,9 +172,12 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           ]);
         }
 
+        const baseImages = baseImagesFromSteps(steps.map((s) => s.name));
+        if (baseImages.length) log.pushLines([`==> ${req.platform} base images: ${baseImages.map((b) => `${b.image}@${b.digest}`).join(', ')}`]);
         await stopProgress();
         await updateBuildPlatform(db, req.buildId, req.platform, {
           status: 'succeeded',
+          baseImages,
           digest: descriptor.digest,
           acceleratedDigest: accelerated?.digest ?? null,
           finishedAt: new Date(),
