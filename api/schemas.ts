@@ -466,6 +466,9 @@ export const BuildPlatformView = z
     finishedAt: iso().nullable(),
     steps: z.array(BuildStepView),
     progress: BuildProgress,
+    baseImages: z
+      .array(z.object({ image: z.string(), digest: z.string() }).openapi('BaseImage'))
+      .openapi({ description: 'Images the build pulled (FROM, COPY --from) and the digests BuildKit resolved them to' }),
   })
   .openapi('BuildPlatform');
 

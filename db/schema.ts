@@ -26,6 +26,7 @@ export const VISIBILITIES = ['public', 'private'] as const;
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
 export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
 export type { BuildPhase, BuildStatus, ProvenanceMode } from '../domain/builds';
+import type { BaseImage } from '../domain/oci';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),
@@ -64,6 +65,8 @@ export const repositories = pgTable(
   },
   (t) => [uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name)],
 );
+
+export type { BaseImage } from '../domain/oci';
 
 export interface BuildStep {
   name: string;
@@ -170,6 +173,8 @@ export const buildPlatforms = pgTable(
     attestationDigest: text('attestation_digest'),
     cacheHits: integer('cache_hits').notNull().default(0),
     steps: jsonb('steps').$type<BuildStep[]>().notNull().default([]),
+    /** Images the build pulled (FROM, COPY --from), as BuildKit resolved them: `image` as named, and its digest. */
+    baseImages: jsonb('base_images').$type<BaseImage[]>().notNull().default([]),
     startedAt: ts('started_at'),
     finishedAt: ts('finished_at'),
   },
@@ -257,6 +262,8 @@ export const buildRules = pgTable(
     paths: text('paths').array().notNull().default(sql`'{}'::text[]`),
     semver: boolean('semver').notNull().default(false),
     cancelSuperseded: boolean('cancel_superseded').notNull().default(true),
+    /** Rebuild the rule's ref when an image its last build pulled gets a new digest in Kiln's registry. */
+    rebuildOnBaseChange: boolean('rebuild_on_base_change').notNull().default(false),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
