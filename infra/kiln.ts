@@ -8,6 +8,7 @@ import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
+import { createTemporalPushStarter } from '../api/push-starter';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -122,6 +123,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
       },
       builds: createTemporalBuildStarter(client),
+      pushes: createTemporalPushStarter(client),
       contexts: {
         registry,
         maxContextBytes: opts.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES,

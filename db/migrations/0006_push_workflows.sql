@@ -7,4 +7,4 @@ ALTER TABLE "webhook_deliveries" ADD COLUMN "finished_at" timestamp with time zo
 CREATE INDEX "repositories_source_key" ON "repositories" USING btree ("source_url_key","source_provider");--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_repositories" ON "webhook_deliveries" USING gin ("repository_ids");--> statement-breakpoint
 -- Deliveries recorded before push workflows were handled in their request: they are done.
-UPDATE "webhook_deliveries" SET "status" = 'done', "finished_at" = "received_at";
+UPDATE "webhook_deliveries" SET "status" = 'done', "finished_at" = "created_at";
