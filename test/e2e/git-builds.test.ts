@@ -287,8 +287,8 @@ describe('git sources, rules and webhooks', () => {
     await git.createRepo('manual');
     const repoId = await bindRepository('manual', 'git', 'manual');
     const ruleId = await addRule(repoId, { type: 'branch', match: 'feature/(?<name>[a-z]+)', tags: [{ template: '${name}', commitId: true }] });
-    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: {} })).status).toBe(400);
-    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: { ref: 'main' } })).status).toBe(400);
+    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: {} })).status).toBe(422); // unprocessable since the document-is-the-API merge
+    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: { ref: 'main' } })).status).toBe(422); // unprocessable since the document-is-the-API merge
     const sha = await git.commit('manual', { branch: 'feature/login', files: { Dockerfile: dockerfile(), 'hello.txt': 'login\n' } });
     const res = await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: { ref: 'feature/login' } });
     expect(res.status).toBe(202);
