@@ -31,8 +31,8 @@ export function baselineTree(rev: string, dir: string): { root: string; commit: 
 }
 
 export interface PushIngest {
-  small: Load;
-  large: Load;
+  small: Load & { statuses: Record<string, number> };
+  large: Load & { statuses: Record<string, number> };
   largeBytes: number;
 }
 
@@ -50,8 +50,8 @@ async function setup(api: ApiProcess, token: string) {
   await call(api.url, token, 'POST', `/api/v1/repositories/${repo.id}/rules`, { type: 'branch', match: 'main', platforms: ['linux/amd64'], tags: [{ template: 'main' }] });
   const sha = 'a'.repeat(40);
   const small = githubPush({ repoUrl, ref: 'refs/heads/main', after: sha, secret, files: { modified: ['src/app.ts'] } });
-  // Near the 1 MiB body limit: one commit listing 14,000 changed files.
-  const files = Array.from({ length: 14_000 }, (_, i) => `services/component-${i % 97}/src/module-${i}/index.ts`);
+  // Near the 1 MiB body limit: one commit listing 12,000 changed files (GitHub repeats it as head_commit).
+  const files = Array.from({ length: 12_000 }, (_, i) => `svc-${i % 97}/src/module-${i}/index.ts`);
   const large = githubPush({ repoUrl, ref: 'refs/heads/main', after: sha, secret, files: { modified: files } });
   return { url: `${api.url}/webhooks/github`, small, large };
 }
@@ -70,12 +70,16 @@ function options(url: string, d: ReturnType<typeof githubPush>, seconds: number)
   };
 }
 
-const summarize = (results: autocannon.Result[], seconds: number): Load => ({
+const summarize = (results: autocannon.Result[], seconds: number): Load & { statuses: Record<string, number> } => ({
   rps: median(results.map((r) => r.requests.total / (r.duration || seconds))),
   p50: median(results.map((r) => r.latency.p50)),
   p99: median(results.map((r) => r.latency.p99)),
   non2xx: results.reduce((n, r) => n + r.non2xx, 0),
   errors: results.reduce((n, r) => n + r.errors + r.timeouts, 0),
+  statuses: results.reduce<Record<string, number>>((acc, r) => {
+    for (const [code, { count }] of Object.entries(r.statusCodeStats ?? {})) acc[code] = (acc[code] ?? 0) + (count ?? 0);
+    return acc;
+  }, {}),
 });
 
 /** Interleaved runs of every side: small deliveries, then large ones. */

@@ -331,7 +331,7 @@ async function main() {
         const r = await benchPushIngest(sides, { token, runs: RUNS });
         for (const [k, v] of Object.entries(r)) {
           if (v.small.errors || v.large.errors || v.small.non2xx || v.large.non2xx) {
-            throw new Error(`pushes (${k}): ${v.small.non2xx + v.large.non2xx} non-2xx answers, ${v.small.errors + v.large.errors} errors`);
+            throw new Error(`pushes (${k}): ${v.small.non2xx + v.large.non2xx} non-2xx answers (small ${JSON.stringify(v.small.statuses)}, large ${JSON.stringify(v.large.statuses)}), ${v.small.errors + v.large.errors} errors`);
           }
         }
         const b = r.baseline;
@@ -347,7 +347,7 @@ async function main() {
         });
         rows.push({
           '#': '4d',
-          scenario: `Same, ${(r.kiln!.largeBytes / 1e6).toFixed(2)} MB deliveries (one commit listing 14,000 files); 10 connections`,
+          scenario: `Same, ${(r.kiln!.largeBytes / 1e6).toFixed(2)} MB deliveries (one commit listing 12,000 files); 10 connections`,
           Kiln: `${r.kiln!.large.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.large.p50.toFixed(1)} ms, p99 ${r.kiln!.large.p99.toFixed(1)} ms`,
           'side by side (same run)': side(b?.large),
           ratio: b ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
