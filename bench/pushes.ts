@@ -88,6 +88,18 @@ export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { to
   const targets = Object.fromEntries(await Promise.all(Object.entries(sides).map(async ([k, api]) => [k, await setup(api, o.token)] as const)));
   const small: Record<string, autocannon.Result[]> = {};
   const large: Record<string, autocannon.Result[]> = {};
+  for (const [k, t] of Object.entries(targets)) {
+    // One delivery at a time first: its answer time with the API otherwise idle.
+    const probe: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const d = { ...t.small.headers, 'x-github-delivery': randomUUID() };
+      const started = performance.now();
+      const res = await fetch(t.url, { method: 'POST', headers: d, body: t.small.body });
+      await res.arrayBuffer();
+      probe.push(`${res.status} ${(performance.now() - started).toFixed(0)} ms`);
+    }
+    console.log(`bench: pushes ${k}, one at a time: ${probe.join(', ')}`);
+  }
   for (const k of Object.keys(sides)) {
     // A discarded warm-up per side: V8 compiles the hot paths and the pools fill.
     await autocannon(options(targets[k]!.url, targets[k]!.small, 2));

@@ -342,7 +342,7 @@ async function main() {
           scenario: 'Ingest, rules that match (every delivery leads to a build): signed GitHub pushes (distinct ids), ~1 KB; 10 connections',
           Kiln: `${r.kiln!.small.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.small.p50.toFixed(1)} ms, p99 ${r.kiln!.small.p99.toFixed(1)} ms`,
           'side by side (same run)': side(b?.small),
-          ratio: b ? `${(r.kiln!.small.rps / b.small.rps).toFixed(2)}× deliveries/s` : '',
+          ratio: b && b.small.rps > 0 ? `${(r.kiln!.small.rps / b.small.rps).toFixed(2)}× deliveries/s` : '',
           target: '≥ 1,000/s; p99 ≤ 100 ms',
         });
         rows.push({
@@ -350,7 +350,7 @@ async function main() {
           scenario: `Same, ${(r.kiln!.largeBytes / 1e6).toFixed(2)} MB deliveries (one commit listing 12,000 files); 10 connections`,
           Kiln: `${r.kiln!.large.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.large.p50.toFixed(1)} ms, p99 ${r.kiln!.large.p99.toFixed(1)} ms`,
           'side by side (same run)': side(b?.large),
-          ratio: b ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
+          ratio: b && b.large.rps > 0 ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
           target: 'p99 ≤ 100 ms',
         });
       } finally {
