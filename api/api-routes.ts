@@ -3,6 +3,7 @@
 // (which mounts the console, which uses the client).
 import { buildRoutes } from './routes/builds';
 import { contextRoutes } from './routes/contexts';
+import { deliveryRoutes } from './routes/deliveries';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { repositoryRoutes } from './routes/repositories';
@@ -18,7 +19,8 @@ export function apiRoutes(deps: AppDeps) {
     .route('/', buildRoutes(deps))
     .route('/', contextRoutes(deps))
     .route('/', imageBuildRoutes(deps))
-    .route('/', ruleRoutes(deps));
+    .route('/', ruleRoutes(deps))
+    .route('/', deliveryRoutes(deps));
 }
 
 export type KilnApi = ReturnType<typeof apiRoutes>;

@@ -1,5 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
+import { BUILD_EXECUTION_GRACE_MINUTES, CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
 import type { CancelReason, Trigger } from '../domain/builds';
 // The API is the workflow's client: it imports its type (never its code) to start it type-checked.
 import type { ImageBuildWorkflow } from '../workflows/image-build';
@@ -32,8 +32,7 @@ export class BuildNotRunningError extends Error {
 
 export const BUILD_WORKFLOW_TYPE = 'ImageBuildWorkflow';
 export { CONTROL_TASK_QUEUE };
-/** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
-const EXECUTION_GRACE_MINUTES = 5;
+const EXECUTION_GRACE_MINUTES = BUILD_EXECUTION_GRACE_MINUTES;
 
 export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
   const taskQueue = opts.taskQueue ?? CONTROL_TASK_QUEUE;

@@ -56,6 +56,8 @@ export const repositories = pgTable(
     /** Bound code source; secrets are stored encrypted (see db/crypto.ts), never in clear. */
     sourceProvider: text('source_provider', { enum: ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] }),
     sourceUrl: text('source_url'),
+    /** normalizeGitUrl(sourceUrl) (domain/git-url.ts): webhooks find their repositories by it. */
+    sourceUrlKey: text('source_url_key'),
     sourceTokenEnc: text('source_token_enc'),
     webhookSecretEnc: text('webhook_secret_enc'),
     autoBuild: boolean('auto_build').notNull().default(true),
@@ -63,7 +65,10 @@ export const repositories = pgTable(
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },
-  (t) => [uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name)],
+  (t) => [
+    uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name),
+    index('repositories_source_key').on(t.sourceUrlKey, t.sourceProvider),
+  ],
 );
 
 export type { BaseImage } from '../domain/oci';
@@ -236,6 +241,7 @@ export const imageTags = pgTable(
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
 export type { TagTemplate } from '../domain/rules';
 import type { TagTemplate } from '../domain/rules';
+import type { PushResultItem } from '../domain/push';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 
@@ -289,16 +295,31 @@ export const buildContexts = pgTable(
   (t) => [primaryKey({ columns: [t.repository, t.digest] }), index('build_contexts_last_used').on(t.lastUsedAt)],
 );
 
-/** Webhook deliveries seen, so a redelivered event starts nothing twice. */
+/**
+ * Webhook deliveries: recorded when verified, then handled by a PushWorkflow (workflow id from
+ * the delivery, so Temporal refuses a second copy), which writes what came of it per repository,
+ * ref and rule: the builds it started and every skip or failure with its reason.
+ */
+export const DELIVERY_STATUSES = ['received', 'done', 'failed'] as const;
 export const webhookDeliveries = pgTable(
   'webhook_deliveries',
   {
     provider: text('provider').notNull(),
     deliveryId: text('delivery_id').notNull(),
     buildIds: uuid('build_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    /** The PushWorkflow handling it. */
+    workflowId: text('workflow_id'),
+    /** Verified repositories the delivery names. */
+    repositoryIds: uuid('repository_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    status: text('status', { enum: DELIVERY_STATUSES }).notNull().default('received'),
+    results: jsonb('results').$type<PushResultItem[]>().notNull().default([]),
     receivedAt: createdAt(),
+    finishedAt: ts('finished_at'),
   },
-  (t) => [primaryKey({ columns: [t.provider, t.deliveryId] })],
+  (t) => [
+    primaryKey({ columns: [t.provider, t.deliveryId] }),
+    index('webhook_deliveries_repositories').using('gin', t.repositoryIds),
+  ],
 );
 
 /** Bearer tokens scoped to one namespace (the admin token from the environment sees all). */

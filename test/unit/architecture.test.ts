@@ -93,9 +93,10 @@ describe('import graph', () => {
 
   it('only workers and clients import workflows/: not db/, domain/, api/ or activities/', () => {
     // The API's Temporal client takes the workflow's type (an `import type`) to start it type-checked.
-    const clientTypeImport = 'api/build-starter.ts → workflows/image-build.ts';
-    expect(importsBetween(graph, ['db', 'domain', 'api', 'activities', 'observability', 'cli', 'console'], 'workflows')).toEqual([clientTypeImport]);
+    const clientTypeImports = ['api/build-starter.ts → workflows/image-build.ts', 'api/push-starter.ts → workflows/push.ts'];
+    expect(importsBetween(graph, ['db', 'domain', 'api', 'activities', 'observability', 'cli', 'console'], 'workflows').sort()).toEqual(clientTypeImports);
     expect(readFileSync(path.join(ROOT, 'api/build-starter.ts'), 'utf8')).toMatch(/^import type \{ ImageBuildWorkflow \} from '\.\.\/workflows\/image-build';$/m);
+    expect(readFileSync(path.join(ROOT, 'api/push-starter.ts'), 'utf8')).toMatch(/^import type \{ PushWorkflow \} from '\.\.\/workflows\/push';$/m);
   });
 
   it('db/ never imports workflows/, not even a type', () => {
