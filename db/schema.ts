@@ -24,6 +24,8 @@ const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' 
 export const VISIBILITIES = ['public', 'private'] as const;
 // The column enums come from the domain's lists (re-exported for the existing importers).
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
+import { SOURCE_PROVIDERS } from '../domain/git-hosts';
+export { SOURCE_PROVIDERS } from '../domain/git-hosts';
 export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
 export type { BuildPhase, BuildStatus } from '../domain/builds';
 
@@ -53,7 +55,7 @@ export const repositories = pgTable(
     summary: text('summary').notNull().default(''),
     description: text('description').notNull().default(''),
     /** Bound code source; secrets are stored encrypted (see db/crypto.ts), never in clear. */
-    sourceProvider: text('source_provider', { enum: ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] }),
+    sourceProvider: text('source_provider', { enum: SOURCE_PROVIDERS }),
     sourceUrl: text('source_url'),
     sourceTokenEnc: text('source_token_enc'),
     webhookSecretEnc: text('webhook_secret_enc'),
