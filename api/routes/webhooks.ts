@@ -28,7 +28,7 @@ interface Skipped {
 }
 
 /**
- * `POST /webhooks/{github,gitlab,gitee,bitbucket}`: verifies the delivery against the secret of
+ * `POST /webhooks/{github,gitlab,gitee,bitbucket,gitea,forgejo}`: verifies the delivery against the secret of
  * the repository it names before anything else, de-duplicates it by delivery id, and starts one
  * build per matching enabled rule.
  */
@@ -159,6 +159,8 @@ const WEBHOOK_SECURITY_SCHEMES = {
   gitlabToken: { header: 'X-Gitlab-Token', description: 'GitLab: the secret token itself' },
   giteeSignature: { header: 'X-Gitee-Token', description: 'Gitee: HMAC-SHA256 of X-Gitee-Timestamp and the secret (5 minutes max age)' },
   bitbucketSignature: { header: 'X-Hub-Signature', description: 'Bitbucket: sha256=HMAC-SHA256 of the body' },
+  giteaSignature: { header: 'X-Gitea-Signature', description: 'Gitea: hex HMAC-SHA256 of the body (no prefix)' },
+  forgejoSignature: { header: 'X-Forgejo-Signature', description: 'Forgejo: hex HMAC-SHA256 of the body (no prefix; X-Gitea-Signature also accepted)' },
 } as const;
 
 const WebhookBuild = z
