@@ -202,7 +202,11 @@ function giteaLike(names: readonly string[]): Provider {
         Array.isArray(commits) &&
         commits.length > 0 &&
         (typeof body.total_commits !== 'number' || body.total_commits <= commits.length);
-      return { kind: 'push', deliveryId, repoUrls, updates: pushUpdate(body, filesOfCommits(commits, complete)) };
+      const updates = pushUpdate(body, filesOfCommits(commits, complete));
+      // An annotated tag's push names the tag object; the build (and its commit status) needs the commit.
+      const tagged = ref?.type === 'tag' ? sha(body.head_commit?.id) : null;
+      if (tagged && updates[0]?.after) updates[0].after = tagged;
+      return { kind: 'push', deliveryId, repoUrls, updates };
     },
     async verify(headers, rawBody, secret) {
       const signature = first(headers, 'signature');
