@@ -366,7 +366,8 @@ export const BuildSubmit = createInsertSchema(builds, {
       ctx.addIssue({ code: 'custom', path: ['dockerfile'], message: 'give either dockerfile (inline) or context (uploaded), not both or neither' });
     }
   })
-  .openapi('BuildSubmit');
+  // The document states the either/or too: exactly one of the two.
+  .openapi('BuildSubmit', { oneOf: [{ required: ['dockerfile'] }, { required: ['context'] }] } as object);
 
 export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
 
