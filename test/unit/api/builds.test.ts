@@ -163,7 +163,8 @@ describe('POST /builds — clientToken', () => {
     const other = await submit({ ...body, tags: ['v2'] });
     expect(other.status).toBe(409);
     expect(other.body.error.code).toBe('conflict');
-    const elsewhere = await submit({ ...body, repository: 'idem-other/web' });
+    // Tokens are unique per namespace: another repository of the same namespace is the same token.
+    const elsewhere = await submit({ ...body, repository: 'idem/api' });
     expect(elsewhere.status).toBe(409);
     expect(await h.counts()).toEqual(before);
 
