@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseNetworkAllow } from './infra/build-network';
+import { GIT_HOST_PROVIDERS, type GitHostProvider } from './domain/git-hosts';
 
 export { PLATFORMS, type Platform } from './domain/platforms';
 
@@ -51,6 +52,26 @@ const networkAllow = z
     }
   });
 
+/**
+ * `KILN_GIT_API_URLS`: `provider=url` pairs, e.g. `github=https://ghe.corp/api/v3,gitlab=https://git.corp/api/v4`,
+ * for a host whose API is not where the clone URL suggests (activities/commit-status-api.ts derives it otherwise).
+ */
+const gitApiUrls = z
+  .string()
+  .default('')
+  .transform((v, ctx) => {
+    const out: Partial<Record<GitHostProvider, string>> = {};
+    for (const pair of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+      const m = /^([a-z]+)=(https?:\/\/\S+)$/.exec(pair);
+      if (!m || !(GIT_HOST_PROVIDERS as readonly string[]).includes(m[1]!)) {
+        ctx.addIssue({ code: 'custom', message: `"${pair}" is not provider=http(s)://url with provider one of ${GIT_HOST_PROVIDERS.join(', ')}` });
+        return z.NEVER;
+      }
+      out[m[1] as GitHostProvider] = m[2]!.replace(/\/+$/, '');
+    }
+    return out;
+  });
+
 /** Configuration from the environment (SPEC §6), parsed once. Unset means "start it locally". */
 export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -73,7 +94,9 @@ export const envSchema = z.object({
   KILN_BUILD_POOL: optionalString.pipe(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'KILN_BUILD_POOL is lowercase letters, digits and "-"').optional()),
   KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
   KILN_SECRET_KEY: optionalString,
+  /** Base of the webhook URLs given to git hosts and of the build links in commit statuses. */
   KILN_PUBLIC_URL: optionalString,
+  KILN_GIT_API_URLS: gitApiUrls,
   KILN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
   /** Largest local build context (`kiln build DIR`) accepted; 413 beyond. */
   KILN_MAX_CONTEXT_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),

@@ -17,6 +17,9 @@ const TOKEN_USERS: Record<string, string> = {
   gitlab: 'oauth2',
   gitee: 'oauth2',
   bitbucket: 'x-token-auth',
+  // Gitea and Forgejo take an access token as the password of any user name.
+  gitea: 'oauth2',
+  forgejo: 'oauth2',
   git: 'git',
 };
 

@@ -36,7 +36,8 @@ import { OCI_TAG_RE } from '../domain/oci';
 /** BUILDKIT_CACHE_MOUNT_NS is Kiln's: it keeps each namespace's cache mounts apart (activities/build.ts). */
 export const BUILD_ARG_KEY_RE = /^(?!BUILDKIT_CACHE_MOUNT_NS$)[A-Za-z_][A-Za-z0-9_]*$/;
 export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
-export const SOURCE_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] as const;
+/** The column's enum (db/schema.ts ← domain/git-hosts.ts). */
+export const SOURCE_PROVIDERS = repositories.sourceProvider.enumValues;
 export type SourceProvider = (typeof SOURCE_PROVIDERS)[number];
 
 /** In characters (UTF-16 code units), as JSON Schema's maxLength counts. */

@@ -27,6 +27,8 @@ import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROV
 export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
 export type { BuildPhase, BuildStatus, ProvenanceMode } from '../domain/builds';
 import type { BaseImage } from '../domain/oci';
+import { SOURCE_PROVIDERS } from '../domain/git-hosts';
+export { SOURCE_PROVIDERS } from '../domain/git-hosts';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),
@@ -54,7 +56,7 @@ export const repositories = pgTable(
     summary: text('summary').notNull().default(''),
     description: text('description').notNull().default(''),
     /** Bound code source; secrets are stored encrypted (see db/crypto.ts), never in clear. */
-    sourceProvider: text('source_provider', { enum: ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] }),
+    sourceProvider: text('source_provider', { enum: SOURCE_PROVIDERS }),
     sourceUrl: text('source_url'),
     /** normalizeGitUrl(sourceUrl) (domain/git-url.ts): webhooks find their repositories by it. */
     sourceUrlKey: text('source_url_key'),

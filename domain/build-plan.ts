@@ -97,3 +97,10 @@ export interface ImageBuildResult {
 
 export { buildTaskQueue, CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE } from './temporal';
 export type { CancelReason } from './builds';
+
+/** The commit-status child workflow of a build (workflows/commit-status.ts). */
+export interface CommitStatusInput {
+  buildId: string;
+  /** How long to wait for the build's finished signal before posting what the database says. */
+  waitMinutes: number;
+}

@@ -19,6 +19,12 @@ export const BUILD_EXECUTION_GRACE_MINUTES = 5;
 /** Signal that cancels a build with a reason the build records (e.g. superseded by a newer push). */
 export const CANCEL_BUILD_SIGNAL = 'cancelBuild';
 
+/** Signal from a build to its commit-status workflow: the outcome is recorded, post it. */
+export const BUILD_FINISHED_SIGNAL = 'buildFinished';
+
+/** The commit-status child workflow of a build. */
+export const commitStatusWorkflowId = (buildId: string) => `commit-status-${buildId}`;
+
 export const KilnRepository = defineSearchAttributeKey('KilnRepository', SearchAttributeType.KEYWORD);
 export const KilnRef = defineSearchAttributeKey('KilnRef', SearchAttributeType.KEYWORD);
 export const KilnCommit = defineSearchAttributeKey('KilnCommit', SearchAttributeType.KEYWORD);

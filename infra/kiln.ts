@@ -12,6 +12,7 @@ import { createTemporalPushStarter } from '../api/push-starter';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
+import type { GitHostProvider } from '../domain/git-hosts';
 import type { Component, Platform } from '../env';
 import { installQuietRuntime, startWorkers, type RunningWorkers } from './workers';
 
@@ -39,7 +40,10 @@ export interface KilnOptions {
   buildctl: string;
   apiToken: string;
   secretKey: string;
+  /** KILN_PUBLIC_URL: webhook URLs and the build links of commit statuses (default: where the API listens). */
   publicUrl?: string;
+  /** KILN_GIT_API_URLS: git host API bases that replace the ones derived from clone URLs. */
+  gitApiUrls?: Partial<Record<GitHostProvider, string>>;
   maxBodyBytes: number;
   /** KILN_MAX_CONTEXT_BYTES (default 512 MiB). */
   maxContextBytes?: number;
@@ -91,7 +95,11 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
   const client = new Client({ connection, namespace: opts.temporalNamespace });
 
+  // Known once the API listens when the port is chosen by the system (port 0).
+  let publicUrl = opts.publicUrl ?? `http://${opts.host}:${opts.port}`;
   const workers = await startWorkers({
+    publicUrl: () => publicUrl,
+    gitApiUrls: opts.gitApiUrls,
     connection,
     namespace: opts.temporalNamespace,
     db: db.db,
@@ -121,7 +129,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         temporalNamespace: opts.temporalNamespace,
         registry: registry.host,
         secretKey: opts.secretKey,
-        publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
+        publicUrl,
         ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
       },
@@ -145,6 +153,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
       },
     });
     server = await serveApi(app, { port: opts.port, host: opts.host });
+    if (!opts.publicUrl) publicUrl = server.url;
   } else if (opts.metricsPort !== undefined) {
     metricsServer = await serveApi(metricsOnlyApp(opts.metricsToken), { port: opts.metricsPort, host: opts.host });
   }

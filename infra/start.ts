@@ -95,6 +95,7 @@ const kiln = await startKiln({
   apiToken: apiToken.value,
   secretKey: secretKey.value,
   publicUrl,
+  gitApiUrls: env.KILN_GIT_API_URLS,
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
   maxContextBytes: env.KILN_MAX_CONTEXT_BYTES,
   contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,

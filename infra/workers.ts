@@ -13,6 +13,8 @@ import {
 } from '@temporalio/worker';
 import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
+import { createCommitStatusActivities } from '../activities/commit-status';
+import type { GitHostProvider } from '../domain/git-hosts';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
@@ -71,6 +73,10 @@ export interface WorkerOptions {
   maxLogBytes?: number;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
+  /** KILN_PUBLIC_URL, for the build links in commit statuses (read when a status is sent). */
+  publicUrl?: () => string;
+  /** KILN_GIT_API_URLS: a git host API base per provider instead of the one derived from the clone URL. */
+  gitApiUrls?: Partial<Record<GitHostProvider, string>>;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
   buildActivities?: Partial<Parameters<typeof createBuildActivities>[0]>;
 }
@@ -147,6 +153,12 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           }),
           ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
           ...createPushActivities({ db: opts.db, source }),
+          ...createCommitStatusActivities({
+            db: opts.db,
+            secretKey: opts.secretKey,
+            publicUrl: opts.publicUrl ?? (() => 'http://127.0.0.1:3000'),
+            apiUrls: opts.gitApiUrls,
+          }),
         },
       }),
     );

@@ -4,17 +4,23 @@ import {
   CancellationScope,
   defineSignal,
   isCancellation,
+  ParentClosePolicy,
+  patched,
   proxyActivities,
   proxyLocalActivities,
   setHandler,
   sleep,
+  startChild,
   upsertSearchAttributes,
+  type ChildWorkflowHandle,
 } from '@temporalio/workflow';
+import type { CommitStatusActivities } from '../activities/commit-status';
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
 import type { ControlActivities } from '../activities/control';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
-import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
+import { buildTaskQueue, CANCEL_BUILD_SIGNAL, commitStatusWorkflowId, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
+import { buildFinishedSignal, CommitStatusWorkflow } from './commit-status';
 import {
   type CancelReason,
   type BuildPlan,
@@ -48,6 +54,43 @@ const accelerate = proxyLocalActivities<AccelerateActivities>({
   },
 });
 
+const statusCheck = proxyLocalActivities<CommitStatusActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
+});
+
+/** Headroom for the build to record its outcome after its time limit. */
+const COMMIT_STATUS_GRACE_MINUTES = 10;
+
+/**
+ * Starts the build's commit-status workflow when the build reports one (a rule or push build on
+ * a git host). Never fails the build: without it the commit just gets no status.
+ */
+async function startCommitStatus(buildId: string): Promise<ChildWorkflowHandle<typeof CommitStatusWorkflow> | null> {
+  // Builds that were running before commit statuses existed replay without them.
+  if (!patched('commit-status')) return null;
+  try {
+    const reporting = await statusCheck.commitStatusReporting(buildId);
+    if (!reporting) return null;
+    // Outside any cancellable scope: cancelling the build must not cancel its final status.
+    return await CancellationScope.nonCancellable(() =>
+      startChild(CommitStatusWorkflow, {
+        workflowId: commitStatusWorkflowId(buildId),
+        args: [{ buildId, waitMinutes: reporting.timeoutMinutes + COMMIT_STATUS_GRACE_MINUTES }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+      }),
+    );
+  } catch {
+    return null;
+  }
+}
+
+/** Tells the commit-status workflow the outcome is recorded (it reads the outcome itself). */
+async function finishCommitStatus(handle: ChildWorkflowHandle<typeof CommitStatusWorkflow> | null): Promise<void> {
+  if (!handle) return;
+  await CancellationScope.nonCancellable(() => handle.signal(buildFinishedSignal)).catch(() => undefined);
+}
+
 function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
     taskQueue: buildTaskQueue(platform, plan.buildPool),
@@ -78,9 +121,12 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   } catch (err) {
     // Pinning the source failed (ref not found, bad credentials, invalid tag): record why.
     await recordFailure(buildId, describeFailure(err, false, null));
+    await finishCommitStatus(await startCommitStatus(buildId));
     throw err;
   }
   if (!plan) return null; // finished before it started (e.g. canceled while queued)
+  // After startBuild: the commit is pinned by now, also for rule builds that named only a ref.
+  const commitStatus = await startCommitStatus(buildId);
   upsertSearchAttributes([
     { key: KilnStatus, value: 'running' },
     ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
@@ -105,10 +151,12 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   try {
     const result = await work.run(() => runBuild(plan));
     upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
+    await finishCommitStatus(commitStatus);
     return result;
   } catch (err) {
     const outcome = describeFailure(err, timedOut, cancelReason);
     await recordFailure(buildId, outcome);
+    await finishCommitStatus(commitStatus);
     // A cancel from the API or the Temporal UI ends the workflow as Canceled in the UI.
     if (outcome.status === 'canceled' && !cancelReason) throw err;
     throw ApplicationFailure.create({ type: outcome.code, message: outcome.message, nonRetryable: true });

@@ -1,3 +1,4 @@
 // The workflowsPath bundle: every workflow the control worker runs.
 export { ImageBuildWorkflow } from './image-build';
 export { PushWorkflow } from './push';
+export { CommitStatusWorkflow } from './commit-status';

@@ -16,7 +16,7 @@ import { PROVIDERS, WEBHOOK_PROVIDERS, WebhookPayloadError, type RefUpdate, type
 export const MAX_INLINE_CHANGED_FILES = 2_000;
 
 /**
- * `POST /webhooks/{github,gitlab,gitee,bitbucket}`: finds the repositories the delivery names by
+ * `POST /webhooks/{github,gitlab,gitee,bitbucket,gitea,forgejo}`: finds the repositories the delivery names by
  * their indexed clone-URL key, verifies it against their secrets before anything else, records
  * it and starts its PushWorkflow, then answers. Everything slow (git, rules, builds) happens in
  * the workflow; a duplicate delivery id is refused by Temporal (same workflow id).
@@ -100,6 +100,8 @@ const WEBHOOK_SECURITY_SCHEMES = {
   gitlabToken: { header: 'X-Gitlab-Token', description: 'GitLab: the secret token itself' },
   giteeSignature: { header: 'X-Gitee-Token', description: 'Gitee: HMAC-SHA256 of X-Gitee-Timestamp and the secret (5 minutes max age)' },
   bitbucketSignature: { header: 'X-Hub-Signature', description: 'Bitbucket: sha256=HMAC-SHA256 of the body' },
+  giteaSignature: { header: 'X-Gitea-Signature', description: 'Gitea: hex HMAC-SHA256 of the body (no prefix)' },
+  forgejoSignature: { header: 'X-Forgejo-Signature', description: 'Forgejo: hex HMAC-SHA256 of the body (no prefix; X-Gitea-Signature also accepted)' },
 } as const;
 
 const WebhookBuild = z.object({ buildId: z.string() }).openapi('WebhookBuild');

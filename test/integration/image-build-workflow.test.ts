@@ -71,6 +71,8 @@ function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
     },
     recordBuildSucceeded: record('recordBuildSucceeded'),
     recordBuildFailed: record('recordBuildFailed'),
+    // activities/commit-status.ts: these builds report no commit status.
+    commitStatusReporting: async () => null,
     // activities/accelerate.ts, registered on the same control worker.
     prepareAcceleratedIndex: async (input: unknown) => {
       rec.calls.push({ name: 'prepareAcceleratedIndex', args: [input] });

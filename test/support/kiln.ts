@@ -7,6 +7,7 @@ import { inject } from 'vitest';
 import type { RegistryTokenSigner } from '../../api/routes/registry-token';
 import { openDatabase, type DbHandle } from '../../db/client';
 import type { Component } from '../../env';
+import type { GitHostProvider } from '../../domain/git-hosts';
 import { installQuietRuntime } from '../../infra/workers';
 import { startKiln, type Kiln } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
@@ -63,6 +64,8 @@ export interface TestKilnOptions {
   shareDatabaseOf?: TestKiln;
   /** KILN_METRICS_TOKEN of this instance. */
   metricsToken?: string;
+  /** KILN_GIT_API_URLS of this instance (local receivers standing in for the git hosts' APIs). */
+  gitApiUrls?: Partial<Record<GitHostProvider, string>>;
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -94,6 +97,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
     buildPool: opts.buildPool,
     metricsToken: opts.metricsToken,
+    gitApiUrls: opts.gitApiUrls,
   });
   const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {

@@ -11,7 +11,7 @@ import type { RegistryClient } from '../../../activities/registry';
 import { OPENAPI_PATH } from '../../../api/app';
 import { registryNotificationToken } from '../../../api/routes/registry-events';
 import { changedTables, snapshotDatabase } from '../../support/db-snapshot';
-import { bitbucketPush, giteePush, githubPush, gitlabPush, type PushSpec, type SignedDelivery } from '../../support/webhooks';
+import { bitbucketPush, forgejoPush, giteaPush, giteePush, githubPush, gitlabPush, type PushSpec, type SignedDelivery } from '../../support/webhooks';
 import { createHarness, DOCKERFILE, SECRET_KEY, TOKEN, type Res } from './harness';
 
 // ---- the app and its document -------------------------------------------------------------
@@ -110,7 +110,7 @@ const SECURITY_CLASSES = {
   'registry notification token': [['registryNotificationToken']],
   /** Git host webhooks, per provider: missing or wrong signature → 401 with or without any Kiln
    * token, nothing recorded and no build started; the correct signature → 2xx. */
-  'git host signature': [['bitbucketSignature'], ['giteeSignature'], ['githubSignature'], ['gitlabToken']],
+  'git host signature': [['bitbucketSignature'], ['forgejoSignature'], ['giteaSignature'], ['giteeSignature'], ['githubSignature'], ['gitlabToken']],
   /** The registry's token realm: Basic with a Kiln token as the password, or nothing (anonymous).
    * A bearer header is no credential here (anonymous); an unknown password → 401; the token grants
    * the owning namespace and the admin pull+push on a private repository, others nothing; no call
@@ -531,7 +531,14 @@ describe.each(ofClass('registry notification token'))('$key (registry notificati
 
 describe.each(ofClass('git host signature'))('$key (git host signature)', (o) => {
   const providers = o.op.parameters?.find((p) => p.in === 'path' && p.name === 'provider')?.schema?.enum ?? [];
-  const signers: Record<string, (s: PushSpec) => SignedDelivery> = { github: githubPush, gitlab: gitlabPush, gitee: giteePush, bitbucket: bitbucketPush };
+  const signers: Record<string, (s: PushSpec) => SignedDelivery> = {
+    github: githubPush,
+    gitlab: gitlabPush,
+    gitee: giteePush,
+    bitbucket: bitbucketPush,
+    gitea: giteaPush,
+    forgejo: forgejoPush,
+  };
 
   it('documents one signature scheme per provider', () => {
     expect(providers.length).toBeGreaterThan(0);
