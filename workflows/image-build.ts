@@ -12,7 +12,7 @@ import {
 } from '@temporalio/workflow';
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
-import type { ControlActivities } from '../activities/control';
+import type { DatabaseControlActivities, NetworkControlActivities } from '../activities/control';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
 import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
 import {
@@ -29,16 +29,21 @@ export const cancelBuildSignal = defineSignal<[CancelReason]>(CANCEL_BUILD_SIGNA
 /** Error types raised by activities for user faults; never retried (domain/errors.ts). */
 export const USER_FAULT_TYPES = USER_FAULT_CODES;
 
-// Control steps are short database and registry calls: local activities run them in the control
-// worker without a task-queue round trip each (they are retried the same way).
-const control = proxyLocalActivities<ControlActivities>({
+// Control steps that only touch Kiln's database run as local activities in the control worker,
+// without a task-queue round trip each.
+const control = proxyLocalActivities<DatabaseControlActivities>({
   startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_FAULT_TYPES] },
 });
 
-// The accelerated index steps are control steps too (registry and database calls).
-const accelerate = proxyLocalActivities<AccelerateActivities>({
+// Control steps that reach a git host (pinning the source) or the registry (tag checks, index
+// pushes) are normal activities on the control queue: a slow host times out one activity and
+// is retried, instead of holding the workflow task. The pushes heartbeat between tags, so a
+// cancel stops them, and the workflow waits for that before it records the outcome.
+const network = proxyActivities<NetworkControlActivities & AccelerateActivities>({
   startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '30 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: {
     initialInterval: '1s',
     backoffCoefficient: 2,
@@ -75,6 +80,7 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   let plan: BuildPlan | null;
   try {
     plan = await control.startBuild(buildId);
+    if (plan?.source.kind === 'git') plan = await network.pinSource(plan);
   } catch (err) {
     // Pinning the source failed (ref not found, bad credentials, invalid tag): record why.
     await recordFailure(buildId, describeFailure(err, false, null));
@@ -126,8 +132,8 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
   const acceleratedInput = plan.accelerated
     ? { buildId: plan.buildId, repository: plan.repository, images, tags: plan.tags, immutableTags: plan.immutableTags }
     : null;
-  if (acceleratedInput) await accelerate.prepareAcceleratedIndex(acceleratedInput);
-  const index = await control.assembleImageIndex({
+  if (acceleratedInput) await network.prepareAcceleratedIndex(acceleratedInput);
+  const index = await network.assembleImageIndex({
     buildId: plan.buildId,
     repository: plan.repository,
     images,
@@ -135,7 +141,7 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
     immutableTags: plan.immutableTags,
     overwriteTags: plan.overwriteTags,
   });
-  if (acceleratedInput) await accelerate.pushAcceleratedIndex(acceleratedInput);
+  if (acceleratedInput) await network.pushAcceleratedIndex(acceleratedInput);
   await control.recordBuildSucceeded({ buildId: plan.buildId, manifestDigest: index.digest, tags: plan.tags });
   return { buildId: plan.buildId, status: 'succeeded', manifestDigest: index.digest, tags: plan.tags };
 }
