@@ -9,7 +9,7 @@ import { appendBuildLogs } from '../db/queries/logs';
 import { upsertImageTags } from '../db/queries/tags';
 import { builds } from '../db/schema';
 import { OCI_TAG_RE } from '../domain/oci';
-import { acceleratedTag, type PlatformImage } from '../domain/build-plan';
+import { acceleratedTag, type PlatformImage } from '../domain/images';
 import { userFault } from '../domain/errors';
 import { ALL_PLATFORMS, timePhase } from '../observability/metrics';
 import { assembleIndexManifest, createPublisher } from './publish';

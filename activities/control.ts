@@ -6,7 +6,9 @@ import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';
 import { releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';
-import type { BuildPlan, PlatformImage, PlatformName } from '../domain/build-plan';
+import type { PlatformImage } from '../domain/images';
+import type { Platform } from '../domain/platforms';
+import type { BuildPlan } from './build-plan';
 import { activityLog } from '../observability/log';
 import { ALL_PLATFORMS, buildMetrics, secondsBetween, timePhase } from '../observability/metrics';
 import { assembleIndexManifest, createPublisher } from './publish';
@@ -47,7 +49,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         buildId,
         repositoryId: repo.id,
         repository: build.repository,
-        platforms: build.platforms as PlatformName[],
+        platforms: build.platforms as Platform[],
         source: build.contextDigest
           ? { kind: 'context', digest: build.contextDigest, contextDir: build.contextDir, dockerfilePath: build.dockerfilePath }
           : build.dockerfile !== null

@@ -5,7 +5,7 @@ import { CancelledFailure, Context } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { getBuild } from '../db/queries/builds';
 import { claimImageTags } from '../db/queries/tags';
-import type { PlatformImage } from '../domain/build-plan';
+import type { PlatformImage } from '../domain/images';
 import { userFault } from '../domain/errors';
 import { MEDIA_TYPES, RegistryError, type RegistryClient } from './registry';
 

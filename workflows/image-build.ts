@@ -15,14 +15,10 @@ import type { BuildActivities } from '../activities/build';
 import type { DatabaseControlActivities, NetworkControlActivities } from '../activities/control';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
 import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
-import {
-  type CancelReason,
-  type BuildPlan,
-  type ImageBuildInput,
-  type ImageBuildResult,
-  type PlatformImage,
-  type PlatformName,
-} from '../domain/build-plan';
+import type { BuildPlan } from '../activities/build-plan';
+import type { CancelReason } from '../domain/builds';
+import type { ImageBuildInput, ImageBuildResult, PlatformImage } from '../domain/images';
+import type { Platform } from '../domain/platforms';
 
 export const cancelBuildSignal = defineSignal<[CancelReason]>(CANCEL_BUILD_SIGNAL);
 
@@ -53,7 +49,7 @@ const network = proxyActivities<NetworkControlActivities & AccelerateActivities>
   },
 });
 
-function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
+function buildActivitiesFor(platform: Platform, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
     taskQueue: buildTaskQueue(platform, plan.buildPool),
     startToCloseTimeout: plan.timeoutMinutes * 60_000,

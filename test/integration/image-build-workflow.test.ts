@@ -11,7 +11,9 @@ import type { ControlActivities } from '../../activities/control';
 import { toolPaths } from '../../infra/tools';
 import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
 import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
-import type { BuildPlan, PlatformBuildRequest, PlatformImage, PlatformName } from '../../domain/build-plan';
+import type { BuildPlan, PlatformBuildRequest } from '../../activities/build-plan';
+import type { PlatformImage } from '../../domain/images';
+import type { Platform } from '../../domain/platforms';
 import { ImageBuildWorkflow } from '../../workflows/image-build';
 
 let env: TestWorkflowEnvironment;
@@ -94,7 +96,7 @@ function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
 
 type BuildFn = (req: PlatformBuildRequest) => Promise<PlatformImage>;
 
-async function withWorkers<T>(p: BuildPlan, builds: Record<PlatformName, BuildFn>, rec: Recorder, fn: () => Promise<T>): Promise<T> {
+async function withWorkers<T>(p: BuildPlan, builds: Record<Platform, BuildFn>, rec: Recorder, fn: () => Promise<T>): Promise<T> {
   const bundle = await workflowBundle();
   const control = await Worker.create({
     connection: env.nativeConnection,
@@ -103,7 +105,7 @@ async function withWorkers<T>(p: BuildPlan, builds: Record<PlatformName, BuildFn
     activities: controlStub(p, rec),
   });
   const buildWorkers = await Promise.all(
-    (Object.keys(builds) as PlatformName[]).map((platform) =>
+    (Object.keys(builds) as Platform[]).map((platform) =>
       Worker.create({
         connection: env.nativeConnection,
         taskQueue: `kiln-build-${platform.replace('/', '-')}`,
@@ -123,7 +125,7 @@ async function withWorkers<T>(p: BuildPlan, builds: Record<PlatformName, BuildFn
   }
 }
 
-const image = (platform: PlatformName): PlatformImage => ({
+const image = (platform: Platform): PlatformImage => ({
   platform,
   digest: `sha256:${platform === 'linux/amd64' ? 'a'.repeat(64) : 'b'.repeat(64)}`,
   mediaType: 'application/vnd.oci.image.manifest.v1+json',
@@ -153,7 +155,7 @@ describe('ImageBuildWorkflow', () => {
     const entered = new Set<string>();
     let release!: () => void;
     const bothEntered = new Promise<void>((r) => (release = r));
-    const build = (platform: PlatformName): BuildFn => async (req) => {
+    const build = (platform: Platform): BuildFn => async (req) => {
       expect(req.platform).toBe(platform);
       entered.add(platform);
       if (entered.size === 2) release();
