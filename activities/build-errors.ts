@@ -39,19 +39,21 @@ export function classifyBuildFailure(plainOutput: string[], exit: { code: number
     return { code: 'transient', message: tail, retryable: true };
   }
   const error = errorLine.replace(/^error:\s*(failed to solve:\s*)?/, '');
-  if (TRANSIENT.some((re) => re.test(error))) return { code: 'transient', message: error, retryable: true };
-
   const location = findLocation(plainOutput);
   const at = location ? ` at ${location.file}:${location.line}` : '';
 
-  const parse = /dockerfile parse error on line (\d+): (.*)/.exec(error);
-  if (parse) {
-    return { code: 'dockerfile_syntax', message: `Dockerfile syntax error on line ${parse[1]}: ${parse[2]}`, retryable: false };
-  }
+  // A step's own process exited non-zero: the user's command failed, whatever it printed (its
+  // command line and output may well say "connection refused"). Checked before the transient list.
   const exitCode = /did not complete successfully: exit code: (\d+)/.exec(error);
   if (exitCode) {
     const instruction = location?.instruction ?? 'RUN';
     return { code: 'step_failed', message: `${instruction}${at} exited with code ${exitCode[1]}`, retryable: false };
+  }
+  if (TRANSIENT.some((re) => re.test(error))) return { code: 'transient', message: error, retryable: true };
+
+  const parse = /dockerfile parse error on line (\d+): (.*)/.exec(error);
+  if (parse) {
+    return { code: 'dockerfile_syntax', message: `Dockerfile syntax error on line ${parse[1]}: ${parse[2]}`, retryable: false };
   }
   const missing = /failed to calculate checksum of ref [^:]+::[^:]+: "([^"]+)": not found/.exec(error) ?? /"([^"]+)": not found$/.exec(error);
   if (missing && !/resolve source metadata/.test(error)) {

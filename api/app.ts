@@ -16,6 +16,7 @@ import { HttpMetrics } from '../observability/metrics';
 import { rootLogger, type Logger } from '../observability/log';
 import { CONTEXTS_PATH } from './routes/contexts';
 import { apiRoutes } from './api-routes';
+import { documentedRoutes, documentRules, findDocumentedRoute, methodNotAllowed, withNoNulStrings, type DocumentedRoute } from './openapi';
 import { registryEventRoutes } from './routes/registry-events';
 import { registryTokenRoutes } from './routes/registry-token';
 import { webhookRoutes } from './routes/webhooks';
@@ -73,9 +74,27 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     if (apiError.code === 'internal') requestLogger(c).error({ err }, `${c.req.method} ${c.req.path} failed`);
     return c.json(apiError.toBody(c.get('requestId')), apiError.status, apiError.headers);
   });
-  app.notFound((c) =>
-    c.json(new ApiError('not_found', `No route for ${c.req.method} ${c.req.path}`).toBody(c.get('requestId')), 404),
-  );
+  const docConfig = {
+    openapi: '3.1.0',
+    info: {
+      title: 'Kiln API',
+      version: '1.0.0',
+      description: 'Self-hosted container image builds: repositories, build rules and durable multi-arch builds.',
+    },
+    servers: [{ url: deps.config.publicUrl.replace(/\/+$/, '') }],
+    security: [{ bearerAuth: [] }],
+  };
+  // Built once, on first use, when every route is registered.
+  let doc: ReturnType<typeof app.getOpenAPI31Document> | undefined;
+  const document = () => (doc ??= withNoNulStrings(app.getOpenAPI31Document(docConfig)));
+  let routes: DocumentedRoute[] | undefined;
+  const routeTable = () => (routes ??= documentedRoutes(document()));
+
+  app.notFound((c) => {
+    const route = findDocumentedRoute(routeTable(), c.req.path);
+    const err = route ? methodNotAllowed(route, c.req.method) : new ApiError('not_found', `No route for ${c.req.method} ${c.req.path}`);
+    return c.json(err.toBody(c.get('requestId')), err.status, err.headers);
+  });
 
   // X-Request-Id: the caller's (word characters, `-` and `=`, up to 255) or a new UUID; echoed in
   // the response, named in every log line of the request and in every error body.
@@ -106,6 +125,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.use('*', (c, next) => (streamed(c) ? next() : bodyLimited(c, next)));
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
   app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : jsonWithoutContentType(c, next)));
+  const checkedByDocument = documentRules(routeTable);
+  app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : checkedByDocument(c, next)));
 
   app.route('/', systemRoutes(deps, metrics));
   app.route(API_PREFIX, apiRoutes(deps));
@@ -120,16 +141,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     scheme: 'bearer',
     description: 'The API token (KILN_API_TOKEN)',
   });
-  app.doc31(OPENAPI_PATH, {
-    openapi: '3.1.0',
-    info: {
-      title: 'Kiln API',
-      version: '1.0.0',
-      description: 'Self-hosted container image builds: repositories, build rules and durable multi-arch builds.',
-    },
-    servers: [{ url: deps.config.publicUrl.replace(/\/+$/, '') }],
-    security: [{ bearerAuth: [] }],
-  });
+  app.get(OPENAPI_PATH, (c) => c.json(document()));
   // Swagger UI's assets come from the swagger-ui-dist package, not a CDN: Kiln runs offline too.
   app.get('/docs', swaggerUI({ url: OPENAPI_PATH, title: 'Kiln API', baseUrl: '/docs/assets' }));
   app.get('/docs/assets/swagger-ui-dist/:file', async (c) => {

@@ -8,10 +8,12 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  method_not_allowed: 405,
   conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   range_not_satisfiable: 416,
+  unprocessable: 422,
   too_many_requests: 429,
   internal: 500,
   service_unavailable: 503,
@@ -75,7 +77,8 @@ export const errorResponses = {
   413: errorResponse('Body larger than the configured limit'),
   415: errorResponse('Unsupported media type'),
   416: errorResponse('The byte range starts past the end of the log'),
-  429: errorResponse('Too many live followers for this build or token; retry later'),
+  422: errorResponse('The request matches this document but cannot be carried out (unprocessable): e.g. a match pattern that does not compile, a tag template that can never give a valid tag'),
+  429: errorResponse('Too many requests (too_many_requests): too many live followers of a build, or too many submissions; retry after the Retry-After header\'s seconds'),
   503: errorResponse('A dependency is unavailable'),
 } as const;
 

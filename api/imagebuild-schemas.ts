@@ -2,7 +2,7 @@
 // AIWorkspace API), so clients written for that API can build with Kiln.
 import { z } from '@hono/zod-openapi';
 import { BUILD_STATUSES } from '../db/schema';
-import { CLIENT_TOKEN_RE, MAX_DOCKERFILE_BYTES, MAX_LABELS } from './schemas';
+import { keySchema, propertyNames, CLIENT_TOKEN_RE, MAX_DOCKERFILE_BYTES, MAX_LABELS, OCI_TAG_RE, REPOSITORY_PATH_RE } from './schemas';
 
 export const MAX_REGISTRY_AUTHS = 10;
 
@@ -13,16 +13,32 @@ const REGISTRY_HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.
 const BasicAuth = z
   .string()
   .max(8192)
-  .refine((v) => {
-    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(v)) return false;
-    const decoded = Buffer.from(v, 'base64').toString('utf8');
-    return decoded.indexOf(':') > 0;
-  }, 'must be base64 of "user:password"')
-  .openapi({ description: 'base64("user:password"); stored encrypted, never returned or logged', example: 'dXNlcjpwYXNzd29yZA==' });
+  .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64 of "user:password"')
+  .openapi({
+    description: 'base64("user:password"); stored encrypted, never returned or logged. Base64 of anything without a user name and a colon is a 422.',
+    example: 'dXNlcjpwYXNzd29yZA==',
+  });
+
+/** What the document's base64 pattern cannot say: the decoded value holds `user:`. */
+export const isUserPassword = (auth: string) => Buffer.from(auth, 'base64').toString('utf8').indexOf(':') > 0;
 
 export const PaiImageLabel = z.object({ Key: z.string().min(1).max(256), Value: z.string().max(4096) }).strict();
 
-export const PaiCreateImageBuild = z
+/**
+ * `[registry/]namespace/repository[:tag]`, the registry (when given) being Kiln's own: a pattern
+ * per registry, so the document says exactly which URIs are taken.
+ */
+export function imageUriPattern(registry: string): RegExp {
+  const host = registry.toLowerCase().replace(/[.*+?^$()|[\]\\{}]/g, '\\$&');
+  return new RegExp(`^(?:${host}/)?${REPOSITORY_PATH_RE.source.slice(1, -1)}(?::${OCI_TAG_RE.source.slice(1, -1)})?$`);
+}
+
+const REGISTRY_KEY = { pattern: REGISTRY_HOST_RE, message: 'registry host[:port]' };
+const RESOURCE_KEY = { maxLength: 128, pattern: /^[^\u0000]*$/, message: 'at most 128 characters' };
+const ResourceValue = z.union([z.string().max(1024), z.number(), z.boolean(), z.null()]);
+
+/** The create request for one registry (Image.Uri must name it or none). */
+export const paiCreateImageBuild = (registry: string) => z
   .object({
     ClientToken: z
       .string()
@@ -37,24 +53,20 @@ export const PaiCreateImageBuild = z
       .object({
         Name: z.string().min(1).max(128).optional(),
         Description: z.string().max(32 * 1024).optional().openapi({ description: 'Description of a repository created by this build' }),
-        Uri: z.string().min(1).max(512).openapi({
+        Uri: z.string().min(1).max(512).regex(imageUriPattern(registry), `[${registry}/]namespace/repository[:tag], in lowercase`).openapi({
           description: 'Target image: `[registry/]namespace/repository[:tag]`; the registry, when given, must be Kiln\'s. The repository is created on demand; the tag defaults to `latest`.',
-          example: '127.0.0.1:5000/team/trainer:v1',
+          example: `${registry}/team/trainer:v1`,
         }),
         Labels: z
           .array(PaiImageLabel)
           .max(MAX_LABELS)
-          .refine((ls) => new Set(ls.map((l) => l.Key)).size === ls.length, 'label keys must be unique')
           .optional()
-          .openapi({ description: 'Become image labels (the config `Labels`)' }),
+          .openapi({ description: 'Become image labels (the config `Labels`); a Key given twice is a 422' }),
       })
       .strict(),
     BuildConfig: z
       .object({
-        Dockerfile: z
-          .string()
-          .min(1)
-          .refine((v) => Buffer.byteLength(v, 'utf8') <= MAX_DOCKERFILE_BYTES, 'Dockerfile must be at most 256 KiB'),
+        Dockerfile: z.string().min(1).max(MAX_DOCKERFILE_BYTES),
         BuildType: z.enum(['DOCKERFILE']).optional().openapi({ description: 'Only DOCKERFILE' }),
       })
       .strict(),
@@ -70,14 +82,19 @@ export const PaiCreateImageBuild = z
       .strict()
       .optional(),
     RegistryAuths: z
-      .record(z.string().regex(REGISTRY_HOST_RE, 'registry host[:port]'), z.object({ Auth: BasicAuth }).strict())
+      .record(keySchema(REGISTRY_KEY), z.object({ Auth: BasicAuth }).strict())
       .refine((m) => Object.keys(m).length <= MAX_REGISTRY_AUTHS, `at most ${MAX_REGISTRY_AUTHS} registries`)
       .optional()
-      .openapi({ description: 'Credentials for pulling private base images, by registry host[:port]' }),
+      .openapi({
+        description: 'Credentials for pulling private base images, by registry host[:port]',
+        maxProperties: MAX_REGISTRY_AUTHS,
+        propertyNames: propertyNames(REGISTRY_KEY),
+      } as object),
     Resource: z
-      .record(z.string(), z.unknown())
+      .record(keySchema(RESOURCE_KEY), ResourceValue)
+      .refine((m) => Object.keys(m).length <= 50, 'at most 50 entries')
       .optional()
-      .openapi({ description: 'Accepted for compatibility; Kiln builds on its own build workers' }),
+      .openapi({ maxProperties: 50, propertyNames: propertyNames(RESOURCE_KEY), description: 'Accepted for compatibility (flat, e.g. {"InstanceType": "ecs.g6.large"}); Kiln builds on its own build workers' } as object),
     ImageBuildJobName: z.string().max(128).optional(),
     WorkspaceId: z.string().max(64).optional(),
     RegionId: z.string().max(64).optional(),
@@ -85,7 +102,7 @@ export const PaiCreateImageBuild = z
   .strict()
   .openapi('PaiCreateImageBuild');
 
-export type PaiCreateImageBuildInput = z.infer<typeof PaiCreateImageBuild>;
+export type PaiCreateImageBuildInput = z.infer<ReturnType<typeof paiCreateImageBuild>>;
 
 export const PaiCreateImageBuildQuery = z.object({
   ClientToken: z.string().regex(CLIENT_TOKEN_RE, '1–64 characters of A-Z a-z 0-9 . _ -').optional().openapi({

@@ -13,6 +13,7 @@ import type { Platform } from '../domain/platforms';
 import type { AppDeps } from './types';
 import { requireNamespace, type AppEnv } from './auth';
 import { ApiError } from './errors';
+import { NamespaceName, RepositoryName } from './schemas';
 import { startBuildOrFail } from './start-build';
 
 export interface InlineBuildSpec {
@@ -102,9 +103,14 @@ export function inlineBuilds(deps: AppDeps) {
 
     const id = randomUUID();
     const outcome = await db.transaction(async (tx) => {
-      const ns = (await getNamespaceByName(tx, namespace)) ?? (await ensureNamespace(tx, namespace));
+      let ns = await getNamespaceByName(tx, namespace);
+      if (!ns) {
+        if (!NamespaceName.safeParse(namespace).success) throw new ApiError('not_found', `Namespace "${namespace}" does not exist`);
+        ns = await ensureNamespace(tx, namespace);
+      }
       let repo = await getRepositoryByPath(tx, namespace, name);
       if (!repo) {
+        if (!RepositoryName.safeParse(name).success) throw new ApiError('not_found', `Repository ${path} does not exist and cannot be created`);
         if (!ns.autoCreateRepository) {
           throw new ApiError(
             'not_found',

@@ -1,6 +1,5 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
-import { validateRepoPath } from '../activities/git';
 import { buildRules, RULE_TYPES } from '../db/schema';
 import { PLATFORMS } from '../domain/platforms';
 import {
@@ -16,25 +15,28 @@ import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, stringMap } from './schemas';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });
 
+/**
+ * A path inside the repository, as activities/git.ts validateRepoPath checks it, written as the
+ * pattern the document states: no control character or backslash, no drive, no `..` or `.git` segment.
+ */
+export const REPO_PATH_RE = /^(?![A-Za-z]:)(?!(?:.*\/)?\.\.(?:\/|$))(?!(?:.*\/)?\.[Gg][Ii][Tt](?:\/|$))[^\u0000-\u001f\u007f\\]*$/;
 const repoPath = (what: string) =>
-  z
-    .string()
-    .max(1024)
-    .superRefine((v, ctx) => {
-      const problem = validateRepoPath(v);
-      if (problem) ctx.addIssue({ code: 'custom', message: `${what}: ${problem}` });
-    });
+  z.string().max(1024).regex(REPO_PATH_RE, `${what}: a path inside the repository (no "..", ".git", backslash or control character)`);
+
+/** Offsets (`UTC+8`, `UTC-5:30`, `+08:00`, `GMT+1`) up to ±14:00. */
+const UTC_OFFSET_RE = /^(?:UTC|GMT)?[+-](?:(?:0?[0-9]|1[0-3])(?::?[0-5][0-9])?|14(?::?00)?)$/;
+/** The IANA names this runtime knows, plus UTC/GMT/Z: a closed list, so the document states it. */
+const ZONE_NAMES = [...new Set(['UTC', 'GMT', 'Z', ...Intl.supportedValuesOf('timeZone')])].filter(isValidTimeZone) as [string, ...string[]];
+
+export const TimeZone = z
+  .union([z.enum(ZONE_NAMES), z.string().regex(UTC_OFFSET_RE)])
+  .openapi({ description: 'Time zone of buildTime (default UTC+8): an offset such as UTC+8, UTC-5:30 or +08:00, or an IANA name', example: 'UTC+8' });
 
 export const TagTemplateSchema = z
   .object({
     template: z.string().min(1).max(128).openapi({ example: '${imageTag}' }),
     buildTime: z.enum(['yyyyMMdd', 'yyyyMMddHHmm']).optional().openapi({ description: 'Append the build time' }),
-    timeZone: z
-      .string()
-      .max(64)
-      .refine(isValidTimeZone, 'not a time zone: use UTC+8, +08:00, UTC or an IANA name')
-      .optional()
-      .openapi({ description: 'Time zone of buildTime (default UTC+8)', example: 'UTC+8' }),
+    timeZone: TimeZone.optional(),
     commitIdLength: z.number().int().min(1).max(40).optional().openapi({ description: 'Append the first N characters of the commit id' }),
     commitId: z.boolean().optional().openapi({ description: 'Append the commit id (6 characters unless commitIdLength)' }),
   })
@@ -48,8 +50,12 @@ const ruleFields = {
   }),
   contextDir: repoPath('contextDir').optional(),
   dockerfile: repoPath('dockerfile').optional(),
-  platforms: z.array(z.enum(PLATFORMS)).min(1).refine((a) => new Set(a).size === a.length, 'platforms must be unique'),
-  buildArgs: stringMap(MAX_BUILD_ARGS, 'build args', z.string().regex(BUILD_ARG_KEY_RE, 'not a valid build arg name')).optional(),
+  platforms: z
+    .array(z.enum(PLATFORMS))
+    .min(1)
+    .refine((a) => new Set(a).size === a.length, 'platforms must be unique')
+    .openapi({ uniqueItems: true }),
+  buildArgs: stringMap(MAX_BUILD_ARGS, 'build args', { pattern: BUILD_ARG_KEY_RE, message: 'not a valid build arg name' }).optional(),
   target: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'not a valid stage name').nullable().optional(),
   tags: z.array(TagTemplateSchema).min(1).max(MAX_TAG_TEMPLATES),
   paths: z.array(z.string().min(1).max(512)).max(MAX_PATH_FILTERS).optional().openapi({ description: 'Globs; a push touching none starts no build' }),
@@ -75,31 +81,30 @@ const RULE_FIELDS = {
   timeoutMinutes: true,
 } as const;
 
-/** Cross-field checks: the pattern compiles (linear time), templates can yield tags, semver fits. */
-function checkRule(
-  rule: { type?: 'branch' | 'tag'; match?: string; tags?: z.infer<typeof TagTemplateSchema>[]; paths?: string[]; semver?: boolean },
-  ctx: z.RefinementCtx,
-) {
+type RuleChecked = { type?: 'branch' | 'tag'; match?: string; tags?: z.infer<typeof TagTemplateSchema>[]; paths?: string[]; semver?: boolean };
+
+/**
+ * Checks a JSON Schema cannot state: the pattern compiles (linear time), templates can yield tags,
+ * path globs are well-formed, semver is for tag rules. A rule that fails them matches the document
+ * but cannot be carried out: 422, with these issues as details.
+ */
+export function ruleIssues(rule: RuleChecked): { in: 'json'; path: string[]; message: string }[] {
+  const issues: { in: 'json'; path: string[]; message: string }[] = [];
   if (rule.match !== undefined) {
     const compiled = compileRuleMatch(rule.match);
-    if (!compiled.ok) ctx.addIssue({ code: 'custom', path: ['match'], message: compiled.message });
+    if (!compiled.ok) issues.push({ in: 'json', path: ['match'], message: compiled.message });
   }
   if (rule.type && rule.match !== undefined && rule.tags) {
     for (const message of validateTagTemplates({ type: rule.type, match: rule.match, tags: rule.tags })) {
-      ctx.addIssue({ code: 'custom', path: ['tags'], message });
+      issues.push({ in: 'json', path: ['tags'], message });
     }
   }
-  if (rule.paths) for (const message of validatePathFilters(rule.paths)) ctx.addIssue({ code: 'custom', path: ['paths'], message });
-  if (rule.semver && rule.type === 'branch') {
-    ctx.addIssue({ code: 'custom', path: ['semver'], message: 'semver expansion applies to tag rules only' });
-  }
+  if (rule.paths) for (const message of validatePathFilters(rule.paths)) issues.push({ in: 'json', path: ['paths'], message });
+  if (rule.semver && rule.type === 'branch') issues.push({ in: 'json', path: ['semver'], message: 'semver expansion applies to tag rules only' });
+  return issues;
 }
 
-export const RuleCreate = createInsertSchema(buildRules, ruleFields)
-  .pick(RULE_FIELDS)
-  .strict()
-  .superRefine(checkRule)
-  .openapi('RuleCreate');
+export const RuleCreate = createInsertSchema(buildRules, ruleFields).pick(RULE_FIELDS).strict().openapi('RuleCreate');
 
 export type RuleCreateInput = z.infer<typeof RuleCreate>;
 
@@ -108,17 +113,6 @@ export const RuleUpdate = createInsertSchema(buildRules, ruleFields)
   .partial()
   .strict()
   .openapi('RuleUpdate');
-
-/** Checks an update merged over the stored rule, so a partial change cannot break the whole. */
-export const RuleMerged = z
-  .object({
-    type: z.enum(RULE_TYPES),
-    match: z.string(),
-    tags: z.array(TagTemplateSchema),
-    paths: z.array(z.string()),
-    semver: z.boolean(),
-  })
-  .superRefine(checkRule);
 
 export const RuleView = createSelectSchema(buildRules, {
   createdAt: z.iso.datetime({ offset: true }),

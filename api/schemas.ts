@@ -29,6 +29,7 @@ export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const SOURCE_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] as const;
 export type SourceProvider = (typeof SOURCE_PROVIDERS)[number];
 
+/** In characters (UTF-16 code units), as JSON Schema's maxLength counts. */
 export const MAX_DOCKERFILE_BYTES = 256 * 1024;
 export const MAX_BUILD_ARGS = 20;
 export const MAX_LABELS = 50;
@@ -51,32 +52,48 @@ export const RepositoryName = z
   .regex(REPOSITORY_NAME_RE, 'lowercase letters and digits, separated by ".", "_", "__" or dashes; no "/"')
   .openapi({ example: 'web' });
 
-/** `namespace/name` */
+/**
+ * `namespace/name`. The pattern is the whole check; a namespace longer than a namespace name may
+ * be cannot exist, so such a path is simply not found (404) where it is looked up.
+ */
+export const REPOSITORY_PATH_RE = new RegExp(`${NAMESPACE_NAME_RE.source.slice(0, -1)}/${REPOSITORY_NAME_RE.source.slice(1)}`);
 export const RepositoryPath = z
   .string()
   .max(64 + 1 + 128)
-  .refine((v) => {
-    const [ns, name, ...rest] = v.split('/');
-    return rest.length === 0 && NAMESPACE_NAME_RE.test(ns ?? '') && (ns?.length ?? 0) <= 64 && REPOSITORY_NAME_RE.test(name ?? '');
-  }, 'must be "namespace/name" in lowercase')
-  .openapi({
-    example: 'team-a/web',
-    pattern: `${NAMESPACE_NAME_RE.source.slice(0, -1)}/${REPOSITORY_NAME_RE.source.slice(1)}`,
-  });
+  .regex(REPOSITORY_PATH_RE, 'must be "namespace/name" in lowercase')
+  .openapi({ example: 'team-a/web' });
 
 export function splitRepositoryPath(path: string): { namespace: string; name: string } {
   const i = path.indexOf('/');
   return { namespace: path.slice(0, i), name: path.slice(i + 1) };
 }
 
+const UUID_PATTERN = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+
+/** A registered schema or null: `anyOf` in the document (`.nullable()` on a `$ref` renders as `allOf`, which no value satisfies). */
+export const nullableRef = <T extends z.ZodType>(schema: T) => z.union([schema, z.null()]);
+
 export const IdParams = z.object({
   id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid', example: '0b9c3c1e-5b8f-4f57-9a53-8d1f1c1ad3a0' }),
 });
 
-export const PageQuery = z.object({
-  cursor: z.string().max(512).optional().openapi({ description: 'nextCursor of the previous page' }),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
-});
+const Limit = z.coerce.number().int().min(1).max(100).default(20);
+
+/** Repositories page by id: the cursor is the last id seen. */
+export const RepositoryCursor = z
+  .string()
+  .regex(new RegExp(UUID_PATTERN), 'not a cursor this API returned')
+  .openapi({ description: 'nextCursor of the previous page' });
+
+/**
+ * Builds page newest first on (createdAt, id): `<createdAt in ms since 1970>_<id>`. Every string of
+ * this form is a valid position (14 digits stay below the year 10000, which ISO dates and Postgres both read).
+ */
+export const BUILD_CURSOR_RE = /^([0-9]{1,14})_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+export const BuildCursor = z
+  .string()
+  .regex(BUILD_CURSOR_RE, 'not a cursor this API returned')
+  .openapi({ description: 'nextCursor of the previous page' });
 
 export const page = <T extends z.ZodType>(item: T, name: string) =>
   z.object({ items: z.array(item), nextCursor: z.string().nullable() }).openapi(name);
@@ -116,26 +133,23 @@ export const NamespacePage = page(NamespaceView, 'NamespacePage');
 
 // ---- repositories -----------------------------------------------------------------------------
 
-/** A clone URL: http(s), ssh or git URL, or scp-like `user@host:path`; never with credentials in it. */
+const PORT = '(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?';
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])';
+/** A DNS name whose last label starts with a letter (else WHATWG URL reads it as IPv4), or an IPv4 address. */
+const HOST = `(?:(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*|${OCTET}(?:\\.${OCTET}){3})`;
+const URL_REST = '(?:[/?#][^\\s\\u0000]*)?';
+/**
+ * A clone URL: http(s) or git URL, ssh URL (a user allowed), or scp-like `user@host:path`; never
+ * with credentials in it. The pattern is the whole check, so the document states it exactly.
+ */
+export const GIT_URL_RE = new RegExp(
+  `^(?:(?:https?|git)://${HOST}${PORT}${URL_REST}|ssh://(?:[A-Za-z0-9._-]+@)?${HOST}${PORT}${URL_REST}|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\s\\u0000]+)$`,
+);
 export const GitUrl = z
   .string()
   .min(1)
   .max(2048)
-  .superRefine((v, ctx) => {
-    if (/^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$/.test(v)) return;
-    let url: URL;
-    try {
-      url = new URL(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'not a URL' });
-      return;
-    }
-    if (!['http:', 'https:', 'ssh:', 'git:'].includes(url.protocol)) {
-      ctx.addIssue({ code: 'custom', message: 'scheme must be http, https, ssh or git' });
-    } else if (url.password || (url.username && url.protocol !== 'ssh:')) {
-      ctx.addIssue({ code: 'custom', message: 'put credentials in "token", not in the URL' });
-    }
-  })
+  .regex(GIT_URL_RE, 'an http(s), git or ssh URL, or user@host:path, without a password (put it in "token")')
   .openapi({ example: 'https://github.com/acme/web.git' });
 
 export const SourceCreate = z
@@ -201,23 +215,25 @@ export const RepositoryView = createSelectSchema(repositories, { createdAt: iso(
   .extend({
     namespace: z.string(),
     path: z.string().openapi({ description: 'namespace/name' }),
-    source: SourceView.nullable(),
+    source: nullableRef(SourceView),
     buildSettings: BuildSettings,
   })
   .openapi('Repository');
 
 export const RepositoryCreated = RepositoryView.extend({
-  source: SourceView.extend({
-    webhookSecret: z
-      .string()
-      .optional()
-      .openapi({ description: 'Present only in this response, and only when Kiln generated the secret' }),
-  }).nullable(),
+  source: nullableRef(
+    SourceView.extend({
+      webhookSecret: z
+        .string()
+        .optional()
+        .openapi({ description: 'Present only in this response, and only when Kiln generated the secret' }),
+    }).openapi('SourceCreated'),
+  ),
 }).openapi('RepositoryCreated');
 
 export const RepositoryPage = page(RepositoryView, 'RepositoryPage');
 
-export const RepositoryListQuery = PageQuery.extend({ namespace: NamespaceName.optional() });
+export const RepositoryListQuery = z.object({ cursor: RepositoryCursor.optional(), limit: Limit, namespace: NamespaceName.optional() });
 
 export const ImageTagView = createSelectSchema(imageTags, { createdAt: iso(), updatedAt: iso() })
   .pick({ tag: true, digest: true, creationMethod: true, buildId: true, createdAt: true, updatedAt: true })
@@ -227,11 +243,34 @@ export const ImageTagPage = page(ImageTagView, 'ImageTagPage');
 
 // ---- builds -----------------------------------------------------------------------------------
 
-export const stringMap = (max: number, what: string, key: z.ZodString) =>
+/** The JSON Schema of a map's keys (zod-openapi does not render a record's key schema). */
+export interface KeyRule {
+  pattern?: RegExp;
+  minLength?: number;
+  maxLength?: number;
+  message: string;
+}
+
+export function keySchema(rule: KeyRule): z.ZodString {
+  let key = z.string();
+  if (rule.minLength !== undefined) key = key.min(rule.minLength, rule.message);
+  if (rule.maxLength !== undefined) key = key.max(rule.maxLength, rule.message);
+  if (rule.pattern) key = key.regex(rule.pattern, rule.message);
+  return key;
+}
+
+export const propertyNames = (rule: KeyRule) => ({
+  type: 'string' as const,
+  ...(rule.pattern ? { pattern: rule.pattern.source } : {}),
+  ...(rule.minLength !== undefined ? { minLength: rule.minLength } : {}),
+  ...(rule.maxLength !== undefined ? { maxLength: rule.maxLength } : {}),
+});
+
+export const stringMap = (max: number, what: string, key: KeyRule) =>
   z
-    .record(key, z.string().max(4096))
+    .record(keySchema(key), z.string().max(4096))
     .refine((m) => Object.keys(m).length <= max, `at most ${max} ${what}`)
-    .openapi({ maxProperties: max });
+    .openapi({ maxProperties: max, propertyNames: propertyNames(key) } as object);
 
 export const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -273,22 +312,21 @@ export const BuildSubmit = createInsertSchema(builds, {
   dockerfile: z
     .string()
     .min(1)
-    .refine((v) => Buffer.byteLength(v, 'utf8') <= MAX_DOCKERFILE_BYTES, 'dockerfile must be at most 256 KiB')
+    .max(MAX_DOCKERFILE_BYTES)
     .optional()
-    .openapi({ description: 'An inline Dockerfile (no other files); or give `context`' }),
+    .openapi({ description: 'An inline Dockerfile (no other files), at most 262,144 characters; or give `context`' }),
   platforms: z
     .array(z.enum(PLATFORMS))
     .min(1)
     .refine(unique, 'platforms must be unique')
     .openapi({ uniqueItems: true }),
-  buildArgs: stringMap(
-    MAX_BUILD_ARGS,
-    'build args',
-    z.string().regex(BUILD_ARG_KEY_RE, 'build arg names are letters, digits and "_", not starting with a digit (BUILDKIT_CACHE_MOUNT_NS is reserved)'),
-  )
+  buildArgs: stringMap(MAX_BUILD_ARGS, 'build args', {
+    pattern: BUILD_ARG_KEY_RE,
+    message: 'build arg names are letters, digits and "_", not starting with a digit (BUILDKIT_CACHE_MOUNT_NS is reserved)',
+  })
     .openapi({ description: `Case-sensitive names matching ${BUILD_ARG_KEY_RE.source}` })
     .optional(),
-  labels: stringMap(MAX_LABELS, 'labels', z.string().min(1).max(256)).optional(),
+  labels: stringMap(MAX_LABELS, 'labels', { minLength: 1, maxLength: 256, pattern: /^[^\u0000]*$/, message: 'label keys are 1–256 characters' }).optional(),
   target: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'not a valid stage name').optional(),
   tags: z
     .array(z.string().regex(OCI_TAG_RE, 'not a valid OCI tag'))
@@ -404,8 +442,10 @@ export type BuildViewBody = z.infer<typeof BuildView>;
 
 export const BuildPage = page(BuildView, 'BuildPage');
 
-export const BuildListQuery = PageQuery.extend({
-  repository: RepositoryPath.optional(),
+export const BuildListQuery = z.object({
+  cursor: BuildCursor.optional(),
+  limit: Limit,
+  repository: RepositoryPath.optional().openapi({ description: 'Filters combine: with repositoryId too, both must name the build\'s repository' }),
   repositoryId: z.guid().optional(),
   status: z.enum(BUILD_STATUSES).optional(),
   trigger: z.enum(TRIGGERS).optional(),

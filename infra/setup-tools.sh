@@ -11,6 +11,7 @@
 #                                           infra/tools/stargz/go.mod; with Debian's containerd and
 #                                           ctr-remote it is the lazy-pull runtime of the bench and
 #                                           of test/e2e/lazy-pull.test.ts (infra/lazy-pull.ts)
+#   schemathesis-<ver>/bin/st               schemathesis (PyPI) in a venv, for the OpenAPI conformance test
 #
 # Hosts with internet access may instead drop the same versions from the release pages into those
 # directories (they are only built here because this environment reaches nothing but the Go module
@@ -44,10 +45,11 @@ STARGZ_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
 # stargz-snapshotter (only ctr-remote) and containerd (1.6, with ctr) are the lazy-pull runtime's;
 # chromium: the browser the console's e2e tests drive (playwright-core).
 APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates chromium
-  containernetworking-plugins iptables nftables iproute2 skopeo stargz-snapshotter)
+  containernetworking-plugins iptables nftables iproute2 skopeo stargz-snapshotter python3-venv)
 # A containerd already on PATH (e.g. Docker's containerd.io, which conflicts with Debian's package:
 # installing ours would remove Docker) is used as it is; the runtime starts a private one anyway.
 command -v containerd >/dev/null && command -v ctr >/dev/null || APT_PACKAGES+=(containerd)
+SCHEMATHESIS_VERSION=4.32.5
 
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }
@@ -202,5 +204,19 @@ fi
 # Lazy pulls mount FUSE file systems; only the bench and test/e2e/lazy-pull.test.ts need it.
 [[ -c /dev/fuse ]] || note "warning: /dev/fuse is missing; the stargz snapshotter (lazy-pull bench and test) cannot mount layers"
 
+# ---------------------------------------------------------------- schemathesis (PyPI, in a venv)
+# Debian's python3 (not whatever python3 is first on PATH, e.g. a user's pyenv). A venv records its
+# own absolute path, so it is built in place; the `.complete` marker says the install finished.
+ST_DIR=$TOOLS/schemathesis-$SCHEMATHESIS_VERSION
+if [[ ! -f $ST_DIR/.complete || ! -x $ST_DIR/bin/st ]]; then
+  note "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into a venv"
+  rm -rf "$ST_DIR"
+  /usr/bin/python3 -m venv "$ST_DIR" >&2 || die "python3 -m venv failed (Debian package python3-venv)"
+  "$ST_DIR/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2 ||
+    die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (is PyPI reachable?)"
+  "$ST_DIR/bin/st" --version >&2 || die "schemathesis installed but 'st --version' fails"
+  touch "$ST_DIR/.complete"
+fi
+
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, stargz-snapshotter $STARGZ_VERSION + containerd $(containerd --version 2>/dev/null | awk '{print $3}'), busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}') — $TOOLS"
+echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, stargz-snapshotter $STARGZ_VERSION + containerd $(containerd --version 2>/dev/null | awk '{print $3}'), busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}'), schemathesis $SCHEMATHESIS_VERSION — $TOOLS"

@@ -148,7 +148,14 @@ Kiln is running (${env.KILN_COMPONENTS.join(', ')})
       : ''
   }
   Database     ${kiln.db.kind}
-  API token    ${apiToken.generated ? apiToken.value : `${apiToken.value}  (from ${env.KILN_API_TOKEN ? 'KILN_API_TOKEN' : path.join(dataDir, 'secrets/api-token')})`}
+  API token    ${
+    // A token given in the environment is the operator's secret already: never echo it into logs.
+    env.KILN_API_TOKEN
+      ? '(from KILN_API_TOKEN, not shown)'
+      : apiToken.generated
+        ? apiToken.value
+        : `${apiToken.value}  (from ${path.join(dataDir, 'secrets/api-token')})`
+  }
 Press Ctrl-C to stop.
 `);
 

@@ -15,6 +15,8 @@ const BUILDKIT_GO_MOD = join(INFRA_DIR, 'tools', 'buildkit', 'go.mod');
 const STARGZ_GO_MOD = join(INFRA_DIR, 'tools', 'stargz', 'go.mod');
 
 export const TEMPORAL_CLI_VERSION = '1.5.1';
+/** Pinned in infra/setup-tools.sh (SCHEMATHESIS_VERSION), installed into a venv in the tools dir. */
+export const SCHEMATHESIS_VERSION = '4.32.5';
 
 /** The BuildKit version pinned in infra/tools/buildkit/go.mod (the single place it is pinned). */
 export function readBuildkitVersion(goModPath = BUILDKIT_GO_MOD): string {
@@ -44,6 +46,8 @@ export interface ToolPaths {
   lazyPull: { stargzGrpc: string; containerd: string; ctr: string; ctrRemote: string };
   /** Debian's versioned postgres bin dir, e.g. /usr/lib/postgresql/15/bin ('' if none installed). */
   pgBin: string;
+  /** schemathesis' `st`, for the OpenAPI conformance test. */
+  schemathesis: string;
 }
 
 export function toolsDir(): string {
@@ -86,6 +90,7 @@ export function toolPaths(): ToolPaths {
       ctr: onPath('ctr'),
       ctrRemote: onPath('ctr-remote'),
     },
+    schemathesis: join(dir, `schemathesis-${SCHEMATHESIS_VERSION}`, 'bin', 'st'),
   };
 }
 

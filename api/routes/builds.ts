@@ -101,7 +101,19 @@ const logs = createRoute({
   responses: {
     200: {
       description: 'The log',
-      content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
+      content: {
+        'text/plain': { schema: z.string() },
+        // OpenAPI 3.1 reads an event stream's schema as the schema of each event.
+        'text/event-stream': {
+          schema: z
+            .object({
+              event: z.enum(['log', 'end']),
+              data: z.string().openapi({ description: 'log: one line; end: the final status' }),
+              id: z.string().regex(/^[0-9]+$/).optional().openapi({ description: 'log: its sequence number' }),
+            })
+            .openapi('BuildLogEvent'),
+        },
+      },
     },
     206: { description: 'The requested byte range of one stream', content: { 'text/plain': { schema: z.string() } } },
     ...pickErrors(400, 401, 403, 404, 416, 429),
@@ -181,18 +193,23 @@ export function buildRoutes(deps: AppDeps) {
   }
 
   async function resolveListFilter(c: Context<AppEnv>, q: z.infer<typeof BuildListQuery>): Promise<string | null | undefined> {
-    if (q.repository && q.repositoryId) throw new ApiError('bad_request', 'Give repository or repositoryId, not both');
     const scope = namespaceScope(c);
+    let byId: string | null | undefined;
+    let byPath: string | null | undefined;
     if (q.repositoryId) {
       const repo = await getRepository(db, q.repositoryId);
       if (repo) requireNamespace(c, repo.namespace);
-      return repo ? repo.id : null;
+      byId = repo ? repo.id : null;
     }
     if (q.repository) {
       const { namespace, name } = splitRepositoryPath(q.repository);
       requireNamespace(c, namespace);
-      return (await getRepositoryByPath(db, namespace, name))?.id ?? null;
+      byPath = (await getRepositoryByPath(db, namespace, name))?.id ?? null;
     }
+    // Both given: they must name the same repository, else no build matches.
+    if (byId !== undefined && byPath !== undefined) return byId === byPath ? byId : null;
+    if (byId !== undefined) return byId;
+    if (byPath !== undefined) return byPath;
     if (q.namespace) requireNamespace(c, q.namespace);
     else if (scope) throw new ApiError('forbidden', 'A namespace token must filter by namespace or repository');
     return undefined;
@@ -202,11 +219,8 @@ export function buildRoutes(deps: AppDeps) {
     .openapi(submit, async (c) => c.json(await submitBuild(c, c.req.valid('json')), 202))
     .openapi(list, async (c) => {
       const q = c.req.valid('query');
-      let cursor;
-      if (q.cursor) {
-        cursor = decodeBuildCursor(q.cursor);
-        if (!cursor || !isUuid(cursor.id)) throw new ApiError('bad_request', 'Invalid cursor', { cursor: q.cursor });
-      }
+      // The query schema admits only well-formed cursors.
+      const cursor = q.cursor ? decodeBuildCursor(q.cursor) : undefined;
       const repositoryId = await resolveListFilter(c, q);
       if (repositoryId === null) return c.json({ items: [], nextCursor: null }, 200);
       const pageOut = await listBuilds(db, { repositoryId, namespace: q.namespace, status: q.status, trigger: q.trigger, cursor, limit: q.limit });

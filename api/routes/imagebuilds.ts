@@ -9,19 +9,20 @@ import type { AppDeps } from '../types';
 import { requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import {
-  PaiCreateImageBuild,
+  isUserPassword,
+  paiCreateImageBuild,
   PaiCreateImageBuildQuery,
   PaiImageBuild,
   PaiImageBuildCreated,
   type PAI_STATUSES,
 } from '../imagebuild-schemas';
 import { inlineBuilds } from '../inline-builds';
-import { IdParams, OCI_TAG_RE, RepositoryPath, splitRepositoryPath } from '../schemas';
+import { IdParams, OCI_TAG_RE, REPOSITORY_PATH_RE, RepositoryPath, splitRepositoryPath } from '../schemas';
 import { canonicalJson, createRouter, isUuid, jsonContent, sha256Hex } from '../util';
 import { temporalWorkflowUrl } from '../views';
 
 
-const create = createRoute({
+const createRouteFor = (registry: string) => createRoute({
   method: 'post',
   path: '/imagebuilds',
   tags: ['imagebuilds (PAI)'],
@@ -31,10 +32,10 @@ const create = createRoute({
     'repository on demand. `Image.Labels` become image labels; `TargetRegistry.OverwriteImageTag: false` refuses a tag ' +
     'that exists (409); `RegistryAuths` are used to pull private base images and are stored encrypted, never returned or ' +
     'logged. `Resource`, `WorkspaceId`, `RegionId`, `TargetRegistry.Type` and `InstanceId` are accepted and ignored.',
-  request: { query: PaiCreateImageBuildQuery, body: { required: true, content: jsonContent(PaiCreateImageBuild) } },
+  request: { query: PaiCreateImageBuildQuery, body: { required: true, content: jsonContent(paiCreateImageBuild(registry)) } },
   responses: {
     200: { description: 'Accepted; the build runs asynchronously', content: jsonContent(PaiImageBuildCreated) },
-    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 503),
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422, 503),
   },
 });
 
@@ -57,7 +58,8 @@ const invalidUri = (message: string) =>
 export function parseImageUri(uri: string, registry: string): { namespace: string; name: string; tag: string } {
   if (uri.includes('@')) throw invalidUri('must name a tag, not a digest');
   const parts = uri.split('/');
-  if (parts.length > 1 && (/[.:]/.test(parts[0]!) || parts[0] === 'localhost')) {
+  // A Kiln repository is always namespace/name: a third, leading component is a registry.
+  if (parts.length === 3) {
     const host = parts.shift()!;
     if (host.toLowerCase() !== registry.toLowerCase()) throw invalidUri(`Kiln pushes to its registry ${registry}, not to ${host}`);
   }
@@ -66,7 +68,9 @@ export function parseImageUri(uri: string, registry: string): { namespace: strin
   const name = colon < 0 ? last : last.slice(0, colon);
   const tag = colon < 0 ? 'latest' : last.slice(colon + 1);
   const path = [...parts, name].join('/');
-  if (!RepositoryPath.safeParse(path).success) throw invalidUri('must be [registry/]namespace/repository[:tag], in lowercase');
+  if (!REPOSITORY_PATH_RE.test(path)) throw invalidUri('must be [registry/]namespace/repository[:tag], in lowercase');
+  // The document's pattern admits longer names than a repository may have: such a one cannot exist.
+  if (!RepositoryPath.safeParse(path).success) throw new ApiError('not_found', `Repository ${path} does not exist and cannot be created`);
   if (!OCI_TAG_RE.test(tag)) throw invalidUri(`"${tag}" is not a valid tag`);
   return { ...splitRepositoryPath(path), tag };
 }
@@ -83,6 +87,7 @@ const PAI_STATUS: Record<BuildStatus, (typeof PAI_STATUSES)[number]> = {
 export function imageBuildRoutes(deps: AppDeps) {
   const { db, config } = deps;
   const inline = inlineBuilds(deps);
+  const create = createRouteFor(config.registry);
 
   function view(b: BuildWithDetails) {
     return {
@@ -106,10 +111,25 @@ export function imageBuildRoutes(deps: AppDeps) {
       const body = c.req.valid('json');
       const queryToken = c.req.valid('query').ClientToken;
       if (queryToken && body.ClientToken && queryToken !== body.ClientToken) {
-        throw new ApiError('bad_request', 'ClientToken differs between the query and the body');
+        throw new ApiError('unprocessable', 'ClientToken differs between the query and the body');
       }
       const clientToken = body.ClientToken ?? queryToken;
       const { namespace, name, tag } = parseImageUri(body.Image.Uri, config.registry);
+      const labelKeys = (body.Image.Labels ?? []).map((l) => l.Key);
+      const repeated = labelKeys.filter((k, i) => labelKeys.indexOf(k) !== i);
+      if (repeated.length) {
+        throw new ApiError('unprocessable', 'Image.Labels keys must be unique', [
+          { in: 'json', path: ['Image', 'Labels'], message: `repeated: ${[...new Set(repeated)].join(', ')}` },
+        ]);
+      }
+      const notUserPassword = Object.entries(body.RegistryAuths ?? {}).filter(([, { Auth }]) => !isUserPassword(Auth));
+      if (notUserPassword.length) {
+        throw new ApiError(
+          'unprocessable',
+          'RegistryAuths entries must be base64 of "user:password"',
+          notUserPassword.map(([host]) => ({ in: 'json', path: ['RegistryAuths', host, 'Auth'], message: 'not base64 of "user:password"' })),
+        );
+      }
       const auths: RegistryAuths | null = body.RegistryAuths
         ? Object.fromEntries(Object.entries(body.RegistryAuths).map(([host, { Auth }]) => [host, { auth: Auth }]))
         : null;

@@ -5,7 +5,7 @@ import { deleteApiToken, insertApiToken, listApiTokens } from '../../db/queries/
 import type { AppDeps } from '../types';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
-import { NamespaceCreate, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';
+import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { namespaceView } from '../views';
 
@@ -32,7 +32,7 @@ const list = createRoute({
   },
 });
 
-const NameParams = z.object({ name: z.string().max(128).openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
+const NameParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
 
 const update = createRoute({
   method: 'patch',
@@ -46,7 +46,7 @@ const update = createRoute({
   },
 });
 
-const TokenParams = z.object({ name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
+const TokenParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
 const TokenCreate = z.object({ name: z.string().min(1).max(64).openapi({ example: 'ci' }) }).strict().openapi('ApiTokenCreate');
 const TokenView = z
   .object({ id: z.string(), name: z.string(), namespace: z.string(), createdAt: z.string() })
@@ -75,7 +75,7 @@ const listTokens = createRoute({
   request: { params: TokenParams },
   responses: {
     200: { description: 'Tokens', content: jsonContent(z.object({ items: z.array(TokenView), nextCursor: z.null() })) },
-    ...pickErrors(401, 403, 404),
+    ...pickErrors(400, 401, 403, 404),
   },
 });
 

@@ -95,12 +95,6 @@ const tags = createRoute({
   responses: { 200: { description: 'Tags by name', content: jsonContent(ImageTagPage) }, ...pickErrors(401, 403, 404) },
 });
 
-const encodeCursor = (id: string) => Buffer.from(id).toString('base64url');
-function decodeCursor(raw: string): string {
-  const id = Buffer.from(raw, 'base64url').toString();
-  if (!isUuid(id)) throw new ApiError('bad_request', 'Invalid cursor', { cursor: raw });
-  return id;
-}
 
 export async function loadRepository(c: Context<AppEnv>, db: AppDeps['db'], id: string): Promise<RepositoryWithNamespace> {
   const repo = isUuid(id) ? await getRepository(db, id) : undefined;
@@ -163,12 +157,12 @@ export function repositoryRoutes({ db, config }: AppDeps) {
       if (scope && q.namespace && q.namespace !== scope) requireNamespace(c, q.namespace);
       const rows = await listRepositories(db, {
         namespace: q.namespace ?? scope,
-        after: q.cursor ? decodeCursor(q.cursor) : undefined,
+        after: q.cursor,
         limit: q.limit + 1,
       });
       const items = rows.slice(0, q.limit);
       const last = items[items.length - 1];
-      return c.json({ items: items.map(view), nextCursor: rows.length > q.limit && last ? encodeCursor(last.id) : null }, 200);
+      return c.json({ items: items.map(view), nextCursor: rows.length > q.limit && last ? last.id : null }, 200);
     })
     .openapi(get, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);

@@ -22,7 +22,7 @@ import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
 import {
   RuleCreate,
   RuleIdParams,
-  RuleMerged,
+  ruleIssues,
   RulePreview,
   RulePreviewRequest,
   RuleTrigger,
@@ -42,7 +42,7 @@ const create = createRoute({
   tags: ['rules'],
   summary: 'Add a build rule to a repository with a code source',
   request: { params: IdParams, body: { required: true, content: jsonContent(RuleCreate) } },
-  responses: { 201: { description: 'Created', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+  responses: { 201: { description: 'Created', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422) },
 });
 
 const list = createRoute({
@@ -69,7 +69,7 @@ const patch = createRoute({
   tags: ['rules'],
   summary: 'Change a build rule',
   request: { params: RuleIdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
-  responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+  responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422) },
 });
 
 const remove = createRoute({
@@ -90,7 +90,7 @@ const trigger = createRoute({
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
   request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
-  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 503) },
+  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 503) },
 });
 
 const preview = createRoute({
@@ -133,14 +133,14 @@ export function ruleRoutes(deps: AppDeps) {
   function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
     const regex = isRegexMatch(rule.match);
     if (!named && regex) {
-      throw new ApiError('bad_request', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
+      throw new ApiError('unprocessable', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
         match: rule.match,
       });
     }
     const ref: RefName = { type: rule.type, name: named ?? rule.match };
     const matched = matchRef(rule, ref);
     if (!matched) {
-      throw new ApiError('bad_request', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
+      throw new ApiError('unprocessable', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
         ref: ref.name,
         match: rule.match,
       });
@@ -152,9 +152,11 @@ export function ruleRoutes(deps: AppDeps) {
     .openapi(create, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
       if (!repo.sourceUrl) {
-        throw new ApiError('bad_request', `Repository ${repo.namespace}/${repo.name} has no code source: bind one before adding rules`);
+        throw new ApiError('conflict', `Repository ${repo.namespace}/${repo.name} has no code source: bind one before adding rules`);
       }
       const body = c.req.valid('json');
+      const issues = ruleIssues(body);
+      if (issues.length) throw new ApiError('unprocessable', 'The rule cannot be used as given', issues);
       const rule = await insertRule(db, { ...body, repositoryId: repo.id });
       return c.json(ruleView(rule), 201);
     })
@@ -166,14 +168,8 @@ export function ruleRoutes(deps: AppDeps) {
     .openapi(patch, async (c) => {
       const { rule } = await loadRule(c, c.req.valid('param').id);
       const changes = c.req.valid('json');
-      const merged = RuleMerged.safeParse({ ...rule, ...changes });
-      if (!merged.success) {
-        throw new ApiError(
-          'validation_failed',
-          'The rule would not be valid after this change',
-          merged.error.issues.map((i) => ({ in: 'json', path: i.path, message: i.message })),
-        );
-      }
+      const issues = ruleIssues({ ...rule, ...changes });
+      if (issues.length) throw new ApiError('unprocessable', 'The rule would not be valid after this change', issues);
       const updated = await updateRule(db, rule.id, changes);
       if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
       return c.json(ruleView(updated), 200);

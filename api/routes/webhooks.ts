@@ -161,7 +161,29 @@ const WEBHOOK_SECURITY_SCHEMES = {
   bitbucketSignature: { header: 'X-Hub-Signature', description: 'Bitbucket: sha256=HMAC-SHA256 of the body' },
 } as const;
 
-const WebhookResult = z.object({}).passthrough().openapi('WebhookResult');
+const WebhookBuild = z
+  .object({
+    buildId: z.string(),
+    workflowId: z.string().optional(),
+    repository: z.string().optional(),
+    ruleId: z.string().optional(),
+    ref: z.string().nullable().optional(),
+    commit: z.string().nullable().optional(),
+    status: z.enum(['queued', 'failed']).optional(),
+  })
+  .openapi('WebhookBuild');
+
+export const WebhookResult = z
+  .object({
+    pong: z.boolean().optional().openapi({ description: 'A ping (hook set-up) was verified' }),
+    duplicate: z.boolean().optional().openapi({ description: 'This delivery id was handled before; its builds are listed' }),
+    ignored: z.string().optional().openapi({ description: 'Why this event starts no build' }),
+    builds: z.array(WebhookBuild).optional(),
+    skipped: z
+      .array(z.object({ repository: z.string(), ruleId: z.string().optional(), ref: z.string(), reason: z.string() }))
+      .optional(),
+  })
+  .openapi('WebhookResult');
 
 /** The handler stays plain Hono (every host's body differs); the document still lists it with its own security. */
 function documentWebhooks(app: ReturnType<typeof createRouter>) {
@@ -194,12 +216,14 @@ function documentWebhooks(app: ReturnType<typeof createRouter>) {
   });
 }
 
-/** JSON, or GitHub's form encoding (`payload=<json>`). */
-function parseBody(raw: string, contentType: string | undefined): unknown {
+/** JSON, or GitHub's form encoding (`payload=<json>`); always a JSON object. */
+function parseBody(raw: string, contentType: string | undefined): Record<string, unknown> {
+  let body: unknown;
   if (contentType?.includes('application/x-www-form-urlencoded')) {
     const payload = new URLSearchParams(raw).get('payload');
     if (payload === null) throw new WebhookPayloadError('form body without "payload"');
-    return JSON.parse(payload);
-  }
-  return JSON.parse(raw);
+    body = JSON.parse(payload);
+  } else body = JSON.parse(raw);
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new WebhookPayloadError('the body is not a JSON object');
+  return body as Record<string, unknown>;
 }

@@ -87,15 +87,15 @@ export interface BuildCursor {
   id: string;
 }
 
+/** `<createdAt ms>_<id>` (api/schemas.ts BUILD_CURSOR_RE says which strings are cursors). */
 export function encodeBuildCursor(c: BuildCursor): string {
-  return Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString('base64url');
+  return `${c.createdAt.getTime()}_${c.id}`;
 }
 
 export function decodeBuildCursor(raw: string): BuildCursor | undefined {
-  const [at, id] = Buffer.from(raw, 'base64url').toString().split('|');
-  const createdAt = new Date(at ?? '');
-  if (!id || Number.isNaN(createdAt.getTime())) return undefined;
-  return { createdAt, id };
+  const m = /^([0-9]{1,14})_([0-9a-f-]{36})$/.exec(raw);
+  if (!m) return undefined;
+  return { createdAt: new Date(Number(m[1])), id: m[2]! };
 }
 
 /** Newest first, keyset-paged on (createdAt, id). */

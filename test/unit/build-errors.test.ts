@@ -28,6 +28,23 @@ describe('classifyBuildFailure', () => {
     expect(f.message).toBe(`${flag} at Dockerfile:2 is not allowed: build steps run in Kiln's sandbox (entitlement ${ent} is off)`);
   });
 
+  it('a RUN that prints "connection refused" and exits 1 is the user\'s fault, not a transient one', () => {
+    const f = classifyBuildFailure(
+      [
+        '#5 0.120 wget: can\'t connect to remote host (10.0.0.1): Connection refused',
+        ...excerpt(3, 'RUN wget -qO- http://10.0.0.1/ || (echo "connection refused"; exit 1)'),
+        'error: failed to solve: process "/bin/sh -c wget -qO- http://10.0.0.1/ || (echo \"connection refused\"; exit 1)" did not complete successfully: exit code: 1',
+      ],
+      exit1,
+    );
+    expect(f).toEqual({ code: 'step_failed', message: 'RUN at Dockerfile:3 exited with code 1', retryable: false });
+  });
+
+  it('buildkitd refusing the connection is still transient', () => {
+    const f = classifyBuildFailure(['error: failed to dial: dial unix /run/buildkit.sock: connect: connection refused'], exit1);
+    expect(f.retryable).toBe(true);
+  });
+
   it('reports a Dockerfile syntax error', () => {
     const f = classifyBuildFailure(
       [...excerpt(2, 'RUNN echo hi'), 'error: failed to solve: dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)'],

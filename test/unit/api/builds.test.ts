@@ -215,7 +215,7 @@ describe('POST /builds — bad input creates nothing', () => {
     ['duplicate tags', buildBody({ tags: ['v1', 'v1'] })],
     ['51 labels', buildBody({ labels: tooMany(51, (i) => [`l${i}`, 'x']) })],
     ['empty dockerfile', buildBody({ dockerfile: '' })],
-    ['dockerfile over 256 KiB', buildBody({ dockerfile: `FROM x\n${'#'.repeat(256 * 1024)}` }), /256 KiB/],
+    ['dockerfile over 256 Ki characters', buildBody({ dockerfile: `FROM x\n${'#'.repeat(256 * 1024)}` }), /262144/],
     ['missing dockerfile', { repository: 'bad/web', platforms: ['linux/amd64'], tags: ['v1'] }],
     ['bad repository path', buildBody({ repository: 'Bad/Web' })],
     ['repository without namespace', buildBody({ repository: 'web' })],

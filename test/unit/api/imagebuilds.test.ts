@@ -116,6 +116,18 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     }
   });
 
+  it.each([
+    ['duplicate label keys', (b: any) => ({ ...b, Image: { Uri: 'a/b', Labels: [{ Key: 'k', Value: '1' }, { Key: 'k', Value: '2' }] } })],
+    ['a RegistryAuths value that is base64 but not of user:password', (b: any) => ({ ...b, RegistryAuths: { 'r.example.com': { Auth: 'bm9jb2xvbg==' } } })],
+  ])('422 (the document cannot state it) with %s, creating nothing', async (_what, change) => {
+    const before = await h.counts();
+    const res = await create(change(paiBody()));
+    expect(res.status).toBe(422);
+    expect(res.body.error.code).toBe('unprocessable');
+    expect(await h.counts()).toEqual(before);
+    expect(h.starter.starts).toHaveLength(0);
+  });
+
   it('returns the same build for the same ClientToken, body or query; a different request with it is a 409', async () => {
     const body = paiBody({ ClientToken: 'pai-token-1', Image: { Uri: 'pai/idem:v1' }, RegistryAuths: { 'r.example.com': { Auth: AUTH } } });
     const first = await create(body);
@@ -133,7 +145,7 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     expect(other.status).toBe(409);
     expect(other.body.error.code).toBe('conflict');
     expect(await h.counts()).toEqual(before);
-    expect((await create(body, '?ClientToken=another')).status).toBe(400);
+    expect((await create(body, '?ClientToken=another')).status).toBe(422);
   });
 
   it('OverwriteImageTag false refuses a tag that exists (latest too); true overwrites', async () => {
@@ -159,7 +171,6 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     ['a foreign registry', (b: any) => ({ ...b, Image: { Uri: 'quay.io/a/b:v1' } })],
     ['a RegistryAuths value that is not base64 user:pass', (b: any) => ({ ...b, RegistryAuths: { 'r.example.com': { Auth: 'not base64!' } } })],
     ['a RegistryAuths host with a path', (b: any) => ({ ...b, RegistryAuths: { 'r.example.com/v2': { Auth: AUTH } } })],
-    ['duplicate label keys', (b: any) => ({ ...b, Image: { Uri: 'a/b', Labels: [{ Key: 'k', Value: '1' }, { Key: 'k', Value: '2' }] } })],
   ])('400 with %s, creating nothing', async (_what, change) => {
     const before = await h.counts();
     const res = await create(change(paiBody()));
