@@ -24,7 +24,7 @@ import { temporalWorkflowUrl } from '../views';
 
 const createRouteFor = (registry: string) => createRoute({
   method: 'post',
-  path: '/imagebuilds',
+  path: '/',
   tags: ['imagebuilds (PAI)'],
   summary: 'Build an image (PAI CreateImageBuild)',
   description:
@@ -41,7 +41,7 @@ const createRouteFor = (registry: string) => createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/imagebuilds/{id}',
+  path: '/{id}',
   tags: ['imagebuilds (PAI)'],
   summary: 'Get an image build (PAI GetImageBuild)',
   request: { params: IdParams },
