@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import {
   type AnyPgColumn,
@@ -65,16 +66,23 @@ export const repositories = pgTable(
   (t) => [uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name)],
 );
 
-export interface BuildStep {
-  name: string;
-  cached: boolean;
-  startedAt: string | null;
-  completedAt: string | null;
-  error?: string;
-  /** Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes). */
-  logBytes?: number;
-  logLines?: number;
-}
+/**
+ * One Dockerfile step of a platform, as `build_platforms.steps` stores it (activities/progress.ts
+ * writes it). The one source of its shape: the API's BuildStep view extends it (api/schemas.ts).
+ */
+export const BuildStepRecord = z.object({
+  name: z.string().openapi({ description: 'As BuildKit names it, e.g. `[2/3] RUN make`' }),
+  cached: z.boolean().openapi({ description: 'Served from the build cache' }),
+  startedAt: z.string().nullable(),
+  completedAt: z.string().nullable(),
+  error: z.string().optional(),
+  // Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes);
+  // absent in steps stored before they were counted.
+  logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }).optional(),
+  logLines: z.number().int().openapi({ description: 'Lines the step printed' }).optional(),
+});
+
+export type BuildStep = z.infer<typeof BuildStepRecord>;
 
 export const builds = pgTable(
   'builds',
@@ -208,8 +216,7 @@ export const imageTags = pgTable(
 );
 
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
-export type { TagTemplate } from '../domain/rules';
-import type { TagTemplate } from '../domain/rules';
+import type { TagTemplate } from '../domain/tag-template';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 

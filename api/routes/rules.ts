@@ -21,7 +21,6 @@ import { ApiError, pickErrors } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
 import {
   RuleCreate,
-  RuleIdParams,
   ruleIssues,
   RulePreview,
   RulePreviewRequest,
@@ -59,7 +58,7 @@ const get = createRoute({
   path: '/{id}',
   tags: ['rules'],
   summary: 'Get a build rule',
-  request: { params: RuleIdParams },
+  request: { params: IdParams },
   responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(401, 403, 404) },
 });
 
@@ -68,7 +67,7 @@ const patch = createRoute({
   path: '/{id}',
   tags: ['rules'],
   summary: 'Change a build rule',
-  request: { params: RuleIdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
+  request: { params: IdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
   responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422) },
 });
 
@@ -77,7 +76,7 @@ const remove = createRoute({
   path: '/{id}',
   tags: ['rules'],
   summary: 'Delete a build rule',
-  request: { params: RuleIdParams },
+  request: { params: IdParams },
   responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404) },
 });
 
@@ -89,7 +88,7 @@ const trigger = createRoute({
   description:
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
-  request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
+  request: { params: IdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
   responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 503) },
 });
 
