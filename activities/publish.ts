@@ -93,8 +93,6 @@ export function createPublisher(deps: { db: Db; registry: RegistryClient }) {
   };
 }
 
-export type Publisher = ReturnType<typeof createPublisher>;
-
 /** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
 export function toActivityError(err: unknown): unknown {
   if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {

@@ -7,7 +7,7 @@ import { buildctlArgs, dockerfileSteps, registryCacheRef } from '../../activitie
 import { ProgressTracker } from '../../activities/progress';
 import type { Db } from '../../db/client';
 import { parseEnv } from '../../env';
-import { buildkitdToml, parseMirror } from '../../infra/stack';
+import { buildkitdToml, parseMirror } from '../../infra/buildkitd';
 import type { PlatformBuildRequest } from '../../activities/build-plan';
 import type { PlatformImage } from '../../domain/images';
 
