@@ -94,7 +94,7 @@ export function createPublisher(deps: { db: Db; registry: RegistryClient }) {
 }
 
 /** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
-export function toActivityError(err: unknown): unknown {
+function toActivityError(err: unknown): unknown {
   if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
     return userFault('registry_rejected', err.message);
   }
