@@ -1,6 +1,7 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { finishBuild, getBuild, getBuildStatus, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { isTerminal } from '../domain/builds';
 import type { Build } from '../db/schema';
 import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';

@@ -3,18 +3,8 @@ import { createSchemaFactory } from 'drizzle-zod';
 import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
-import {
-  BUILD_PHASES,
-  BUILD_STATUSES,
-  BuildStepRecord,
-  builds,
-  CREATION_METHODS,
-  imageTags,
-  namespaces,
-  PLATFORM_STATUSES,
-  repositories,
-  TRIGGERS,
-} from '../db/schema';
+import { BuildStepRecord, builds, imageTags, namespaces, repositories } from '../db/schema';
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
 const { createInsertSchema, createSelectSchema, createUpdateSchema } = createSchemaFactory({ zodInstance: z });

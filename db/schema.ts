@@ -23,10 +23,8 @@ const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'dat
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 export const VISIBILITIES = ['public', 'private'] as const;
-// The column enums come from the domain's lists (re-exported for the existing importers).
+// The column enums come from the domain's lists.
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
-export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
-export type { BuildPhase, BuildStatus } from '../domain/builds';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),

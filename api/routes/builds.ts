@@ -7,10 +7,10 @@ import {
   getBuild,
   insertBuild,
   getBuildStatus,
-  isTerminal,
   listBuilds,
   type BuildWithDetails,
 } from '../../db/queries/builds';
+import { isTerminal } from '../../domain/builds';
 import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { useBuildContext } from '../../db/queries/contexts';
 import { randomUUID } from 'node:crypto';

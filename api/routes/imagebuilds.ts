@@ -4,7 +4,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import { encryptRegistryAuths, type RegistryAuths } from '../../activities/registry-auth';
 import { getBuild, type BuildWithDetails } from '../../db/queries/builds';
-import type { BuildStatus } from '../../db/schema';
+import type { BuildStatus } from '../../domain/builds';
 import type { AppDeps } from '../types';
 import { requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
