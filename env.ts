@@ -84,6 +84,8 @@ export const envSchema = z.object({
   /** Live log followers (`GET /builds/:id/logs?follow=1`) per build and per token; more get 429. */
   KILN_MAX_LOG_FOLLOWERS_PER_BUILD: z.coerce.number().int().positive().default(100),
   KILN_MAX_LOG_FOLLOWERS_PER_TOKEN: z.coerce.number().int().positive().default(100),
+  /** Builds one build worker process runs at once, per platform (Temporal activity slots). */
+  KILN_BUILD_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(8),
   /** Which parts this process runs; split them across hosts to scale out. */
   KILN_COMPONENTS: z
     .string()

@@ -102,7 +102,8 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       try {
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
         const pool = deps.buildPool ? `pool ${deps.buildPool}` : 'shared pool';
-        log.pushLines([`==> building ${req.platform} on ${hostname()} (${pool})${attempt}`]);
+        // The worker as Temporal names it (pid@host): which of several workers on one host took the build.
+        log.pushLines([`==> building ${req.platform} on ${process.pid}@${hostname()} (${pool})${attempt}`]);
         ctx.heartbeat();
         // Independent of each other, and all before buildctl can start: at once, not in turn. All
         // settle before a failure is thrown, so nothing still writes into workDir as it is removed.

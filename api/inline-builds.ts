@@ -97,7 +97,7 @@ export function inlineBuilds(deps: AppDeps) {
     const path = `${namespace}/${name}`;
     requireNamespace(c, namespace);
     if (spec.clientToken) {
-      const existing = await findBuildByClientToken(db, spec.clientToken);
+      const existing = await findBuildByClientToken(db, namespace, spec.clientToken);
       if (existing) return replay(existing, spec.requestHash, path);
     }
 
@@ -164,6 +164,7 @@ export function inlineBuilds(deps: AppDeps) {
         accelerated: spec.accelerated ?? repo.acceleratedImages,
         timeoutMinutes: spec.timeoutMinutes,
         clientToken: spec.clientToken ?? null,
+        clientTokenNamespaceId: spec.clientToken ? ns.id : null,
         requestHash: spec.requestHash,
         registryAuthsEnc: spec.registryAuthsEnc ?? null,
         overwriteTags: !spec.refuseExistingTags,

@@ -31,7 +31,8 @@ export function withNoNulStrings<T extends object>(doc: T): T {
     if (isString && obj.pattern === undefined && obj.enum === undefined && obj.const === undefined && obj.format === undefined) {
       obj.pattern = NO_NUL_PATTERN;
     }
-    if (type === 'object' && obj.additionalProperties && typeof obj.additionalProperties === 'object' && !obj.propertyNames) {
+    // Any object that takes more names than it lists (a map, a passthrough): its names carry no NUL either.
+    if (type === 'object' && obj.additionalProperties !== false && !obj.propertyNames) {
       obj.propertyNames = { type: 'string', pattern: NO_NUL_PATTERN };
     }
     for (const [key, value] of Object.entries(obj)) {

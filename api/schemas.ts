@@ -3,7 +3,7 @@ import { createSchemaFactory } from 'drizzle-zod';
 import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
-import { BuildStepRecord, builds, imageTags, namespaces, repositories } from '../db/schema';
+import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories } from '../db/schema';
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
@@ -120,6 +120,37 @@ export const NamespaceUpdate = createUpdateSchema(namespaces, { buildPool: Build
   });
 
 export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() }).openapi('Namespace');
+
+// ---- namespace API tokens ----------------------------------------------------------------------
+
+export const MAX_TOKEN_DAYS = 3650;
+
+export const TokenCreate = z
+  .object({
+    name: z.string().min(1).max(64).openapi({ example: 'ci' }),
+    expiresInDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_TOKEN_DAYS)
+      .optional()
+      .openapi({ description: 'Refused after this many days; omit for a token that does not expire (revoke it instead)', example: 90 }),
+  })
+  .strict()
+  .openapi('ApiTokenCreate');
+
+export const TokenView = createSelectSchema(apiTokens, {
+  createdAt: iso(),
+  expiresAt: iso().nullable().openapi({ description: 'After this the token is refused; null: never' }),
+  lastUsedAt: iso().nullable().openapi({ description: 'Last accepted use (to the minute); null: never used' }),
+})
+  .pick({ id: true, name: true, createdAt: true, expiresAt: true, lastUsedAt: true })
+  .extend({ namespace: z.string(), expired: z.boolean() })
+  .openapi('ApiToken');
+
+export const TokenCreated = TokenView.extend({
+  token: z.string().openapi({ description: 'Shown only in this response; only its hash is stored' }),
+}).openapi('ApiTokenCreated');
 export const NamespacePage = page(NamespaceView, 'NamespacePage');
 
 // ---- repositories -----------------------------------------------------------------------------
@@ -156,6 +187,25 @@ export const SourceCreate = z
       .openapi({ description: 'Omit to have one generated and returned once' }),
   })
   .strict();
+
+/** New credentials for a repository's source: what a leaked secret or an expiring git token needs. */
+export const SourceRotate = z
+  .object({
+    webhookSecret: z
+      .union([z.string().min(16).max(256), z.literal('generate')])
+      .optional()
+      .openapi({ description: 'The new webhook secret, or "generate" to have one generated and returned once. Deliveries signed with the old secret are refused from now on.' }),
+    token: z
+      .string()
+      .min(1)
+      .max(4096)
+      .nullable()
+      .optional()
+      .openapi({ description: 'The new git access token (stored encrypted, never returned); null removes it' }),
+  })
+  .strict()
+  .refine((b) => b.webhookSecret !== undefined || b.token !== undefined, 'give webhookSecret, token or both')
+  .openapi('SourceRotate', { minProperties: 1 });
 
 export const BuildSettings = z.object({ autoBuild: z.boolean(), noCache: z.boolean() }).openapi('BuildSettings');
 
@@ -269,6 +319,8 @@ const contextPath = (what: string) =>
   z
     .string()
     .max(1024)
+    // The document states what it can of validateRepoPath: no control characters, no backslash.
+    .regex(/^[^\u0000-\u001f\u007f\\]*$/, `${what}: no control characters or backslashes`)
     .superRefine((v, ctx) => {
       const problem = validateRepoPath(v);
       if (problem) ctx.addIssue({ code: 'custom', message: `${what}: ${problem}` });
@@ -356,7 +408,8 @@ export const BuildSubmit = createInsertSchema(builds, {
       ctx.addIssue({ code: 'custom', path: ['dockerfile'], message: 'give either dockerfile (inline) or context (uploaded), not both or neither' });
     }
   })
-  .openapi('BuildSubmit');
+  // The document states the either/or too: exactly one of the two.
+  .openapi('BuildSubmit', { oneOf: [{ required: ['dockerfile'] }, { required: ['context'] }] } as object);
 
 export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
 

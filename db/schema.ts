@@ -128,6 +128,8 @@ export const builds = pgTable(
     /** Registry credentials for pulling private bases (PAI RegistryAuths), encrypted. */
     registryAuthsEnc: text('registry_auths_enc'),
     clientToken: text('client_token'),
+    /** The namespace a clientToken is unique in (two namespaces may use the same token). */
+    clientTokenNamespaceId: uuid('client_token_namespace_id').references(() => namespaces.id, { onDelete: 'cascade' }),
     /** Hash of the request that used clientToken, to tell a retry from a conflicting reuse. */
     requestHash: text('request_hash'),
     workflowId: text('workflow_id').notNull(),
@@ -136,7 +138,7 @@ export const builds = pgTable(
     finishedAt: ts('finished_at'),
   },
   (t) => [
-    uniqueIndex('builds_client_token').on(t.clientToken),
+    uniqueIndex('builds_client_token').on(t.clientTokenNamespaceId, t.clientToken),
     index('builds_repository_created').on(t.repositoryId, t.createdAt),
     index('builds_created').on(t.createdAt, t.id),
     index('builds_status').on(t.status),
@@ -287,6 +289,10 @@ export const apiTokens = pgTable('api_tokens', {
   /** sha256 of the token; the token itself is shown once at creation. */
   tokenHash: text('token_hash').notNull().unique(),
   createdAt: createdAt(),
+  /** After this the token is refused; null: it does not expire. */
+  expiresAt: ts('expires_at'),
+  /** Last accepted use, recorded at most once a minute. */
+  lastUsedAt: ts('last_used_at'),
 });
 
 export type BuildRule = typeof buildRules.$inferSelect;

@@ -45,6 +45,8 @@ export interface KilnOptions {
   contextRetentionMs?: number;
   /** KILN_MAX_LOG_BYTES (default 64 MiB). */
   maxLogBytes?: number;
+  /** Builds one build worker runs at once (per platform). */
+  buildConcurrency?: number;
   /** Caps on live log followers (defaults 100 and 100). */
   logFollowers?: { perBuild: number; perToken: number };
   components: Component[];
@@ -99,6 +101,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     issueBuildCredentials: !!opts.ownRegistry,
     buildPool: opts.buildPool,
     maxLogBytes: opts.maxLogBytes,
+    buildConcurrency: opts.buildConcurrency,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;

@@ -99,6 +99,7 @@ const kiln = await startKiln({
   maxContextBytes: env.KILN_MAX_CONTEXT_BYTES,
   contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,
   maxLogBytes: env.KILN_MAX_LOG_BYTES,
+  buildConcurrency: env.KILN_BUILD_CONCURRENCY,
   metricsToken: env.KILN_METRICS_TOKEN,
   metricsPort: env.KILN_METRICS_PORT,
   logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },

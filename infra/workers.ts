@@ -22,6 +22,7 @@ import type { Component } from '../env';
 import { PLATFORMS, platformSlug, type Platform } from '../domain/platforms';
 import { rootLogger } from '../observability/log';
 import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../domain/temporal';
+import { claimWorkRoot } from './work-dirs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const WORKFLOWS_PATH = createRequire(import.meta.url).resolve(path.join(here, '../workflows/index.ts'));
@@ -151,8 +152,10 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
       }),
     );
   }
-  for (const platform of PLATFORMS) {
-    if (!opts.components.includes(`build-${platformSlug(platform)}` as Component)) continue;
+  const buildPlatforms = PLATFORMS.filter((p) => opts.components.includes(`build-${platformSlug(p)}` as Component));
+  const workRoot = buildPlatforms.length ? await claimWorkRoot(opts.workRoot) : undefined;
+  if (workRoot?.removed.length) rootLogger().child({ component: 'worker' }).warn({ removed: workRoot.removed }, 'removed work directories left by stopped workers');
+  for (const platform of buildPlatforms) {
     workers.push(
       await Worker.create({
         connection,
@@ -169,7 +172,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           buildctl: opts.buildctl,
           buildkitAddr: opts.buildkit[platform],
           registry: opts.registryHost,
-          workRoot: opts.workRoot,
+          workRoot: workRoot!.dir,
           checkoutSource: source.checkoutSource,
           fetchContext: contexts.fetchContext,
           secretKey: opts.secretKey,

@@ -116,7 +116,7 @@ const logs = createRoute({
       },
     },
     206: { description: 'The requested byte range of one stream', content: { 'text/plain': { schema: z.string() } } },
-    ...pickErrors(400, 401, 403, 404, 416, 429),
+    ...pickErrors(400, 401, 403, 404, 416, 422, 429),
   },
 });
 
@@ -236,7 +236,7 @@ export function buildRoutes(deps: AppDeps) {
       if (q.follow !== '1' && q.follow !== 'true') {
         const range = c.req.header('range');
         if (stream === undefined) {
-          if (q.offset !== undefined) throw new ApiError('bad_request', 'offset needs platform (one stream is addressable by byte)');
+          if (q.offset !== undefined) throw new ApiError('unprocessable', 'offset needs platform (one stream is addressable by byte)');
           return new Response(logBody(db, build.id, {}), { status: 200, headers });
         }
         headers['accept-ranges'] = 'bytes';

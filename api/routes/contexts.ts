@@ -32,7 +32,7 @@ const upload = createRoute({
   },
   responses: {
     201: { description: 'Stored', content: jsonContent(ContextUploaded) },
-    ...pickErrors(400, 401, 403, 413, 415, 503),
+    ...pickErrors(400, 401, 403, 413, 415, 422, 503),
   },
 });
 
@@ -72,7 +72,7 @@ export function contextRoutes(deps: AppDeps) {
       if (c.req.raw.signal.aborted) throw new ApiError('bad_request', 'The upload was interrupted');
       throw new ApiError('service_unavailable', `The registry could not store the context: ${errorMessage(err)}`);
     }
-    if (stored.size === 0) throw new ApiError('bad_request', 'The build context is empty; send a tar stream');
+    if (stored.size === 0) throw new ApiError('unprocessable', 'The build context is empty; send a tar stream');
     const row = await recordBuildContext(db, { repository, ...stored });
     return c.json(
       { repository, digest: row.digest, size: row.size, expiresAt: new Date(row.lastUsedAt.getTime() + retentionMs).toISOString() },

@@ -5,7 +5,7 @@ import { deleteApiToken, insertApiToken, listApiTokens } from '../../db/queries/
 import type { AppDeps } from '../types';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
-import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';
+import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceUpdate, NamespaceView, TokenCreate, TokenCreated, TokenView } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { namespaceView } from '../views';
 
@@ -47,14 +47,6 @@ const update = createRoute({
 });
 
 const TokenParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
-const TokenCreate = z.object({ name: z.string().min(1).max(64).openapi({ example: 'ci' }) }).strict().openapi('ApiTokenCreate');
-const TokenView = z
-  .object({ id: z.string(), name: z.string(), namespace: z.string(), createdAt: z.string() })
-  .openapi('ApiToken');
-const TokenCreated = TokenView.extend({
-  token: z.string().openapi({ description: 'Shown only in this response; only its hash is stored' }),
-}).openapi('ApiTokenCreated');
-
 const createToken = createRoute({
   method: 'post',
   path: '/{name}/tokens',
@@ -71,7 +63,7 @@ const listTokens = createRoute({
   method: 'get',
   path: '/{name}/tokens',
   tags: ['namespaces'],
-  summary: "List a namespace's API tokens (never the tokens themselves)",
+  summary: "List a namespace's API tokens (never the tokens themselves), with expiry and last use",
   request: { params: TokenParams },
   responses: {
     200: { description: 'Tokens', content: jsonContent(z.object({ items: z.array(TokenView), nextCursor: z.null() })) },
@@ -85,7 +77,7 @@ const revokeToken = createRoute({
   tags: ['namespaces'],
   summary: 'Revoke a namespace API token (admin only)',
   request: { params: TokenParams.extend({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }) }) },
-  responses: { 204: { description: 'Revoked' }, ...pickErrors(401, 403, 404) },
+  responses: { 204: { description: 'Revoked' }, ...pickErrors(400, 401, 403, 404) },
 });
 
 export function namespaceRoutes({ db }: AppDeps) {
@@ -121,9 +113,11 @@ export function namespaceRoutes({ db }: AppDeps) {
     .openapi(createToken, async (c) => {
       requireAdmin(c);
       const ns = await loadNamespace(c.req.valid('param').name);
+      const body = c.req.valid('json');
       const token = `kiln_${randomBytes(24).toString('base64url')}`;
-      const row = await insertApiToken(db, { namespaceId: ns.id, name: c.req.valid('json').name, token });
-      return c.json({ id: row.id, name: row.name, namespace: ns.name, createdAt: row.createdAt.toISOString(), token }, 201);
+      const expiresAt = body.expiresInDays ? new Date(Date.now() + body.expiresInDays * 86_400_000) : null;
+      const row = await insertApiToken(db, { namespaceId: ns.id, name: body.name, token, expiresAt });
+      return c.json({ ...tokenView(row, ns.name), token }, 201);
     })
     .openapi(revokeToken, async (c) => {
       requireAdmin(c);
@@ -137,8 +131,22 @@ export function namespaceRoutes({ db }: AppDeps) {
       requireNamespace(c, ns.name);
       const rows = await listApiTokens(db, ns.id);
       return c.json(
-        { items: rows.map((r) => ({ id: r.id, name: r.name, namespace: ns.name, createdAt: r.createdAt.toISOString() })), nextCursor: null },
+        { items: rows.map((r) => tokenView(r, ns.name)), nextCursor: null },
         200,
       );
     });
+}
+
+type TokenRow = Awaited<ReturnType<typeof listApiTokens>>[number];
+
+function tokenView(row: TokenRow, namespace: string): z.infer<typeof TokenView> {
+  return {
+    id: row.id,
+    name: row.name,
+    namespace,
+    createdAt: row.createdAt.toISOString(),
+    expiresAt: row.expiresAt?.toISOString() ?? null,
+    lastUsedAt: row.lastUsedAt?.toISOString() ?? null,
+    expired: !!row.expiresAt && row.expiresAt.getTime() <= Date.now(),
+  };
 }

@@ -26,6 +26,7 @@ import {
   RepositoryPage,
   RepositoryUpdate,
   RepositoryView,
+  SourceRotate,
 } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { imageTagView, repositoryView, webhookUrl } from '../views';
@@ -95,6 +96,20 @@ const tags = createRoute({
   responses: { 200: { description: 'Tags by name', content: jsonContent(ImageTagPage) }, ...pickErrors(401, 403, 404) },
 });
 
+const rotate = createRoute({
+  method: 'post',
+  path: '/repositories/{id}/source/rotate',
+  tags: ['repositories'],
+  summary: "Replace a repository source's webhook secret or git token",
+  description:
+    'For a leaked secret or an expiring token. A generated webhook secret is returned once, in this response; set it ' +
+    'on the git host. Builds already running keep the token they started with.',
+  request: { params: IdParams, body: { required: true, content: jsonContent(SourceRotate) } },
+  responses: {
+    200: { description: 'The repository, with the generated secret when one was asked for', content: jsonContent(RepositoryCreated) },
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415),
+  },
+});
 
 export async function loadRepository(c: Context<AppEnv>, db: AppDeps['db'], id: string): Promise<RepositoryWithNamespace> {
   const repo = isUuid(id) ? await getRepository(db, id) : undefined;
@@ -178,6 +193,20 @@ export function repositoryRoutes({ db, config }: AppDeps) {
       });
       if (!row) throw new ApiError('not_found', `Repository ${repo.id} not found`);
       return c.json(view({ ...row, namespace: repo.namespace, buildPool: repo.buildPool }), 200);
+    })
+    .openapi(rotate, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      if (!repo.sourceProvider) throw new ApiError('conflict', `Repository ${repo.namespace}/${repo.name} has no source to rotate credentials of`);
+      const body = c.req.valid('json');
+      const generated = body.webhookSecret === 'generate' ? randomBytes(32).toString('hex') : undefined;
+      const secret = generated ?? body.webhookSecret;
+      const row = await updateRepository(db, repo.id, {
+        ...(secret !== undefined ? { webhookSecretEnc: encryptSecret(config.secretKey, secret) } : {}),
+        ...(body.token !== undefined ? { sourceTokenEnc: body.token === null ? null : encryptSecret(config.secretKey, body.token) } : {}),
+      });
+      if (!row) throw new ApiError('not_found', `Repository ${repo.id} not found`);
+      const out = view({ ...row, namespace: repo.namespace, buildPool: repo.buildPool });
+      return c.json({ ...out, source: out.source && (generated ? { ...out.source, webhookSecret: generated } : out.source) }, 200);
     })
     .openapi(remove, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);

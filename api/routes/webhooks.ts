@@ -42,12 +42,21 @@ export function webhookRoutes(deps: AppDeps) {
     if (!WEBHOOK_PROVIDERS.includes(name)) throw new ApiError('not_found', `No webhook receiver for "${name}"`);
     const provider = PROVIDERS[name];
     const raw = await c.req.text();
-    const parsed = (() => {
+    const body = (() => {
       try {
-        return provider.parse(c.req.raw.headers, parseBody(raw, c.req.header('content-type')));
+        return parseBody(raw, c.req.header('content-type'));
       } catch (err) {
         if (err instanceof WebhookPayloadError) throw new ApiError('bad_request', `Not a ${name} webhook delivery: ${err.message}`);
         if (err instanceof SyntaxError) throw new ApiError('invalid_json', 'The request body is not valid JSON');
+        throw err;
+      }
+    })();
+    // A JSON object without the host's headers or fields is well-formed but no delivery: 422.
+    const parsed = (() => {
+      try {
+        return provider.parse(c.req.raw.headers, body);
+      } catch (err) {
+        if (err instanceof WebhookPayloadError) throw new ApiError('unprocessable', `Not a ${name} webhook delivery: ${err.message}`);
         throw err;
       }
     })();
@@ -211,7 +220,7 @@ function documentWebhooks(app: ReturnType<typeof createRouter>) {
     responses: {
       200: { description: 'A ping, or a delivery seen before', content: { 'application/json': { schema: WebhookResult } } },
       202: { description: 'Builds started (or the event ignored)', content: { 'application/json': { schema: WebhookResult } } },
-      ...pickErrors(400, 401, 404, 413),
+      ...pickErrors(400, 401, 404, 413, 422),
     },
   });
 }

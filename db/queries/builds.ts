@@ -14,11 +14,14 @@ export async function insertBuild(db: Db, values: NewBuild): Promise<{ build: Bu
     const inserted = await tx
       .insert(builds)
       .values(values)
-      .onConflictDoNothing({ target: builds.clientToken })
+      .onConflictDoNothing({ target: [builds.clientTokenNamespaceId, builds.clientToken] })
       .returning();
     const build = inserted[0];
     if (!build) {
-      const [existing] = await tx.select().from(builds).where(eq(builds.clientToken, values.clientToken!));
+      const [existing] = await tx
+        .select()
+        .from(builds)
+        .where(and(eq(builds.clientTokenNamespaceId, values.clientTokenNamespaceId!), eq(builds.clientToken, values.clientToken!)));
       return { build: existing!, created: false };
     }
     await tx.insert(buildPlatforms).values(build.platforms.map((platform) => ({ buildId: build.id, platform })));
@@ -26,9 +29,14 @@ export async function insertBuild(db: Db, values: NewBuild): Promise<{ build: Bu
   });
 }
 
-export async function findBuildByClientToken(db: Db, clientToken: string): Promise<Build | undefined> {
-  const [row] = await db.select().from(builds).where(eq(builds.clientToken, clientToken));
-  return row;
+/** A build submitted earlier with this clientToken in this namespace (tokens are unique per namespace). */
+export async function findBuildByClientToken(db: Db, namespace: string, clientToken: string): Promise<Build | undefined> {
+  const [row] = await db
+    .select({ build: builds })
+    .from(builds)
+    .innerJoin(namespaces, eq(builds.clientTokenNamespaceId, namespaces.id))
+    .where(and(eq(namespaces.name, namespace), eq(builds.clientToken, clientToken)));
+  return row?.build;
 }
 
 /**

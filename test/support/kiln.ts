@@ -1,5 +1,6 @@
 // Runs Kiln in-process (API, control worker, build workers) against the shared test stack.
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { inject } from 'vitest';
@@ -56,6 +57,8 @@ export interface TestKilnOptions {
   components?: Component[];
   /** KILN_BUILD_POOL of this instance's build workers. */
   buildPool?: string;
+  /** Postgres database URL to use (e.g. one other processes of the test use too). */
+  databaseUrl?: string;
   /** Share another instance's database (a second process of the same deployment); not closed here. */
   shareDatabaseOf?: TestKiln;
   /** KILN_METRICS_TOKEN of this instance. */
@@ -68,7 +71,8 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
   const token = randomBytes(24).toString('hex');
   const secretKey = opts.shareDatabaseOf?.secretKey ?? randomBytes(32).toString('hex');
   const registry = opts.registry ?? stack.registry;
-  const db = opts.shareDatabaseOf?.db ?? (await openTestDatabase(opts.db ?? 'pglite'));
+  const db =
+    opts.shareDatabaseOf?.db ?? (opts.databaseUrl ? await openDatabase({ url: opts.databaseUrl }) : await openTestDatabase(opts.db ?? 'pglite'));
   const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
   const kiln = await startKiln({
     dataDir,
@@ -98,7 +102,8 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     token,
     registry,
     secretKey,
-    workRoot: path.join(dataDir, 'work'),
+    // In-process build workers: this process's own directory (infra/work-dirs.ts).
+    workRoot: path.join(dataDir, 'work', `${hostname()}-${process.pid}`),
     async close() {
       await kiln.close();
       if (!opts.shareDatabaseOf) await db.close();

@@ -282,6 +282,7 @@ const EXAMPLES: Record<string, (f: Fixture) => Example | Example[]> = {
   'POST /api/v1/repositories/{id}/rules': () => ({ body: { ...RULE, match: 'develop', tags: [{ template: 'develop' }] } }),
   'PATCH /api/v1/rules/{id}': () => ({ body: { match: 'trunk', tags: [{ template: 'trunk' }], noCache: true } }),
   'POST /api/v1/rules/{id}/builds': () => ({ body: { ref: 'main' } }),
+  'POST /api/v1/repositories/{id}/source/rotate': () => ({ body: { webhookSecret: 'generate', token: 'rotated-token' } }),
   'PATCH /api/v1/namespaces/{name}': () => ({ body: { defaultImmutableTags: true, buildPool: 'dedicated' } }),
   'POST /api/v1/contexts': (f) => ({
     query: { repository: `${f.namespace}/${f.repositoryName}` },

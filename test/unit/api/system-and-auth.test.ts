@@ -132,6 +132,7 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/imagebuilds',
         'POST /api/v1/contexts',
         'POST /api/v1/builds/{id}/rebuild',
+        'POST /api/v1/repositories/{id}/source/rotate',
         'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',

@@ -70,11 +70,11 @@ describe('POST /webhooks/github', () => {
     expect(h.starter.starts).toEqual([]);
   });
 
-  it('answers 404 for an unbound repository, 400 for malformed deliveries, 404 for an unknown provider', async () => {
+  it('answers 404 for an unbound repository, 422 for a delivery without its headers, 400 for a body that is no JSON object, 404 for an unknown provider', async () => {
     expect((await send('github', push({ repoUrl: 'https://github.com/acme/other.git' }))).status).toBe(404);
     const noDelivery = push();
     delete noDelivery.headers['x-github-delivery'];
-    expect((await send('github', noDelivery)).status).toBe(400);
+    expect((await send('github', noDelivery)).status).toBe(422);
     expect((await send('github', { ...push(), body: '{not json' })).status).toBe(400);
     expect((await send('sourceforge', push())).status).toBe(404);
   });
