@@ -98,7 +98,7 @@ const tags = createRoute({
 
 const rotate = createRoute({
   method: 'post',
-  path: '/repositories/{id}/source/rotate',
+  path: '/{id}/source/rotate',
   tags: ['repositories'],
   summary: "Replace a repository source's webhook secret or git token",
   description:
