@@ -39,7 +39,8 @@ export interface AcceleratedIndex {
 export function acceleratedIndexBody(images: PlatformImage[]): Buffer {
   const variants = images.map((img) => {
     if (!img.accelerated) throw new Error(`no eStargz variant was built for ${img.platform}`);
-    return { ...img, ...img.accelerated, accelerated: undefined };
+    // The eStargz image's own attestation (or none), never the plain image's.
+    return { ...img, ...img.accelerated, attestation: img.accelerated.attestation, accelerated: undefined };
   });
   return Buffer.from(JSON.stringify(assembleIndexManifest(variants)));
 }

@@ -16,7 +16,17 @@ export type BuildSource =
 /** The build's own columns the plan carries as they are stored. */
 type PlannedBuildColumns = Pick<
   Build,
-  'buildArgs' | 'labels' | 'target' | 'tags' | 'noCache' | 'accelerated' | 'overwriteTags' | 'timeoutMinutes' | 'trigger'
+  | 'buildArgs'
+  | 'labels'
+  | 'target'
+  | 'tags'
+  | 'noCache'
+  | 'accelerated'
+  | 'overwriteTags'
+  /** The SLSA provenance BuildKit attaches to each platform image. */
+  | 'provenance'
+  | 'timeoutMinutes'
+  | 'trigger'
 >;
 
 export interface BuildPlan extends PlannedBuildColumns {
@@ -39,4 +49,6 @@ export interface PlatformBuildRequest
   platform: Platform;
   /** Also push an eStargz (lazy-pull) variant of this platform's image, from the same cache. */
   accelerated?: boolean;
+  /** SLSA provenance mode (`attest:provenance=mode=...`, default min); the attestation is pushed next to the image. */
+  provenance?: BuildPlan['provenance'];
 }

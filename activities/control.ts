@@ -71,6 +71,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         accelerated: build.accelerated,
         immutableTags: repo.immutableTags,
         overwriteTags: build.overwriteTags,
+        provenance: build.provenance,
         timeoutMinutes: build.timeoutMinutes,
         trigger: build.trigger,
         ref: build.sourceRef,

@@ -7,6 +7,7 @@ import { getBuild } from '../db/queries/builds';
 import { claimImageTags } from '../db/queries/tags';
 import type { PlatformImage } from '../domain/images';
 import { userFault } from '../domain/errors';
+import { attestationEntries } from './attestations';
 import { MEDIA_TYPES, RegistryError, type RegistryClient } from './registry';
 
 /** Why tags must be free: the repository's immutable tags, or a build that may not overwrite. */
@@ -22,14 +23,17 @@ export interface GuardedTags {
   guard: TagGuard;
 }
 
-/** The OCI index over per-platform images, sorted by platform so one set gives one digest. */
+/**
+ * The OCI index over per-platform images, sorted by platform so one set gives one digest, then
+ * their provenance attestations as BuildKit lays them out.
+ */
 export function assembleIndexManifest(images: PlatformImage[]) {
+  const sorted = [...images].sort((a, b) => a.platform.localeCompare(b.platform));
   return {
     schemaVersion: 2,
     mediaType: MEDIA_TYPES.ociIndex,
-    manifests: [...images]
-      .sort((a, b) => a.platform.localeCompare(b.platform))
-      .map((img) => {
+    manifests: [
+      ...sorted.map((img) => {
         const [os, architecture, variant] = img.platform.split('/');
         return {
           mediaType: img.mediaType,
@@ -38,6 +42,8 @@ export function assembleIndexManifest(images: PlatformImage[]) {
           platform: { architecture: architecture!, os: os!, ...(variant ? { variant } : {}) },
         };
       }),
+      ...attestationEntries(sorted),
+    ],
   };
 }
 

@@ -8,7 +8,8 @@ import { useBuildContext } from '../db/queries/contexts';
 import { ensureNamespace, getNamespaceByName } from '../db/queries/namespaces';
 import { getRepositoryByPath, type RepositoryWithNamespace } from '../db/queries/repositories';
 import { findImageTags } from '../db/queries/tags';
-import { repositories, type Build } from '../db/schema';
+import { repositories, type Build, type PaiRequestRecord } from '../db/schema';
+import type { ProvenanceMode } from '../domain/builds';
 import type { Platform } from '../domain/platforms';
 import type { AppDeps } from './types';
 import { requireNamespace, type AppEnv } from './auth';
@@ -31,6 +32,8 @@ export interface InlineBuildSpec {
   /** Defaults: the repository's build settings. */
   noCache?: boolean;
   accelerated?: boolean;
+  /** Default min. */
+  provenance?: ProvenanceMode;
   timeoutMinutes: number;
   clientToken?: string;
   /** Identifies the request behind clientToken: a retry must hash the same. */
@@ -41,6 +44,8 @@ export interface InlineBuildSpec {
   refuseExistingTags?: boolean;
   /** Encrypted registry credentials for pulling private bases (activities/registry-auth.ts). */
   registryAuthsEnc?: string | null;
+  /** A PAI request's description of itself, shown by GET /imagebuilds/:id. */
+  paiRequest?: PaiRequestRecord;
 }
 
 export interface BuildAcceptedBody {
@@ -162,6 +167,8 @@ export function inlineBuilds(deps: AppDeps) {
         tags: spec.tags,
         noCache: spec.noCache ?? repo.noCache,
         accelerated: spec.accelerated ?? repo.acceleratedImages,
+        provenance: spec.provenance ?? 'min',
+        paiRequest: spec.paiRequest ?? null,
         timeoutMinutes: spec.timeoutMinutes,
         clientToken: spec.clientToken ?? null,
         clientTokenNamespaceId: spec.clientToken ? ns.id : null,

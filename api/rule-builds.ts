@@ -40,6 +40,7 @@ export function ruleBuildValues(input: {
     tags: [],
     noCache: rule.noCache || repo.noCache,
     accelerated: rule.accelerated || repo.acceleratedImages,
+    provenance: rule.provenance,
     timeoutMinutes: rule.timeoutMinutes,
     workflowId: `build-${id}`,
   };

@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
 import { buildRules, RULE_TYPES } from '../db/schema';
+import { PROVENANCE_MODES } from '../domain/builds';
 import { PLATFORMS } from '../domain/platforms';
 import {
   compileRuleMatch,
@@ -11,7 +12,7 @@ import {
   validateTagTemplates,
 } from '../domain/rules';
 import { TagTemplateSchema, type TagTemplate } from '../domain/tag-template';
-import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, stringMap } from './schemas';
+import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, PROVENANCE_DESCRIPTION, stringMap } from './schemas';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });
 
@@ -40,6 +41,7 @@ const ruleFields = {
   tags: z.array(TagTemplateSchema).min(1).max(MAX_TAG_TEMPLATES),
   paths: z.array(z.string().min(1).max(512)).max(MAX_PATH_FILTERS).optional().openapi({ description: 'Globs; a push touching none starts no build' }),
   timeoutMinutes: z.number().int().min(1).max(1440).optional(),
+  provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
 };
 
 /** The rule fields a client sets (everything but ids and times). */
@@ -54,6 +56,7 @@ const RULE_FIELDS = {
   tags: true,
   noCache: true,
   accelerated: true,
+  provenance: true,
   enabled: true,
   paths: true,
   semver: true,

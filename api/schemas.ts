@@ -4,9 +4,15 @@ import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
 import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories } from '../db/schema';
-import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
+/** The provenance field's documentation, shared by rules, builds and the PAI API. */
+export const PROVENANCE_DESCRIPTION =
+  'SLSA provenance attested by BuildKit on each platform image: `min` (default) records the base images, the source ' +
+  'and the frontend options without build args; `max` also records every build arg and the full build definition, so ' +
+  'never pass a secret as a build arg with `max`.';
+
 const { createInsertSchema, createSelectSchema, createUpdateSchema } = createSchemaFactory({ zodInstance: z });
 
 export const NAMESPACE_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
@@ -379,6 +385,7 @@ export const BuildSubmit = createInsertSchema(builds, {
     .openapi({ uniqueItems: true }),
   noCache: z.boolean().optional().openapi({ description: "Default: the repository's build setting" }),
   accelerated: z.boolean().optional().openapi({ description: "Default: the repository's acceleratedImages" }),
+  provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
   clientToken: z
     .string()
     .regex(CLIENT_TOKEN_RE, '1–64 characters of A-Z a-z 0-9 . _ -')
@@ -395,6 +402,7 @@ export const BuildSubmit = createInsertSchema(builds, {
     tags: true,
     noCache: true,
     accelerated: true,
+    provenance: true,
     clientToken: true,
     timeoutMinutes: true,
   })
@@ -443,6 +451,7 @@ export const BuildPlatformView = z
     status: z.enum(PLATFORM_STATUSES),
     digest: z.string().nullable(),
     acceleratedDigest: z.string().nullable().openapi({ description: "This platform's eStargz image, when the build is accelerated" }),
+    attestationDigest: z.string().nullable().openapi({ description: "BuildKit's SLSA provenance attestation manifest for this platform's image (in the index, platform unknown/unknown)" }),
     cacheHits: z.number().int(),
     startedAt: iso().nullable(),
     finishedAt: iso().nullable(),
@@ -470,6 +479,7 @@ export const BuildView = z
     tags: z.array(z.string()).openapi({ description: 'Tags requested' }),
     pushedTags: z.array(z.string()),
     accelerated: z.object({ tags: z.array(z.string()), digest: z.string().nullable() }).optional(),
+    provenance: z.enum(PROVENANCE_MODES).openapi({ description: 'The SLSA provenance mode of the attestations attached to each platform image' }),
     error: z
       .object({ code: z.enum([...BUILD_ERROR_CODES, 'unknown']).openapi({ description: 'Why the build did not succeed (user faults such as step_failed need a change before a retry)' }), message: z.string() })
       .optional(),

@@ -96,6 +96,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
       status: p.status,
       digest: p.digest,
       acceleratedDigest: p.acceleratedDigest,
+      attestationDigest: p.attestationDigest,
       cacheHits: p.cacheHits,
       startedAt: isoOrNull(p.startedAt),
       finishedAt: isoOrNull(p.finishedAt),
@@ -109,6 +110,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
     tags: b.tags,
     pushedTags: b.pushedTags,
     ...(b.accelerated ? { accelerated: { tags: b.acceleratedTags, digest: b.acceleratedDigest } } : {}),
+    provenance: b.provenance,
     ...(b.errorCode || b.errorMessage
       ? { error: { code: isBuildErrorCode(b.errorCode) ? b.errorCode : ('unknown' as const), message: b.errorMessage ?? '' } }
       : {}),

@@ -24,7 +24,7 @@ const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' 
 
 export const VISIBILITIES = ['public', 'private'] as const;
 // The column enums come from the domain's lists.
-import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),
@@ -82,6 +82,19 @@ export const BuildStepRecord = z.object({
 
 export type BuildStep = z.infer<typeof BuildStepRecord>;
 
+/** The self-description of a PAI CreateImageBuild request, kept as sent (PascalCase). */
+export interface PaiRequestRecord {
+  BuildType: string;
+  Image: { Name?: string; Description?: string; Uri: string };
+  ImageBuildJobName?: string;
+  WorkspaceId?: string;
+  RegionId?: string;
+  Accessibility?: string;
+  Resource?: unknown;
+  UserVpc?: unknown;
+  TargetRegistry?: { Type?: string; InstanceId?: string };
+}
+
 export const builds = pgTable(
   'builds',
   {
@@ -114,6 +127,10 @@ export const builds = pgTable(
     accelerated: boolean('accelerated').notNull().default(false),
     /** False (PAI OverwriteImageTag: false): no tag of this build, `latest` included, may replace one. */
     overwriteTags: boolean('overwrite_tags').notNull().default(true),
+    /** SLSA provenance attached to each platform image (domain/builds.ts PROVENANCE_MODES). */
+    provenance: text('provenance', { enum: PROVENANCE_MODES }).notNull().default('min'),
+    /** What a PAI CreateImageBuild request said about itself (no credentials), shown by GET /imagebuilds/:id. */
+    paiRequest: jsonb('pai_request').$type<PaiRequestRecord>(),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
     /** Log bytes the build's platforms have stored, counted against KILN_MAX_LOG_BYTES. */
     logBytes: bigint('log_bytes', { mode: 'number' }).notNull().default(0),
@@ -155,6 +172,8 @@ export const buildPlatforms = pgTable(
     status: text('status', { enum: PLATFORM_STATUSES }).notNull().default('queued'),
     digest: text('digest'),
     acceleratedDigest: text('accelerated_digest'),
+    /** The provenance attestation manifest BuildKit made for this platform's image. */
+    attestationDigest: text('attestation_digest'),
     cacheHits: integer('cache_hits').notNull().default(0),
     steps: jsonb('steps').$type<BuildStep[]>().notNull().default([]),
     startedAt: ts('started_at'),
@@ -238,6 +257,7 @@ export const buildRules = pgTable(
     tags: jsonb('tags').$type<TagTemplate[]>().notNull(),
     noCache: boolean('no_cache').notNull().default(false),
     accelerated: boolean('accelerated').notNull().default(false),
+    provenance: text('provenance', { enum: PROVENANCE_MODES }).notNull().default('min'),
     enabled: boolean('enabled').notNull().default(true),
     paths: text('paths').array().notNull().default(sql`'{}'::text[]`),
     semver: boolean('semver').notNull().default(false),

@@ -19,11 +19,15 @@ export interface ImageDescriptor {
 export interface PlatformImage extends ImageDescriptor {
   platform: Platform;
   cacheHits: number;
+  /** BuildKit's provenance attestation manifest for this image (its in-toto subject). */
+  attestation?: ImageDescriptor;
   /** The eStargz variant, when the request asked for one. */
   accelerated?: AcceleratedPlatformImage;
 }
 
 export interface AcceleratedPlatformImage extends ImageDescriptor {
+  /** The attestation of the eStargz image itself (its subject is the eStargz manifest). */
+  attestation?: ImageDescriptor;
   /** Dockerfile steps of the eStargz pass and how many came from cache (all, when none re-ran). */
   steps: number;
   cacheHits: number;

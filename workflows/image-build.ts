@@ -159,6 +159,7 @@ async function buildAllPlatforms(plan: BuildPlan): Promise<PlatformImage[]> {
             target: plan.target,
             noCache: plan.noCache,
             accelerated: plan.accelerated,
+            provenance: plan.provenance,
           });
         } catch (err) {
           if (!isCancellation(err)) scope.cancel();

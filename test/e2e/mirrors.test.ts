@@ -10,7 +10,7 @@ import { startRegistry } from '../../infra/registry-server';
 import type { ProcessHandle } from '../../infra/supervisor';
 import { startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
 import { copyImage, freePort, startBuildHost } from '../support/oci';
-import { fetchManifest, runInRootfs, unpackImage } from '../support/registry';
+import { fetchManifest, runInRootfs, unpackImage, platformEntries } from '../support/registry';
 
 let kiln: TestKiln | undefined;
 let mirror: { handle: ProcessHandle; address: string; dataDir: string } | undefined;
@@ -58,7 +58,7 @@ describe('registry mirrors', () => {
     // The image's base layer is the mirrored busybox, and it runs on both architectures.
     const index = (await fetchManifest(kiln!.registry, repo, 'v1'))!;
     const base = (await fetchManifest(mirror!.address, 'library/busybox', 'latest'))!;
-    for (const entry of index.json.manifests) {
+    for (const entry of platformEntries(index.json)) {
       const arch = entry.platform.architecture as string;
       const { rootfs, config, manifest } = await unpackImage(kiln!.registry, repo, entry.digest);
       const baseEntry = base.json.manifests.find((m: any) => m.platform.architecture === arch);

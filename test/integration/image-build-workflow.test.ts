@@ -46,6 +46,7 @@ function plan(overrides: Partial<BuildPlan> = {}): BuildPlan {
     noCache: false,
     accelerated: false,
     immutableTags: false,
+    provenance: 'min',
     overwriteTags: true,
     timeoutMinutes: 60,
     trigger: 'api',
