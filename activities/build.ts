@@ -18,6 +18,7 @@ import { registryAuthEnv } from './registry-auth';
 import { resolvePlatformPush } from './attestations';
 import { RegistryClient } from './registry';
 import { userFault } from '../domain/errors';
+import { baseImagesFromSteps } from '../domain/oci';
 
 export interface BuildActivityDeps {
   db: Db;
@@ -181,9 +182,12 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           ]);
         }
 
+        const baseImages = baseImagesFromSteps(steps.map((s) => s.name));
+        if (baseImages.length) log.pushLines([`==> ${req.platform} base images: ${baseImages.map((b) => `${b.image}@${b.digest}`).join(', ')}`]);
         await stopProgress();
         await updateBuildPlatform(db, req.buildId, req.platform, {
           status: 'succeeded',
+          baseImages,
           digest: descriptor.digest,
           acceleratedDigest: accelerated?.digest ?? null,
           attestationDigest: attestation?.digest ?? null,

@@ -3,6 +3,7 @@
 // (which mounts the console, which uses the client).
 import { buildRoutes } from './routes/builds';
 import { CONTEXTS_PATH, contextRoutes } from './routes/contexts';
+import { deliveryRoutes } from './routes/deliveries';
 import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { repositoryRoutes } from './routes/repositories';
@@ -22,7 +23,8 @@ export function apiRoutes(deps: AppDeps) {
     .route(CONTEXTS_PATH, contextRoutes(deps))
     .route('/imagebuilds', imageBuildRoutes(deps))
     .route('/repositories', repositoryRuleRoutes(deps))
-    .route('/rules', ruleRoutes(deps));
+    .route('/rules', ruleRoutes(deps))
+    .route('/repositories', deliveryRoutes(deps));
 }
 
 export type KilnApi = ReturnType<typeof apiRoutes>;

@@ -1,5 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
+import { BUILD_EXECUTION_GRACE_MINUTES, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
 import type { CancelReason, Trigger } from '../domain/builds';
 // The API is the workflow's client: it starts the workflow by its function and signals it by its
 // signal definition, so the name, the arguments and the signal's payload are type-checked. It never
@@ -33,7 +33,7 @@ export class BuildNotRunningError extends Error {
 }
 
 /** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
-const EXECUTION_GRACE_MINUTES = 5;
+const EXECUTION_GRACE_MINUTES = BUILD_EXECUTION_GRACE_MINUTES;
 
 export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
   const taskQueue = opts.taskQueue ?? CONTROL_TASK_QUEUE;

@@ -42,6 +42,10 @@ const ruleFields = {
   paths: z.array(z.string().min(1).max(512)).max(MAX_PATH_FILTERS).optional().openapi({ description: 'Globs; a push touching none starts no build' }),
   timeoutMinutes: z.number().int().min(1).max(1440).optional(),
   provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
+  rebuildOnBaseChange: z.boolean().optional().openapi({
+    description:
+      "Rebuild this rule's ref when an image its last build pulled (FROM, COPY --from) from Kiln's registry gets a new digest under the same tag",
+  }),
 };
 
 /** The rule fields a client sets (everything but ids and times). */
@@ -61,6 +65,7 @@ const RULE_FIELDS = {
   paths: true,
   semver: true,
   cancelSuperseded: true,
+  rebuildOnBaseChange: true,
   timeoutMinutes: true,
 } as const;
 

@@ -3,8 +3,9 @@ import { createSchemaFactory } from 'drizzle-zod';
 import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
-import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories } from '../db/schema';
+import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories, webhookDeliveries } from '../db/schema';
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
+import { PUSH_RESULT_CODES } from '../domain/push';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
 /** The provenance field's documentation, shared by rules, builds and the PAI API. */
@@ -457,6 +458,9 @@ export const BuildPlatformView = z
     finishedAt: iso().nullable(),
     steps: z.array(BuildStepView),
     progress: BuildProgress,
+    baseImages: z
+      .array(z.object({ image: z.string(), digest: z.string() }).openapi('BaseImage'))
+      .openapi({ description: 'Images the build pulled (FROM, COPY --from) and the digests BuildKit resolved them to' }),
   })
   .openapi('BuildPlatform');
 
@@ -541,3 +545,34 @@ export const Readiness = z
     checks: z.record(z.string(), z.object({ ok: z.boolean(), error: z.string().optional() })),
   })
   .openapi('Readiness');
+
+// ---- webhook deliveries -----------------------------------------------------------------------
+
+export const PushResultView = z
+  .object({
+    repository: z.string().openapi({ description: 'namespace/name' }),
+    ref: z.string().openapi({ description: 'Full ref name, e.g. refs/heads/main' }),
+    ruleId: z.string().optional(),
+    outcome: z.enum(['started', 'skipped', 'failed']),
+    code: z.enum(PUSH_RESULT_CODES).openapi({
+      description:
+        'started; skipped: auto_build_off, ref_deleted, stale (the pushed commit is no longer the head of the ref: a newer ' +
+        'push or a replayed delivery), paths (no changed file matches); failed: head_check_failed, diff_failed (the changed ' +
+        'files could not be listed, so path filters could not be applied and nothing was built), start_failed, supersede_failed',
+    }),
+    reason: z.string().optional(),
+    buildId: z.string().optional(),
+    commit: z.string().optional(),
+  })
+  .openapi('PushResult');
+
+export const DeliveryView = createSelectSchema(webhookDeliveries, { receivedAt: iso(), finishedAt: iso().nullable() })
+  .pick({ provider: true, deliveryId: true, workflowId: true, status: true, receivedAt: true, finishedAt: true })
+  .extend({
+    buildIds: z.array(z.string()).openapi({ description: "This repository's builds the delivery started" }),
+    results: z.array(PushResultView).openapi({ description: "What the push workflow did for this repository's refs and rules" }),
+  })
+  .openapi('WebhookDelivery');
+
+export const DeliveryList = z.object({ items: z.array(DeliveryView) }).openapi('WebhookDeliveryList');
+export const DeliveryListQuery = z.object({ limit: Limit });

@@ -6,6 +6,7 @@ import type { Db } from '../db/client';
 import type { BuildLogSignals } from '../db/log-signals';
 import type { Logger } from '../observability/log';
 import type { BuildStarter } from './build-starter';
+import type { PushStarter } from './push-starter';
 
 /**
  * Who is calling. Only the admin token exists today; a namespace-scoped token resolves to the
@@ -59,6 +60,8 @@ export interface AppDeps {
   logSignals: BuildLogSignals;
   config: AppConfig;
   builds: BuildStarter;
+  /** Starts a PushWorkflow per webhook delivery; without it the webhook routes answer 503. */
+  pushes?: PushStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
   readiness?: Record<string, () => Promise<void>>;
   /** Where uploaded local contexts go (POST /contexts); without it that route answers 503. */

@@ -101,6 +101,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
       startedAt: isoOrNull(p.startedAt),
       finishedAt: isoOrNull(p.finishedAt),
       steps: p.steps.map(stepView),
+      baseImages: p.baseImages,
       progress: {
         completedSteps: p.steps.filter((st) => st.completedAt || st.cached).length,
         totalSteps: p.steps.length,

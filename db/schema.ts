@@ -25,6 +25,7 @@ const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' 
 export const VISIBILITIES = ['public', 'private'] as const;
 // The column enums come from the domain's lists.
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
+import type { BaseImage } from '../domain/oci';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),
@@ -54,6 +55,8 @@ export const repositories = pgTable(
     /** Bound code source; secrets are stored encrypted (see db/crypto.ts), never in clear. */
     sourceProvider: text('source_provider', { enum: ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] }),
     sourceUrl: text('source_url'),
+    /** normalizeGitUrl(sourceUrl) (domain/git-url.ts): webhooks find their repositories by it. */
+    sourceUrlKey: text('source_url_key'),
     sourceTokenEnc: text('source_token_enc'),
     webhookSecretEnc: text('webhook_secret_enc'),
     autoBuild: boolean('auto_build').notNull().default(true),
@@ -61,7 +64,10 @@ export const repositories = pgTable(
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },
-  (t) => [uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name)],
+  (t) => [
+    uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name),
+    index('repositories_source_key').on(t.sourceUrlKey, t.sourceProvider),
+  ],
 );
 
 /**
@@ -176,6 +182,8 @@ export const buildPlatforms = pgTable(
     attestationDigest: text('attestation_digest'),
     cacheHits: integer('cache_hits').notNull().default(0),
     steps: jsonb('steps').$type<BuildStep[]>().notNull().default([]),
+    /** Images the build pulled (FROM, COPY --from), as BuildKit resolved them: `image` as named, and its digest. */
+    baseImages: jsonb('base_images').$type<BaseImage[]>().notNull().default([]),
     startedAt: ts('started_at'),
     finishedAt: ts('finished_at'),
   },
@@ -236,6 +244,7 @@ export const imageTags = pgTable(
 
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
 import type { TagTemplate } from '../domain/tag-template';
+import type { PushResultItem } from '../domain/push';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 
@@ -262,6 +271,8 @@ export const buildRules = pgTable(
     paths: text('paths').array().notNull().default(sql`'{}'::text[]`),
     semver: boolean('semver').notNull().default(false),
     cancelSuperseded: boolean('cancel_superseded').notNull().default(true),
+    /** Rebuild the rule's ref when an image its last build pulled gets a new digest in Kiln's registry. */
+    rebuildOnBaseChange: boolean('rebuild_on_base_change').notNull().default(false),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
@@ -287,16 +298,31 @@ export const buildContexts = pgTable(
   (t) => [primaryKey({ columns: [t.repository, t.digest] }), index('build_contexts_last_used').on(t.lastUsedAt)],
 );
 
-/** Webhook deliveries seen, so a redelivered event starts nothing twice. */
+/**
+ * Webhook deliveries: recorded when verified, then handled by a PushWorkflow (workflow id from
+ * the delivery, so Temporal refuses a second copy), which writes what came of it per repository,
+ * ref and rule: the builds it started and every skip or failure with its reason.
+ */
+export const DELIVERY_STATUSES = ['received', 'done', 'failed'] as const;
 export const webhookDeliveries = pgTable(
   'webhook_deliveries',
   {
     provider: text('provider').notNull(),
     deliveryId: text('delivery_id').notNull(),
     buildIds: uuid('build_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    /** The PushWorkflow handling it. */
+    workflowId: text('workflow_id'),
+    /** Verified repositories the delivery names. */
+    repositoryIds: uuid('repository_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    status: text('status', { enum: DELIVERY_STATUSES }).notNull().default('received'),
+    results: jsonb('results').$type<PushResultItem[]>().notNull().default([]),
     receivedAt: createdAt(),
+    finishedAt: ts('finished_at'),
   },
-  (t) => [primaryKey({ columns: [t.provider, t.deliveryId] })],
+  (t) => [
+    primaryKey({ columns: [t.provider, t.deliveryId] }),
+    index('webhook_deliveries_repositories').using('gin', t.repositoryIds),
+  ],
 );
 
 /** Bearer tokens scoped to one namespace (the admin token from the environment sees all). */

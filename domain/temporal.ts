@@ -13,6 +13,9 @@ export function buildTaskQueue(platform: Platform, pool?: string | null): string
   return `kiln-build-${platformSlug(platform)}${pool ? `@${pool}` : ''}`;
 }
 
+/** Headroom over a build's timeout, which the workflow enforces itself, for recording the outcome. */
+export const BUILD_EXECUTION_GRACE_MINUTES = 5;
+
 /** Signal that cancels a build with a reason the build records (e.g. superseded by a newer push). */
 export const CANCEL_BUILD_SIGNAL = 'cancelBuild';
 

@@ -6,7 +6,9 @@ import { RegistryClient } from '../activities/registry';
 import { createApp } from '../api/app';
 import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
+import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
+import { createTemporalPushStarter } from '../api/push-starter';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -77,6 +79,8 @@ export interface Kiln {
 /** Runs the Kiln processes (API, control worker, build workers) that `components` selects. */
 export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const db = opts.db ?? (await openDatabase({ url: opts.databaseUrl, dataDir: opts.dataDir }));
+  // Repositories bound before source_url_key existed get their key (webhooks find them by it).
+  await backfillSourceUrlKeys(db.db);
   const registry = new RegistryClient(
     opts.registry,
     opts.registryCredentials ?? (opts.ownRegistry ? { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(opts.secretKey) } : undefined),
@@ -122,6 +126,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
       },
       builds: createTemporalBuildStarter(client),
+      pushes: createTemporalPushStarter(client),
       contexts: {
         registry,
         maxContextBytes: opts.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES,

@@ -16,6 +16,7 @@ import { createBuildActivities } from '../activities/build';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
 import type { RegistryClient } from '../activities/registry';
+import { createPushActivities } from '../activities/push';
 import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
 import type { Component } from '../env';
@@ -148,6 +149,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
             ...opts.controlActivities,
           }),
           ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
+          ...createPushActivities({ db: opts.db, source }),
         },
       }),
     );

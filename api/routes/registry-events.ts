@@ -11,6 +11,7 @@ import { getNamespaceByName } from '../../db/queries/namespaces';
 import { ensureRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { findImageTags, upsertImageTags } from '../../db/queries/tags';
 import type { AppDeps } from '../types';
+import { rebuildForBaseChange, type BaseImageRebuild } from '../base-image-rebuilds';
 import { tokensEqual } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NAMESPACE_NAME_RE, OCI_TAG_RE, REPOSITORY_NAME_RE } from '../schemas';
@@ -56,6 +57,9 @@ const RegistryEventsResult = z
   .object({
     recorded: z.array(z.object({ repository: z.string(), tag: z.string(), digest: z.string() })),
     ignored: z.number().int(),
+    rebuilds: z
+      .array(z.object({ buildId: z.string(), ruleId: z.string(), ref: z.string(), created: z.boolean() }))
+      .openapi({ description: 'Builds of rules with rebuildOnBaseChange whose base image this push moved' }),
   })
   .openapi('RegistryEventsResult');
 
@@ -76,8 +80,8 @@ const route = createRoute({
   },
 });
 
-/** A pushed tag worth recording, or null with nothing to do. */
-function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: string; digest: string } | null {
+/** A tag pushed into a Kiln namespace's repository (by Kiln or by hand), or null with nothing to do. */
+function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: string; digest: string; byKiln: boolean } | null {
   if (e.action !== 'push' || !e.target) return null;
   const { mediaType, digest, repository, tag } = e.target;
   if (!tag || !OCI_TAG_RE.test(tag) || !digest || !DIGEST_RE.test(digest) || !repository) return null;
@@ -85,10 +89,10 @@ function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: s
   // Who pushed: with token auth the registry reports the token's subject, which only Kiln's realm
   // can set. A registry without auth knows nobody; there the User-Agent is all there is.
   const actor = e.actor?.name;
-  if (actor ? isKilnSubject(actor) : e.request?.useragent?.startsWith(KILN_AGENT)) return null;
+  const byKiln = !!(actor ? isKilnSubject(actor) : e.request?.useragent?.startsWith(KILN_AGENT));
   const [namespace, name, ...rest] = repository.split('/');
   if (rest.length || !namespace || !name || !NAMESPACE_NAME_RE.test(namespace) || !REPOSITORY_NAME_RE.test(name)) return null;
-  return { namespace, name, tag, digest };
+  return { namespace, name, tag, digest, byKiln };
 }
 
 async function record(db: Db, p: NonNullable<ReturnType<typeof pushedTag>>): Promise<boolean> {
@@ -132,15 +136,21 @@ export function registryEventRoutes(deps: AppDeps) {
 
     const recorded: { repository: string; tag: string; digest: string }[] = [];
     let ignored = 0;
+    const rebuilds: BaseImageRebuild[] = [];
     for (const event of parsed.data.events) {
       const p = pushedTag(event);
-      // A failure here answers 500 and the registry redelivers: recording is idempotent.
-      if (p && (await record(db, p))) recorded.push({ repository: `${p.namespace}/${p.name}`, tag: p.tag, digest: p.digest });
+      // A failure here answers 500 and the registry redelivers: recording and rebuilds are idempotent.
+      if (p && !p.byKiln && (await record(db, p))) recorded.push({ repository: `${p.namespace}/${p.name}`, tag: p.tag, digest: p.digest });
       else ignored++;
+      // Kiln's own pushes move tags too: a base image built by Kiln triggers its dependents.
+      if (p) rebuilds.push(...(await rebuildForBaseChange(deps, { repository: `${p.namespace}/${p.name}`, tag: p.tag, digest: p.digest })));
+    }
+    if (rebuilds.some((r) => r.created)) {
+      c.get('log').info({ rebuilds }, `registry: base image changed, rebuilding ${rebuilds.filter((r) => r.created).length} rule ref(s)`);
     }
     if (recorded.length) {
       c.get('log').info({ pushed: recorded }, `registry: user push ${recorded.map((r) => `${r.repository}:${r.tag}@${r.digest.slice(0, 19)}`).join(', ')}`);
     }
-    return c.json({ recorded, ignored }, 200);
+    return c.json({ recorded, ignored, rebuilds }, 200);
   });
 }

@@ -29,6 +29,16 @@ export async function insertBuild(db: Db, values: NewBuild): Promise<{ build: Bu
   });
 }
 
+/** Inserts a build with its own id at most once (a retried insert returns the first row). */
+export async function insertBuildOnce(db: Db, values: NewBuild & { id: string }): Promise<Build> {
+  return db.transaction(async (tx) => {
+    const [inserted] = await tx.insert(builds).values(values).onConflictDoNothing({ target: builds.id }).returning();
+    if (!inserted) return (await tx.select().from(builds).where(eq(builds.id, values.id)))[0]!;
+    await tx.insert(buildPlatforms).values(inserted.platforms.map((platform) => ({ buildId: inserted.id, platform })));
+    return inserted;
+  });
+}
+
 /** A build submitted earlier with this clientToken in this namespace (tokens are unique per namespace). */
 export async function findBuildByClientToken(db: Db, namespace: string, clientToken: string): Promise<Build | undefined> {
   const [row] = await db

@@ -80,3 +80,25 @@ describe('the OCI tag grammar', () => {
     expect(OCI_TAG_RE.test('a'.repeat(129))).toBe(false);
   });
 });
+
+describe('baseImagesFromSteps', () => {
+  it("reads the images a build pulled from BuildKit's FROM vertexes, once each", async () => {
+    const { baseImagesFromSteps } = await import('../../domain/oci');
+    const d1 = `sha256:${'a'.repeat(64)}`;
+    const d2 = `sha256:${'b'.repeat(64)}`;
+    expect(
+      baseImagesFromSteps([
+        '[internal] load metadata for 127.0.0.1:5000/base/busybox:latest',
+        `[1/3] FROM 127.0.0.1:5000/base/busybox:latest@${d1}`,
+        `[builder 1/2] FROM 127.0.0.1:5000/team/tools:v2@${d2}`,
+        `[stage-2 1/1] FROM 127.0.0.1:5000/base/busybox:latest@${d1}`,
+        `[2/3] RUN echo FROM x:y@${d2}`,
+        `[3/3] FROM pinned.example/app@${d2}`,
+      ]),
+    ).toEqual([
+      { image: '127.0.0.1:5000/base/busybox:latest', digest: d1 },
+      { image: '127.0.0.1:5000/team/tools:v2', digest: d2 },
+      { image: 'pinned.example/app', digest: d2 },
+    ]);
+  });
+});

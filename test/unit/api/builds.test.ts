@@ -53,8 +53,8 @@ describe('POST /builds — happy path', () => {
       repository: 'happy/web',
       ruleId: null,
       platforms: [
-        { platform: 'linux/amd64', status: 'queued', digest: null, acceleratedDigest: null, attestationDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
-        { platform: 'linux/arm64', status: 'queued', digest: null, acceleratedDigest: null, attestationDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
+        { platform: 'linux/amd64', status: 'queued', digest: null, acceleratedDigest: null, attestationDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], baseImages: [], progress: { completedSteps: 0, totalSteps: 0 } },
+        { platform: 'linux/arm64', status: 'queued', digest: null, acceleratedDigest: null, attestationDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], baseImages: [], progress: { completedSteps: 0, totalSteps: 0 } },
       ],
       manifestDigest: null,
       tags: ['v1', 'latest'],

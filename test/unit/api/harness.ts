@@ -6,6 +6,8 @@ import { openDatabase, type DbHandle } from '../../../db/client';
 import { builds, namespaces, repositories } from '../../../db/schema';
 import { createApp, type AppDeps } from '../../../api/app';
 import type { BuildStarter, StartBuildRequest } from '../../../api/build-starter';
+import type { PushStarter } from '../../../api/push-starter';
+import type { PushWorkflowInput } from '../../../domain/push';
 
 export const TOKEN = 'test-admin-token-0123456789';
 export const SECRET_KEY = 'unit-test-secret-key';
@@ -40,6 +42,26 @@ export class FakeBuildStarter implements BuildStarter {
   }
 }
 
+/** Temporal's part of a push: one workflow per id, a second start of an id refused as Temporal does. */
+export class FakePushStarter implements PushStarter {
+  starts: { workflowId: string; input: PushWorkflowInput }[] = [];
+  private ids = new Set<string>();
+  startError: Error | null = null;
+
+  async start(workflowId: string, input: PushWorkflowInput): Promise<'started' | 'duplicate'> {
+    if (this.startError) throw this.startError;
+    if (this.ids.has(workflowId)) return 'duplicate';
+    this.ids.add(workflowId);
+    this.starts.push({ workflowId, input });
+    return 'started';
+  }
+
+  reset(): void {
+    this.starts = [];
+    this.startError = null;
+  }
+}
+
 export interface Res {
   status: number;
   headers: Headers;
@@ -51,6 +73,7 @@ export interface Harness {
   handle: DbHandle;
   db: DbHandle['db'];
   starter: FakeBuildStarter;
+  pushes: FakePushStarter;
   app: ReturnType<typeof createApp>;
   /** Calls the app with the admin token unless `token` says otherwise (null: no header). */
   call(path: string, init?: { method?: string; json?: unknown; body?: string; token?: string | null; headers?: Record<string, string> }): Promise<Res>;
@@ -119,11 +142,13 @@ async function openUnitDatabase(): Promise<DbHandle> {
 export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {}): Promise<Harness> {
   const handle = await openUnitDatabase();
   const starter = new FakeBuildStarter();
-  const app = makeApp(handle, starter, overrides);
+  const pushes = new FakePushStarter();
+  const app = makeApp(handle, starter, { pushes, ...overrides });
   return {
     handle,
     db: handle.db,
     starter,
+    pushes,
     app,
     call: (path, init) => request(app, path, init),
     async counts() {

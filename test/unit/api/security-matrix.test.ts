@@ -334,10 +334,12 @@ async function send(o: Operation, f: Fixture, ex: Example, headers: { token: str
 async function refused(call: () => Promise<Res>, secrets: string[] = []): Promise<Res> {
   const before = await snapshotDatabase(h.db);
   const starts = h.starter.starts.length;
+  const pushes = h.pushes.starts.length;
   const cancels = h.starter.cancels.length;
   const res = await call();
   expect(changedTables(before, await snapshotDatabase(h.db)), `a refused call (${res.status}) changed the database`).toEqual([]);
   expect(h.starter.starts.length, 'a refused call started a build').toBe(starts);
+  expect(h.pushes.starts.length, 'a refused call started a push workflow').toBe(pushes);
   expect(h.starter.cancels.length, 'a refused call canceled a build').toBe(cancels);
   for (const s of secrets) expect(res.text).not.toContain(s);
   return res;
@@ -556,10 +558,11 @@ describe.each(ofClass('git host signature'))('$key (git host signature)', (o) =>
         expect(res.status, `${provider} as ${who}: ${res.status} ${res.text}`).toBe(401);
       }
     }
-    const starts = h.starter.starts.length;
+    const starts = h.pushes.starts.length;
     const ok = await post(delivery(f.webhookSecret), null);
     expect(is2xx(ok.status), `${provider} signed: ${ok.status} ${ok.text}`).toBe(true);
-    expect(h.starter.starts.length).toBe(starts + 1);
+    // The delivery's push workflow starts the build.
+    expect(h.pushes.starts.length).toBe(starts + 1);
   });
 });
 

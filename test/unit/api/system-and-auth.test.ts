@@ -133,6 +133,7 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/contexts',
         'POST /api/v1/builds/{id}/rebuild',
         'POST /api/v1/repositories/{id}/source/rotate',
+        'GET /api/v1/repositories/{id}/deliveries',
         'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /webhooks/registry',
