@@ -4,7 +4,7 @@
 // is the in-toto statement. Kiln takes both apart here and puts them back, in the same layout,
 // into the multi-arch index it assembles, so `docker buildx imagetools inspect`, crane and
 // skopeo see the attestations, and a pull of a platform never picks one.
-import type { ImageDescriptor, PlatformImage } from '../domain/build-plan';
+import type { ImageDescriptor, PlatformImage } from '../domain/images';
 import { MEDIA_TYPES, type RegistryClient } from './registry';
 
 export const ATTESTATION_ANNOTATIONS = {

@@ -5,7 +5,7 @@ import { updateBuild, type BuildWithDetails } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
 import { getRule } from '../db/queries/rules';
 import { InvalidTagError, matchRef, parseFullRef, renderImageTags } from '../domain/rules';
-import type { BuildPlan, PlatformBuildRequest } from '../domain/build-plan';
+import type { BuildPlan, PlatformBuildRequest } from './build-plan';
 import type { BuildContext } from './build';
 import { changedFiles, checkoutCommit, refHead, resolveBuildContext, resolveRef } from './git';
 import type { RefName } from '../domain/rules';

@@ -1,8 +1,10 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { BUILD_EXECUTION_GRACE_MINUTES, CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
+import { BUILD_EXECUTION_GRACE_MINUTES, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
 import type { CancelReason, Trigger } from '../domain/builds';
-// The API is the workflow's client: it imports its type (never its code) to start it type-checked.
-import type { ImageBuildWorkflow } from '../workflows/image-build';
+// The API is the workflow's client: it starts the workflow by its function and signals it by its
+// signal definition, so the name, the arguments and the signal's payload are type-checked. It never
+// runs that code (workers do).
+import { cancelBuildSignal, ImageBuildWorkflow } from '../workflows/image-build';
 
 export interface StartBuildRequest {
   buildId: string;
@@ -30,8 +32,7 @@ export class BuildNotRunningError extends Error {
   }
 }
 
-export const BUILD_WORKFLOW_TYPE = 'ImageBuildWorkflow';
-export { CONTROL_TASK_QUEUE };
+/** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
 const EXECUTION_GRACE_MINUTES = BUILD_EXECUTION_GRACE_MINUTES;
 
 export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
@@ -39,7 +40,7 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
   return {
     async start(req) {
       try {
-        await client.workflow.start<typeof ImageBuildWorkflow>(BUILD_WORKFLOW_TYPE, {
+        await client.workflow.start(ImageBuildWorkflow, {
           taskQueue,
           workflowId: req.workflowId,
           // Only the id: the workflow reads everything else, secrets included, from the database.
@@ -63,7 +64,7 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
     async cancel(workflowId, reason) {
       try {
         const handle = client.workflow.getHandle(workflowId);
-        if (reason) await handle.signal(CANCEL_BUILD_SIGNAL, reason);
+        if (reason) await handle.signal(cancelBuildSignal, reason);
         else await handle.cancel();
       } catch (err) {
         if (err instanceof WorkflowNotFoundError) throw new BuildNotRunningError(workflowId);

@@ -1,7 +1,7 @@
 // The PAI CreateImageBuild request and GetImageBuild answer (PascalCase, as in Alibaba Cloud's
 // AIWorkspace API), so clients written for that API can build with Kiln.
 import { z } from '@hono/zod-openapi';
-import { BUILD_STATUSES } from '../db/schema';
+import { BUILD_STATUSES } from '../domain/builds';
 import { keySchema, nullableRef, propertyNames, CLIENT_TOKEN_RE, MAX_DOCKERFILE_BYTES, MAX_LABELS, OCI_TAG_RE, REPOSITORY_PATH_RE } from './schemas';
 
 export const MAX_REGISTRY_AUTHS = 10;

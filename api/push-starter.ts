@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../domain/temporal';
-import { PUSH_WORKFLOW_TYPE, type PushWorkflowInput } from '../domain/push';
-// The API is the workflow's client: it imports its type (never its code) to start it type-checked.
-import type { PushWorkflow } from '../workflows/push';
+import type { PushWorkflowInput } from '../domain/push';
+// The API is the workflow's client: it starts the workflow by its function, type-checked; it never
+// runs that code (workers do).
+import { PushWorkflow } from '../workflows/push';
 
 export interface PushStarter {
   /**
@@ -29,7 +30,7 @@ export function createTemporalPushStarter(client: Client, opts: { taskQueue?: st
   return {
     async start(workflowId, input) {
       try {
-        await client.workflow.start<typeof PushWorkflow>(PUSH_WORKFLOW_TYPE, {
+        await client.workflow.start(PushWorkflow, {
           taskQueue: opts.taskQueue ?? CONTROL_TASK_QUEUE,
           workflowId,
           args: [input],

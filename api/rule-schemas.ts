@@ -1,16 +1,17 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
-import { buildRules, PROVENANCE_MODES, RULE_TYPES } from '../db/schema';
+import { buildRules, RULE_TYPES } from '../db/schema';
+import { PROVENANCE_MODES } from '../domain/builds';
 import { PLATFORMS } from '../domain/platforms';
 import {
   compileRuleMatch,
-  isValidTimeZone,
   MAX_MATCH_LENGTH,
   MAX_PATH_FILTERS,
   MAX_TAG_TEMPLATES,
   validatePathFilters,
   validateTagTemplates,
 } from '../domain/rules';
+import { TagTemplateSchema, type TagTemplate } from '../domain/tag-template';
 import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, PROVENANCE_DESCRIPTION, stringMap } from './schemas';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });
@@ -22,26 +23,6 @@ const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInst
 export const REPO_PATH_RE = /^(?![A-Za-z]:)(?!(?:.*\/)?\.\.(?:\/|$))(?!(?:.*\/)?\.[Gg][Ii][Tt](?:\/|$))[^\u0000-\u001f\u007f\\]*$/;
 const repoPath = (what: string) =>
   z.string().max(1024).regex(REPO_PATH_RE, `${what}: a path inside the repository (no "..", ".git", backslash or control character)`);
-
-/** Offsets (`UTC+8`, `UTC-5:30`, `+08:00`, `GMT+1`) up to ±14:00. */
-const UTC_OFFSET_RE = /^(?:UTC|GMT)?[+-](?:(?:0?[0-9]|1[0-3])(?::?[0-5][0-9])?|14(?::?00)?)$/;
-/** The IANA names this runtime knows, plus UTC/GMT/Z: a closed list, so the document states it. */
-const ZONE_NAMES = [...new Set(['UTC', 'GMT', 'Z', ...Intl.supportedValuesOf('timeZone')])].filter(isValidTimeZone) as [string, ...string[]];
-
-export const TimeZone = z
-  .union([z.enum(ZONE_NAMES), z.string().regex(UTC_OFFSET_RE)])
-  .openapi({ description: 'Time zone of buildTime (default UTC+8): an offset such as UTC+8, UTC-5:30 or +08:00, or an IANA name', example: 'UTC+8' });
-
-export const TagTemplateSchema = z
-  .object({
-    template: z.string().min(1).max(128).openapi({ example: '${imageTag}' }),
-    buildTime: z.enum(['yyyyMMdd', 'yyyyMMddHHmm']).optional().openapi({ description: 'Append the build time' }),
-    timeZone: TimeZone.optional(),
-    commitIdLength: z.number().int().min(1).max(40).optional().openapi({ description: 'Append the first N characters of the commit id' }),
-    commitId: z.boolean().optional().openapi({ description: 'Append the commit id (6 characters unless commitIdLength)' }),
-  })
-  .strict()
-  .openapi('TagTemplate');
 
 const ruleFields = {
   match: z.string().min(1).max(MAX_MATCH_LENGTH).openapi({
@@ -88,7 +69,7 @@ const RULE_FIELDS = {
   timeoutMinutes: true,
 } as const;
 
-type RuleChecked = { type?: 'branch' | 'tag'; match?: string; tags?: z.infer<typeof TagTemplateSchema>[]; paths?: string[]; semver?: boolean };
+type RuleChecked = { type?: 'branch' | 'tag'; match?: string; tags?: TagTemplate[]; paths?: string[]; semver?: boolean };
 
 /**
  * Checks a JSON Schema cannot state: the pattern compiles (linear time), templates can yield tags,
@@ -141,10 +122,6 @@ export const RuleTrigger = z
   })
   .strict()
   .openapi('RuleTrigger');
-
-export const RuleIdParams = z.object({
-  id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }),
-});
 
 /** A rule as the preview takes it: a saved rule's id, or the fields of one being edited (checked by the preview, not refused). */
 export const RulePreviewRequest = z

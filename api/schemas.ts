@@ -3,20 +3,8 @@ import { createSchemaFactory } from 'drizzle-zod';
 import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
-import {
-  apiTokens,
-  BUILD_PHASES,
-  BUILD_STATUSES,
-  builds,
-  CREATION_METHODS,
-  imageTags,
-  namespaces,
-  PLATFORM_STATUSES,
-  PROVENANCE_MODES,
-  repositories,
-  TRIGGERS,
-  webhookDeliveries,
-} from '../db/schema';
+import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories, webhookDeliveries } from '../db/schema';
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
 import { PUSH_RESULT_CODES } from '../domain/push';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
@@ -437,16 +425,18 @@ export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
 
 export const BuildAccepted = z.object({ buildId: z.string(), workflowId: z.string() }).openapi('BuildAccepted');
 
+/** A stored step (db/schema.ts) with its duration, and its log counts always present. */
+const step = BuildStepRecord.shape;
 export const BuildStepView = z
   .object({
-    name: z.string().openapi({ description: 'As BuildKit names it, e.g. `[2/3] RUN make`' }),
-    cached: z.boolean().openapi({ description: 'Served from the build cache' }),
-    startedAt: z.string().nullable(),
-    completedAt: z.string().nullable(),
+    name: step.name,
+    cached: step.cached,
+    startedAt: step.startedAt,
+    completedAt: step.completedAt,
     durationMs: z.number().int().nullable().openapi({ description: 'null until the step has started and completed' }),
-    error: z.string().optional(),
-    logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }),
-    logLines: z.number().int().openapi({ description: 'Lines the step printed' }),
+    error: step.error,
+    logBytes: step.logBytes.unwrap(),
+    logLines: step.logLines.unwrap(),
   })
   .openapi('BuildStep');
 
@@ -510,6 +500,7 @@ export const BuildView = z
   .openapi('Build');
 
 export type BuildViewBody = z.infer<typeof BuildView>;
+export type BuildStepViewBody = z.infer<typeof BuildStepView>;
 
 export const BuildPage = page(BuildView, 'BuildPage');
 

@@ -2,7 +2,7 @@ import { isBuildErrorCode } from '../domain/errors';
 import type { BuildWithDetails } from '../db/queries/builds';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import type { BuildStep, ImageTag, Namespace } from '../db/schema';
-import type { BuildViewBody, SourceProvider } from './schemas';
+import type { BuildStepViewBody, BuildViewBody, SourceProvider } from './schemas';
 
 const isoOrNull = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -64,7 +64,7 @@ export function temporalWorkflowUrl(link: TemporalLink, workflowId: string): str
   return `${base}/namespaces/${encodeURIComponent(link.temporalNamespace)}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
-export function stepView(s: BuildStep) {
+export function stepView(s: BuildStep): BuildStepViewBody {
   const ms = s.startedAt && s.completedAt ? Date.parse(s.completedAt) - Date.parse(s.startedAt) : Number.NaN;
   return {
     name: s.name,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import {
   type AnyPgColumn,
@@ -22,10 +23,8 @@ const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'dat
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 export const VISIBILITIES = ['public', 'private'] as const;
-// The column enums come from the domain's lists (re-exported for the existing importers).
+// The column enums come from the domain's lists.
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
-export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
-export type { BuildPhase, BuildStatus, ProvenanceMode } from '../domain/builds';
 import type { BaseImage } from '../domain/oci';
 import { SOURCE_PROVIDERS } from '../domain/git-hosts';
 export { SOURCE_PROVIDERS } from '../domain/git-hosts';
@@ -73,18 +72,23 @@ export const repositories = pgTable(
   ],
 );
 
-export type { BaseImage } from '../domain/oci';
+/**
+ * One Dockerfile step of a platform, as `build_platforms.steps` stores it (activities/progress.ts
+ * writes it). The one source of its shape: the API's BuildStep view extends it (api/schemas.ts).
+ */
+export const BuildStepRecord = z.object({
+  name: z.string().openapi({ description: 'As BuildKit names it, e.g. `[2/3] RUN make`' }),
+  cached: z.boolean().openapi({ description: 'Served from the build cache' }),
+  startedAt: z.string().nullable(),
+  completedAt: z.string().nullable(),
+  error: z.string().optional(),
+  // Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes);
+  // absent in steps stored before they were counted.
+  logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }).optional(),
+  logLines: z.number().int().openapi({ description: 'Lines the step printed' }).optional(),
+});
 
-export interface BuildStep {
-  name: string;
-  cached: boolean;
-  startedAt: string | null;
-  completedAt: string | null;
-  error?: string;
-  /** Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes). */
-  logBytes?: number;
-  logLines?: number;
-}
+export type BuildStep = z.infer<typeof BuildStepRecord>;
 
 /** The self-description of a PAI CreateImageBuild request, kept as sent (PascalCase). */
 export interface PaiRequestRecord {
@@ -241,8 +245,7 @@ export const imageTags = pgTable(
 );
 
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
-export type { TagTemplate } from '../domain/rules';
-import type { TagTemplate } from '../domain/rules';
+import type { TagTemplate } from '../domain/tag-template';
 import type { PushResultItem } from '../domain/push';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;

@@ -143,6 +143,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
         namespace: opts.namespace,
         taskQueue: CONTROL_TASK_QUEUE,
         workflowBundle: await workflowBundle(),
+        // The index pushes learn of a cancel in a heartbeat's answer, as the builds do.
+        maxHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
+        defaultHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
         interceptors: { activity: [buildIdLogAttributes] },
         activities: {
           ...createControlActivities({

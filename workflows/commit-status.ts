@@ -8,7 +8,7 @@ import {
   setHandler,
 } from '@temporalio/workflow';
 import type { CommitStatusActivities } from '../activities/commit-status';
-import type { CommitStatusInput } from '../domain/build-plan';
+import type { CommitStatusInput } from '../domain/images';
 import { BUILD_FINISHED_SIGNAL } from '../domain/temporal';
 
 export const buildFinishedSignal = defineSignal(BUILD_FINISHED_SIGNAL);

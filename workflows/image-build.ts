@@ -17,34 +17,35 @@ import {
 import type { CommitStatusActivities } from '../activities/commit-status';
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
-import type { ControlActivities } from '../activities/control';
+import type { DatabaseControlActivities, NetworkControlActivities } from '../activities/control';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
 import { buildTaskQueue, CANCEL_BUILD_SIGNAL, commitStatusWorkflowId, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
 import { buildFinishedSignal, CommitStatusWorkflow } from './commit-status';
-import {
-  type CancelReason,
-  type BuildPlan,
-  type ImageBuildInput,
-  type ImageBuildResult,
-  type PlatformImage,
-  type PlatformName,
-} from '../domain/build-plan';
+import type { BuildPlan } from '../activities/build-plan';
+import type { CancelReason } from '../domain/builds';
+import type { ImageBuildInput, ImageBuildResult, PlatformImage } from '../domain/images';
+import type { Platform } from '../domain/platforms';
 
 export const cancelBuildSignal = defineSignal<[CancelReason]>(CANCEL_BUILD_SIGNAL);
 
 /** Error types raised by activities for user faults; never retried (domain/errors.ts). */
 export const USER_FAULT_TYPES = USER_FAULT_CODES;
 
-// Control steps are short database and registry calls: local activities run them in the control
-// worker without a task-queue round trip each (they are retried the same way).
-const control = proxyLocalActivities<ControlActivities>({
+// Control steps that only touch Kiln's database run as local activities in the control worker,
+// without a task-queue round trip each.
+const control = proxyLocalActivities<DatabaseControlActivities>({
   startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_FAULT_TYPES] },
 });
 
-// The accelerated index steps are control steps too (registry and database calls).
-const accelerate = proxyLocalActivities<AccelerateActivities>({
+// Control steps that reach a git host (pinning the source) or the registry (tag checks, index
+// pushes) are normal activities on the control queue: a slow host times out one activity and
+// is retried, instead of holding the workflow task. The pushes heartbeat between tags, so a
+// cancel stops them, and the workflow waits for that before it records the outcome.
+const network = proxyActivities<NetworkControlActivities & AccelerateActivities>({
   startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '30 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: {
     initialInterval: '1s',
     backoffCoefficient: 2,
@@ -91,7 +92,7 @@ async function finishCommitStatus(handle: ChildWorkflowHandle<typeof CommitStatu
   await CancellationScope.nonCancellable(() => handle.signal(buildFinishedSignal)).catch(() => undefined);
 }
 
-function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
+function buildActivitiesFor(platform: Platform, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
     taskQueue: buildTaskQueue(platform, plan.buildPool),
     startToCloseTimeout: plan.timeoutMinutes * 60_000,
@@ -118,6 +119,7 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   let plan: BuildPlan | null;
   try {
     plan = await control.startBuild(buildId);
+    if (plan?.source.kind === 'git') plan = await network.pinSource(plan);
   } catch (err) {
     // Pinning the source failed (ref not found, bad credentials, invalid tag): record why.
     await recordFailure(buildId, describeFailure(err, false, null));
@@ -174,8 +176,8 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
   const acceleratedInput = plan.accelerated
     ? { buildId: plan.buildId, repository: plan.repository, images, tags: plan.tags, immutableTags: plan.immutableTags }
     : null;
-  if (acceleratedInput) await accelerate.prepareAcceleratedIndex(acceleratedInput);
-  const index = await control.assembleImageIndex({
+  if (acceleratedInput) await network.prepareAcceleratedIndex(acceleratedInput);
+  const index = await network.assembleImageIndex({
     buildId: plan.buildId,
     repository: plan.repository,
     images,
@@ -183,7 +185,7 @@ async function runBuild(plan: BuildPlan): Promise<ImageBuildResult> {
     immutableTags: plan.immutableTags,
     overwriteTags: plan.overwriteTags,
   });
-  if (acceleratedInput) await accelerate.pushAcceleratedIndex(acceleratedInput);
+  if (acceleratedInput) await network.pushAcceleratedIndex(acceleratedInput);
   await control.recordBuildSucceeded({ buildId: plan.buildId, manifestDigest: index.digest, tags: plan.tags });
   return { buildId: plan.buildId, status: 'succeeded', manifestDigest: index.digest, tags: plan.tags };
 }

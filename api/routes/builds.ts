@@ -7,10 +7,10 @@ import {
   getBuild,
   insertBuild,
   getBuildStatus,
-  isTerminal,
   listBuilds,
   type BuildWithDetails,
 } from '../../db/queries/builds';
+import { isTerminal } from '../../domain/builds';
 import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { useBuildContext } from '../../db/queries/contexts';
 import { randomUUID } from 'node:crypto';
@@ -40,7 +40,7 @@ import { buildView } from '../views';
 
 const submit = createRoute({
   method: 'post',
-  path: '/builds',
+  path: '/',
   tags: ['builds'],
   summary: 'Build an inline Dockerfile',
   description:
@@ -55,7 +55,7 @@ const submit = createRoute({
 
 const list = createRoute({
   method: 'get',
-  path: '/builds',
+  path: '/',
   tags: ['builds'],
   summary: 'List builds, newest first',
   request: { query: BuildListQuery },
@@ -64,7 +64,7 @@ const list = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/builds/{id}',
+  path: '/{id}',
   tags: ['builds'],
   summary: 'Get a build',
   request: { params: IdParams },
@@ -73,7 +73,7 @@ const get = createRoute({
 
 const logs = createRoute({
   method: 'get',
-  path: '/builds/{id}/logs',
+  path: '/{id}/logs',
   tags: ['builds'],
   summary: 'Build log',
   description: [
@@ -122,7 +122,7 @@ const logs = createRoute({
 
 const cancel = createRoute({
   method: 'post',
-  path: '/builds/{id}/cancel',
+  path: '/{id}/cancel',
   tags: ['builds'],
   summary: 'Cancel a build',
   description:
@@ -137,7 +137,7 @@ const cancel = createRoute({
 
 const rebuild = createRoute({
   method: 'post',
-  path: '/builds/{id}/rebuild',
+  path: '/{id}/rebuild',
   tags: ['builds'],
   summary: 'Run a build again',
   description:

@@ -8,7 +8,7 @@ import { loadRepository } from './repositories';
 
 const list = createRoute({
   method: 'get',
-  path: '/repositories/{id}/deliveries',
+  path: '/{id}/deliveries',
   tags: ['repositories'],
   summary: "Webhook deliveries for a repository, newest first, with what each push did (builds started, skips and failures with their reasons)",
   request: { params: IdParams, query: DeliveryListQuery },

@@ -4,7 +4,8 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import { encryptRegistryAuths, type RegistryAuths } from '../../activities/registry-auth';
 import { getBuild, type BuildWithDetails } from '../../db/queries/builds';
-import type { BuildStatus, PaiRequestRecord } from '../../db/schema';
+import type { PaiRequestRecord } from '../../db/schema';
+import type { BuildStatus } from '../../domain/builds';
 import type { AppDeps } from '../types';
 import { requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
@@ -26,7 +27,7 @@ import { temporalWorkflowUrl } from '../views';
 
 const create = createRoute({
   method: 'post',
-  path: '/imagebuilds',
+  path: '/',
   tags: ['imagebuilds (PAI)'],
   summary: 'Build an image (PAI CreateImageBuild)',
   description:
@@ -48,7 +49,7 @@ const create = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/imagebuilds/{id}',
+  path: '/{id}',
   tags: ['imagebuilds (PAI)'],
   summary: 'Get an image build (PAI GetImageBuild)',
   request: { params: IdParams },

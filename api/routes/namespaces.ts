@@ -11,7 +11,7 @@ import { namespaceView } from '../views';
 
 const create = createRoute({
   method: 'post',
-  path: '/namespaces',
+  path: '/',
   tags: ['namespaces'],
   summary: 'Create a namespace (admin only)',
   request: { body: { required: true, content: jsonContent(NamespaceCreate) } },
@@ -23,7 +23,7 @@ const create = createRoute({
 
 const list = createRoute({
   method: 'get',
-  path: '/namespaces',
+  path: '/',
   tags: ['namespaces'],
   summary: 'List namespaces',
   responses: {
@@ -36,7 +36,7 @@ const NameParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name
 
 const update = createRoute({
   method: 'patch',
-  path: '/namespaces/{name}',
+  path: '/{name}',
   tags: ['namespaces'],
   summary: "Change a namespace's defaults or bind it to a dedicated build pool (admin only)",
   request: { params: NameParams, body: { required: true, content: jsonContent(NamespaceUpdate) } },
@@ -49,7 +49,7 @@ const update = createRoute({
 const TokenParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
 const createToken = createRoute({
   method: 'post',
-  path: '/namespaces/{name}/tokens',
+  path: '/{name}/tokens',
   tags: ['namespaces'],
   summary: 'Create an API token limited to one namespace (admin only)',
   request: { params: TokenParams, body: { required: true, content: jsonContent(TokenCreate) } },
@@ -61,7 +61,7 @@ const createToken = createRoute({
 
 const listTokens = createRoute({
   method: 'get',
-  path: '/namespaces/{name}/tokens',
+  path: '/{name}/tokens',
   tags: ['namespaces'],
   summary: "List a namespace's API tokens (never the tokens themselves), with expiry and last use",
   request: { params: TokenParams },
@@ -73,7 +73,7 @@ const listTokens = createRoute({
 
 const revokeToken = createRoute({
   method: 'delete',
-  path: '/namespaces/{name}/tokens/{id}',
+  path: '/{name}/tokens/{id}',
   tags: ['namespaces'],
   summary: 'Revoke a namespace API token (admin only)',
   request: { params: TokenParams.extend({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }) }) },

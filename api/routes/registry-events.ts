@@ -65,7 +65,7 @@ const RegistryEventsResult = z
 
 const route = createRoute({
   method: 'post',
-  path: '/webhooks/registry',
+  path: '/registry',
   tags: ['webhooks'],
   summary: 'Registry notifications (CNCF Distribution)',
   description:

@@ -34,7 +34,7 @@ import { imageTagView, repositoryView, webhookUrl } from '../views';
 
 const create = createRoute({
   method: 'post',
-  path: '/repositories',
+  path: '/',
   tags: ['repositories'],
   summary: 'Create an image repository (and its namespace when missing)',
   description:
@@ -49,7 +49,7 @@ const create = createRoute({
 
 const list = createRoute({
   method: 'get',
-  path: '/repositories',
+  path: '/',
   tags: ['repositories'],
   summary: 'List image repositories',
   request: { query: RepositoryListQuery },
@@ -58,7 +58,7 @@ const list = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/repositories/{id}',
+  path: '/{id}',
   tags: ['repositories'],
   summary: 'Get an image repository',
   request: { params: IdParams },
@@ -67,7 +67,7 @@ const get = createRoute({
 
 const patch = createRoute({
   method: 'patch',
-  path: '/repositories/{id}',
+  path: '/{id}',
   tags: ['repositories'],
   summary: 'Change an image repository',
   request: { params: IdParams, body: { required: true, content: jsonContent(RepositoryUpdate) } },
@@ -79,7 +79,7 @@ const patch = createRoute({
 
 const remove = createRoute({
   method: 'delete',
-  path: '/repositories/{id}',
+  path: '/{id}',
   tags: ['repositories'],
   summary: 'Delete an image repository, its builds and tag records',
   description: 'Refused (409) while a build of the repository is queued or running.',
@@ -89,7 +89,7 @@ const remove = createRoute({
 
 const tags = createRoute({
   method: 'get',
-  path: '/repositories/{id}/tags',
+  path: '/{id}/tags',
   tags: ['repositories'],
   summary: 'Image versions (tags) of a repository with their creation method',
   request: { params: IdParams },
@@ -98,7 +98,7 @@ const tags = createRoute({
 
 const rotate = createRoute({
   method: 'post',
-  path: '/repositories/{id}/source/rotate',
+  path: '/{id}/source/rotate',
   tags: ['repositories'],
   summary: "Replace a repository source's webhook secret or git token",
   description:

@@ -21,7 +21,6 @@ import { ApiError, pickErrors } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
 import {
   RuleCreate,
-  RuleIdParams,
   ruleIssues,
   RulePreview,
   RulePreviewRequest,
@@ -38,7 +37,7 @@ const RulePage = z.object({ items: z.array(RuleView), nextCursor: z.null() }).op
 
 const create = createRoute({
   method: 'post',
-  path: '/repositories/{id}/rules',
+  path: '/{id}/rules',
   tags: ['rules'],
   summary: 'Add a build rule to a repository with a code source',
   request: { params: IdParams, body: { required: true, content: jsonContent(RuleCreate) } },
@@ -47,7 +46,7 @@ const create = createRoute({
 
 const list = createRoute({
   method: 'get',
-  path: '/repositories/{id}/rules',
+  path: '/{id}/rules',
   tags: ['rules'],
   summary: "List a repository's build rules",
   request: { params: IdParams },
@@ -56,46 +55,46 @@ const list = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/rules/{id}',
+  path: '/{id}',
   tags: ['rules'],
   summary: 'Get a build rule',
-  request: { params: RuleIdParams },
+  request: { params: IdParams },
   responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(401, 403, 404) },
 });
 
 const patch = createRoute({
   method: 'patch',
-  path: '/rules/{id}',
+  path: '/{id}',
   tags: ['rules'],
   summary: 'Change a build rule',
-  request: { params: RuleIdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
+  request: { params: IdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
   responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422) },
 });
 
 const remove = createRoute({
   method: 'delete',
-  path: '/rules/{id}',
+  path: '/{id}',
   tags: ['rules'],
   summary: 'Delete a build rule',
-  request: { params: RuleIdParams },
+  request: { params: IdParams },
   responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404) },
 });
 
 const trigger = createRoute({
   method: 'post',
-  path: '/rules/{id}/builds',
+  path: '/{id}/builds',
   tags: ['rules'],
   summary: 'Build a rule now',
   description:
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
-  request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
+  request: { params: IdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
   responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 503) },
 });
 
 const preview = createRoute({
   method: 'post',
-  path: '/repositories/{id}/rules/preview',
+  path: '/{id}/rules/preview',
   tags: ['rules'],
   summary: 'Preview a rule against a ref',
   description:
@@ -118,36 +117,35 @@ export function ruleView(rule: BuildRule) {
   };
 }
 
-export function ruleRoutes(deps: AppDeps) {
-  const { db } = deps;
+async function loadRule(c: Context<AppEnv>, db: AppDeps['db'], id: string): Promise<{ rule: BuildRule; repo: RepositoryWithNamespace }> {
+  const rule = isUuid(id) ? await getRule(db, id) : undefined;
+  const repo = rule && (await getRepository(db, rule.repositoryId));
+  if (!rule || !repo) throw new ApiError('not_found', `Rule ${id} not found`);
+  requireNamespace(c, repo.namespace);
+  return { rule, repo };
+}
 
-  async function loadRule(c: Context<AppEnv>, id: string): Promise<{ rule: BuildRule; repo: RepositoryWithNamespace }> {
-    const rule = isUuid(id) ? await getRule(db, id) : undefined;
-    const repo = rule && (await getRepository(db, rule.repositoryId));
-    if (!rule || !repo) throw new ApiError('not_found', `Rule ${id} not found`);
-    requireNamespace(c, repo.namespace);
-    return { rule, repo };
+/** The ref a manual build uses: the one named, or a literal rule's own. */
+function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
+  const regex = isRegexMatch(rule.match);
+  if (!named && regex) {
+    throw new ApiError('unprocessable', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
+      match: rule.match,
+    });
   }
-
-  /** The ref a manual build uses: the one named, or a literal rule's own. */
-  function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
-    const regex = isRegexMatch(rule.match);
-    if (!named && regex) {
-      throw new ApiError('unprocessable', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
-        match: rule.match,
-      });
-    }
-    const ref: RefName = { type: rule.type, name: named ?? rule.match };
-    const matched = matchRef(rule, ref);
-    if (!matched) {
-      throw new ApiError('unprocessable', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
-        ref: ref.name,
-        match: rule.match,
-      });
-    }
-    return { ref, groups: matched.groups };
+  const ref: RefName = { type: rule.type, name: named ?? rule.match };
+  const matched = matchRef(rule, ref);
+  if (!matched) {
+    throw new ApiError('unprocessable', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
+      ref: ref.name,
+      match: rule.match,
+    });
   }
+  return { ref, groups: matched.groups };
+}
 
+/** A repository's rules, mounted under `/repositories`: `/{id}/rules` and its preview. */
+export function repositoryRuleRoutes({ db }: AppDeps) {
   return createRouter()
     .openapi(create, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
@@ -164,9 +162,28 @@ export function ruleRoutes(deps: AppDeps) {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
       return c.json({ items: (await listRules(db, repo.id)).map(ruleView), nextCursor: null }, 200);
     })
-    .openapi(get, async (c) => c.json(ruleView((await loadRule(c, c.req.valid('param').id)).rule), 200))
+    .openapi(preview, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      const body = c.req.valid('json');
+      let spec: RuleSpec & { enabled: boolean };
+      if (typeof body.rule === 'string') {
+        const { rule } = await loadRule(c, db, body.rule);
+        if (rule.repositoryId !== repo.id) throw new ApiError('not_found', `Rule ${body.rule} is not a rule of this repository`);
+        spec = rule;
+      } else {
+        spec = { semver: false, paths: [], enabled: true, ...body.rule } as RuleSpec & { enabled: boolean };
+      }
+      return c.json(previewRule(spec, body), 200);
+    });
+}
+
+/** One rule, mounted under `/rules`: `/{id}` and its manual builds. */
+export function ruleRoutes(deps: AppDeps) {
+  const { db } = deps;
+  return createRouter()
+    .openapi(get, async (c) => c.json(ruleView((await loadRule(c, db, c.req.valid('param').id)).rule), 200))
     .openapi(patch, async (c) => {
-      const { rule } = await loadRule(c, c.req.valid('param').id);
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
       const changes = c.req.valid('json');
       const issues = ruleIssues({ ...rule, ...changes });
       if (issues.length) throw new ApiError('unprocessable', 'The rule would not be valid after this change', issues);
@@ -175,25 +192,12 @@ export function ruleRoutes(deps: AppDeps) {
       return c.json(ruleView(updated), 200);
     })
     .openapi(remove, async (c) => {
-      const { rule } = await loadRule(c, c.req.valid('param').id);
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
       await deleteRule(db, rule.id);
       return c.body(null, 204);
     })
-    .openapi(preview, async (c) => {
-      const repo = await loadRepository(c, db, c.req.valid('param').id);
-      const body = c.req.valid('json');
-      let spec: RuleSpec & { enabled: boolean };
-      if (typeof body.rule === 'string') {
-        const { rule } = await loadRule(c, body.rule);
-        if (rule.repositoryId !== repo.id) throw new ApiError('not_found', `Rule ${body.rule} is not a rule of this repository`);
-        spec = rule;
-      } else {
-        spec = { semver: false, paths: [], enabled: true, ...body.rule } as RuleSpec & { enabled: boolean };
-      }
-      return c.json(previewRule(spec, body), 200);
-    })
     .openapi(trigger, async (c) => {
-      const { rule, repo } = await loadRule(c, c.req.valid('param').id);
+      const { rule, repo } = await loadRule(c, db, c.req.valid('param').id);
       if (!rule.enabled) throw new ApiError('conflict', `Rule ${rule.id} is disabled`);
       let named: string | undefined;
       if (c.req.header('content-type')?.includes('application/json')) named = c.req.valid('json')?.ref;

@@ -26,7 +26,7 @@ export function webhookRoutes(deps: AppDeps) {
   const app = createRouter();
   documentWebhooks(app);
 
-  app.post('/webhooks/:provider', async (c) => {
+  app.post('/:provider', async (c) => {
     const name = c.req.param('provider') as WebhookProvider;
     if (!WEBHOOK_PROVIDERS.includes(name)) throw new ApiError('not_found', `No webhook receiver for "${name}"`);
     const provider = PROVIDERS[name];
@@ -133,7 +133,7 @@ function documentWebhooks(app: ReturnType<typeof createRouter>) {
   }
   app.openAPIRegistry.registerPath({
     method: 'post',
-    path: '/webhooks/{provider}',
+    path: '/{provider}',
     tags: ['webhooks'],
     summary: 'Push and tag events from a git host',
     description:

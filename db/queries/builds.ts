@@ -1,17 +1,7 @@
 import { and, asc, count, desc, eq, getTableColumns, inArray, notInArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
-import {
-  buildPlatforms,
-  builds,
-  namespaces,
-  repositories,
-  BUILD_STATUSES,
-  TERMINAL_STATUSES,
-  type Build,
-  type BuildPlatform,
-  type BuildStatus,
-  type NewBuild,
-} from '../schema';
+import { buildPlatforms, builds, namespaces, repositories, type Build, type BuildPlatform, type NewBuild } from '../schema';
+import { BUILD_STATUSES, TERMINAL_STATUSES, type BuildStatus } from '../../domain/builds';
 
 export type BuildWithDetails = Build & { repository: string; platformStates: BuildPlatform[] };
 
@@ -190,7 +180,6 @@ export async function updateBuildPlatform(
     .where(and(eq(buildPlatforms.buildId, buildId), eq(buildPlatforms.platform, platform)));
 }
 
-export { isTerminal } from '../../domain/builds';
 
 export async function getBuildStatus(db: Db, id: string): Promise<BuildStatus | undefined> {
   const [row] = await db.select({ status: builds.status }).from(builds).where(eq(builds.id, id));

@@ -4,7 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PushWorkflowResult } from '../../domain/push';
-import { formatBuildTime } from '../../domain/rules';
+import { formatBuildTime } from '../../domain/time-zones';
 import { startGitServer, type GitServer } from '../support/git-server';
 import { startTestKiln, waitForBuild, type ApiResponse, type TestKiln } from '../support/kiln';
 import { fetchManifest, listTags, unpackImage } from '../support/registry';

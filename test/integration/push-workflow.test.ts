@@ -10,11 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlActivities } from '../../activities/control';
 import type { PushActivities } from '../../activities/push';
 import { createTemporalPushStarter } from '../../api/push-starter';
-import type { BuildPlan } from '../../domain/build-plan';
+import type { BuildPlan } from '../../activities/build-plan';
 import type { PushBuildRequest, PushResultItem, PushTarget, PushWorkflowInput, PushWorkflowResult } from '../../domain/push';
 import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
 import { toolPaths } from '../../infra/tools';
 import { installQuietRuntime, workflowBundle } from '../../infra/workers';
+import { ImageBuildWorkflow } from '../../workflows/image-build';
+import { PushWorkflow } from '../../workflows/push';
 
 let env: TestWorkflowEnvironment;
 
@@ -129,7 +131,7 @@ async function withWorker<T>(w: World, fn: (calls: Calls) => Promise<T>): Promis
 }
 
 const run = (i: PushWorkflowInput): Promise<PushWorkflowResult> =>
-  env.client.workflow.execute('PushWorkflow', { taskQueue: 'kiln-control', workflowId: `push-test-${i.deliveryId}`, args: [i] });
+  env.client.workflow.execute(PushWorkflow, { taskQueue: 'kiln-control', workflowId: `push-test-${i.deliveryId}`, args: [i] });
 
 describe('PushWorkflow', () => {
   it('skips a push whose commit is no longer the head of its ref, with reason "stale", and builds nothing', async () => {
@@ -206,7 +208,7 @@ describe('PushWorkflow', () => {
       hanging,
     };
     await withWorker(world, async (calls) => {
-      const old = await env.client.workflow.start('ImageBuildWorkflow', { taskQueue: 'kiln-control', workflowId: `build-${oldId}`, args: [{ buildId: oldId }] });
+      const old = await env.client.workflow.start(ImageBuildWorkflow, { taskQueue: 'kiln-control', workflowId: `build-${oldId}`, args: [{ buildId: oldId }] });
       // The new build hangs too, so it is still running when the push workflow has ended.
       const i = input();
       const originalCreate = calls.created;

@@ -11,8 +11,7 @@ import { BUILD_ERROR_CODES, BUILD_ERRORS, isBuildErrorCode, USER_FAULT_CODES, us
 import { OCI_TAG_RE } from '../../domain/oci';
 import { isValidOciTag } from '../../domain/rules';
 import { KILN_SEARCH_ATTRIBUTES, searchAttributeFlags } from '../../domain/temporal';
-import { BUILD_WORKFLOW_TYPE } from '../../api/build-starter';
-import { ImageBuildWorkflow, USER_FAULT_TYPES } from '../../workflows/image-build';
+import { USER_FAULT_TYPES } from '../../workflows/image-build';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -22,12 +21,6 @@ describe('search attributes', () => {
     const registered = [...compose.matchAll(/--search-attribute=(\S+)/g)].map((m) => m[1]);
     expect(registered).toEqual(searchAttributeFlags());
     expect(searchAttributeFlags()).toEqual(KILN_SEARCH_ATTRIBUTES.map((a) => `${a.name}=Keyword`));
-  });
-});
-
-describe('the build workflow', () => {
-  it('is started by the name its function has', () => {
-    expect(ImageBuildWorkflow.name).toBe(BUILD_WORKFLOW_TYPE);
   });
 });
 

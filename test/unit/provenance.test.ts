@@ -5,8 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { acceleratedIndexBody } from '../../activities/accelerate';
 import { attestationEntries, isAttestationEntry, splitPlatformPush } from '../../activities/attestations';
 import { buildctlArgs, provenanceArgs } from '../../activities/build';
-import { assembleIndexManifest } from '../../activities/control';
-import type { PlatformBuildRequest, PlatformImage } from '../../domain/build-plan';
+import { assembleIndexManifest } from '../../activities/publish';
+import type { PlatformBuildRequest } from '../../activities/build-plan';
+import type { PlatformImage } from '../../domain/images';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
