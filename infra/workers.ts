@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Client } from '@temporalio/client';
 import {
   DefaultLogger,
   NativeConnection,
@@ -15,6 +16,7 @@ import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
+import { createSchedulingActivities } from '../activities/scheduling';
 import type { RegistryClient } from '../activities/registry';
 import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
@@ -22,6 +24,7 @@ import type { Component } from '../env';
 import { PLATFORMS, platformSlug, type Platform } from '../domain/platforms';
 import { rootLogger } from '../observability/log';
 import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../domain/temporal';
+import type { NamespaceQuotas } from '../domain/quotas';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const WORKFLOWS_PATH = createRequire(import.meta.url).resolve(path.join(here, '../workflows/index.ts'));
@@ -69,6 +72,10 @@ export interface WorkerOptions {
   maxLogBytes?: number;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces that have none of their own. */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool, all namespaces together. */
+  buildCapacity?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
   buildActivities?: Partial<Parameters<typeof createBuildActivities>[0]>;
 }
@@ -144,6 +151,12 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
             ...opts.controlActivities,
           }),
           ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
+          ...createSchedulingActivities({
+            db: opts.db,
+            client: new Client({ connection, namespace: opts.namespace }),
+            quotaDefaults: opts.quotaDefaults,
+            capacity: opts.buildCapacity,
+          }),
         },
       }),
     );

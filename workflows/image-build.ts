@@ -2,19 +2,24 @@ import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  condition,
   defineSignal,
+  getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
   proxyLocalActivities,
   setHandler,
   sleep,
   upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
 import type { ControlActivities } from '../activities/control';
+import type { SchedulingActivities, SlotTicket } from '../activities/scheduling';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
-import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
+import { BUILD_SCHEDULER_WORKFLOW_ID, buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
+import { buildSlotGrantedSignal, buildSlotQueuedSignal, releaseBuildSlotSignal } from './build-scheduler';
 import {
   type CancelReason,
   type BuildPlan,
@@ -34,6 +39,12 @@ export const USER_FAULT_TYPES = USER_FAULT_CODES;
 const control = proxyLocalActivities<ControlActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+});
+
+// Asking for a build slot and noting the wait are short database and Temporal calls too.
+const scheduling = proxyLocalActivities<SchedulingActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_FAULT_CODES] },
 });
 
 // The accelerated index steps are control steps too (registry and database calls).
@@ -72,6 +83,70 @@ function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
  * Workflow id `build-<buildId>`.
  */
 export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<ImageBuildResult | null> {
+  const work = new CancellationScope();
+  const waiting = new CancellationScope();
+  let cancelReason: CancelReason | null = null;
+  setHandler(cancelBuildSignal, (reason) => {
+    cancelReason ??= reason;
+    waiting.cancel();
+    work.cancel();
+  });
+
+  // First a build slot: the namespace's concurrency limit and the deployment's capacity, handed
+  // out fairly by the scheduler workflow. Until then the build stays `queued`.
+  let ticket: SlotTicket | null;
+  try {
+    ticket = await waiting.run(() => acquireBuildSlot(buildId));
+  } catch (err) {
+    await releaseBuildSlot();
+    const outcome = describeFailure(err, false, cancelReason);
+    await recordFailure(buildId, outcome);
+    if (outcome.status === 'canceled' && !cancelReason) throw err;
+    throw ApplicationFailure.create({ type: outcome.code, message: outcome.message, nonRetryable: true });
+  }
+  if (!ticket) return null; // finished before it asked (e.g. canceled while queued)
+  try {
+    return await runWithSlot(buildId, ticket, work, () => cancelReason);
+  } finally {
+    // However the build ends (success, failure, cancel, time limit), its slot goes to the next.
+    await releaseBuildSlot();
+  }
+}
+
+/** Asks for a slot and waits for it; notes the wait (and the position) in the build's log. */
+async function acquireBuildSlot(buildId: string): Promise<SlotTicket | null> {
+  let granted = false;
+  let queued: { namespace: string; position: number } | null = null;
+  setHandler(buildSlotGrantedSignal, () => {
+    granted = true;
+  });
+  setHandler(buildSlotQueuedSignal, (q) => {
+    queued ??= q;
+  });
+  const ticket = await scheduling.requestBuildSlot({ buildId, workflowId: workflowInfo().workflowId });
+  if (!ticket) return null;
+  await condition(() => granted || queued !== null);
+  if (!granted && queued) await scheduling.recordSlotWait({ buildId, ...(queued as { namespace: string; position: number }) });
+  await condition(() => granted);
+  return ticket;
+}
+
+async function releaseBuildSlot(): Promise<void> {
+  await CancellationScope.nonCancellable(async () => {
+    try {
+      await getExternalWorkflowHandle(BUILD_SCHEDULER_WORKFLOW_ID).signal(releaseBuildSlotSignal, { workflowId: workflowInfo().workflowId });
+    } catch {
+      // No scheduler (it never started, so nothing is held); its holder check covers the rest.
+    }
+  });
+}
+
+async function runWithSlot(
+  buildId: string,
+  ticket: SlotTicket,
+  work: CancellationScope,
+  cancelReasonNow: () => CancelReason | null,
+): Promise<ImageBuildResult | null> {
   let plan: BuildPlan | null;
   try {
     plan = await control.startBuild(buildId);
@@ -81,21 +156,18 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     throw err;
   }
   if (!plan) return null; // finished before it started (e.g. canceled while queued)
+  // A rule written before the namespace's limit was lowered runs within the limit of today.
+  if (plan.timeoutMinutes > ticket.maxTimeoutMinutes) plan = { ...plan, timeoutMinutes: ticket.maxTimeoutMinutes };
+  const runPlan = plan;
   upsertSearchAttributes([
     { key: KilnStatus, value: 'running' },
     ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
   ]);
 
-  const work = new CancellationScope();
   let timedOut = false;
-  let cancelReason: CancelReason | null = null;
-  setHandler(cancelBuildSignal, (reason) => {
-    cancelReason ??= reason;
-    work.cancel();
-  });
   // The per-build time limit: when it fires, the build scope is cancelled like a user cancel.
   CancellationScope.cancellable(async () => {
-    await sleep(plan.timeoutMinutes * 60_000);
+    await sleep(runPlan.timeoutMinutes * 60_000);
     timedOut = true;
     work.cancel();
   }).catch(() => {
@@ -103,10 +175,11 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   });
 
   try {
-    const result = await work.run(() => runBuild(plan));
+    const result = await work.run(() => runBuild(runPlan));
     upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
     return result;
   } catch (err) {
+    const cancelReason = cancelReasonNow();
     const outcome = describeFailure(err, timedOut, cancelReason);
     await recordFailure(buildId, outcome);
     // A cancel from the API or the Temporal UI ends the workflow as Canceled in the UI.
