@@ -39,3 +39,13 @@ export function effectiveQuotas(
     maxRules: ns.maxRules ?? defaults.maxRules,
   };
 }
+
+export interface SubmissionRate {
+  /** Builds a namespace may submit per minute, sustained. */
+  perMinute: number;
+  /** Builds it may submit at once after a quiet spell (the bucket's size). */
+  burst: number;
+}
+
+/** KILN_SUBMISSIONS_PER_MINUTE, KILN_SUBMISSION_BURST. */
+export const DEFAULT_SUBMISSION_RATE: SubmissionRate = { perMinute: 60, burst: 30 };

@@ -7,6 +7,8 @@ import { createApp } from '../api/app';
 import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { createTemporalBuildStarter } from '../api/build-starter';
+import type { SubmissionRate } from '../api/submission-limits';
+import type { NamespaceQuotas } from '../domain/quotas';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -56,6 +58,12 @@ export interface KilnOptions {
   readiness?: Record<string, () => Promise<void>>;
   /** Reuse an open database (tests share one across instances). */
   db?: DbHandle;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces without their own. */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool. */
+  buildCapacity?: number;
+  /** KILN_SUBMISSIONS_PER_MINUTE, KILN_SUBMISSION_BURST. */
+  submissionRate?: SubmissionRate;
 }
 
 const DEFAULT_MAX_CONTEXT_BYTES = 512 * 1024 * 1024;
@@ -99,6 +107,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     issueBuildCredentials: !!opts.ownRegistry,
     buildPool: opts.buildPool,
     maxLogBytes: opts.maxLogBytes,
+    quotaDefaults: opts.quotaDefaults,
+    buildCapacity: opts.buildCapacity,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
@@ -117,6 +127,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
         ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
+        ...(opts.quotaDefaults ? { quotaDefaults: opts.quotaDefaults } : {}),
+        ...(opts.submissionRate ? { submissionRate: opts.submissionRate } : {}),
       },
       builds: createTemporalBuildStarter(client),
       contexts: {

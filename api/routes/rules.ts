@@ -33,6 +33,9 @@ import { BuildAccepted, IdParams } from '../schemas';
 import { createRouter, isUuid, jsonContent } from '../util';
 import { z } from '@hono/zod-openapi';
 import { loadRepository } from './repositories';
+import { getNamespaceByName } from '../../db/queries/namespaces';
+import type { Db } from '../../db/client';
+import { assertRuleQuota, assertTimeoutWithinQuota, submissionLimiter } from '../submission-limits';
 
 const RulePage = z.object({ items: z.array(RuleView), nextCursor: z.null() }).openapi('RulePage');
 
@@ -90,7 +93,7 @@ const trigger = createRoute({
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
   request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
-  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 503) },
+  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 429, 503) },
 });
 
 const preview = createRoute({
@@ -118,8 +121,18 @@ export function ruleView(rule: BuildRule) {
   };
 }
 
+/** A rule's timeoutMinutes when it gives none (the column's default). */
+const RULE_DEFAULT_TIMEOUT_MINUTES = 60;
+
 export function ruleRoutes(deps: AppDeps) {
   const { db } = deps;
+  const limiter = submissionLimiter(deps);
+  const quotaDefaults = deps.config.quotaDefaults;
+  async function namespaceOf(tx: Db, repo: RepositoryWithNamespace) {
+    const ns = await getNamespaceByName(tx, repo.namespace);
+    if (!ns) throw new ApiError('not_found', `Namespace "${repo.namespace}" not found`);
+    return ns;
+  }
 
   async function loadRule(c: Context<AppEnv>, id: string): Promise<{ rule: BuildRule; repo: RepositoryWithNamespace }> {
     const rule = isUuid(id) ? await getRule(db, id) : undefined;
@@ -157,7 +170,12 @@ export function ruleRoutes(deps: AppDeps) {
       const body = c.req.valid('json');
       const issues = ruleIssues(body);
       if (issues.length) throw new ApiError('unprocessable', 'The rule cannot be used as given', issues);
-      const rule = await insertRule(db, { ...body, repositoryId: repo.id });
+      const rule = await db.transaction(async (tx) => {
+        const ns = await namespaceOf(tx, repo);
+        assertTimeoutWithinQuota(ns, body.timeoutMinutes ?? RULE_DEFAULT_TIMEOUT_MINUTES, quotaDefaults);
+        await assertRuleQuota(tx, ns, quotaDefaults);
+        return insertRule(tx, { ...body, repositoryId: repo.id });
+      });
       return c.json(ruleView(rule), 201);
     })
     .openapi(list, async (c) => {
@@ -170,6 +188,10 @@ export function ruleRoutes(deps: AppDeps) {
       const changes = c.req.valid('json');
       const issues = ruleIssues({ ...rule, ...changes });
       if (issues.length) throw new ApiError('unprocessable', 'The rule would not be valid after this change', issues);
+      if (changes.timeoutMinutes !== undefined) {
+        const repo = await getRepository(db, rule.repositoryId);
+        if (repo) assertTimeoutWithinQuota(await namespaceOf(db, repo), changes.timeoutMinutes, quotaDefaults);
+      }
       const updated = await updateRule(db, rule.id, changes);
       if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
       return c.json(ruleView(updated), 200);
@@ -195,6 +217,7 @@ export function ruleRoutes(deps: AppDeps) {
     .openapi(trigger, async (c) => {
       const { rule, repo } = await loadRule(c, c.req.valid('param').id);
       if (!rule.enabled) throw new ApiError('conflict', `Rule ${rule.id} is disabled`);
+      limiter.take(repo.namespace);
       let named: string | undefined;
       if (c.req.header('content-type')?.includes('application/json')) named = c.req.valid('json')?.ref;
       const { ref } = manualRef(rule, named);

@@ -7,7 +7,7 @@ import type { RegistryTokenSigner } from '../../api/routes/registry-token';
 import { openDatabase, type DbHandle } from '../../db/client';
 import type { Component } from '../../env';
 import { installQuietRuntime } from '../../infra/workers';
-import { startKiln, type Kiln } from '../../infra/kiln';
+import { startKiln, type Kiln, type KilnOptions } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
 import type { TestStack } from './global-setup';
 
@@ -60,6 +60,12 @@ export interface TestKilnOptions {
   shareDatabaseOf?: TestKiln;
   /** KILN_METRICS_TOKEN of this instance. */
   metricsToken?: string;
+  /** KILN_NAMESPACE_MAX_* of this instance. */
+  quotaDefaults?: KilnOptions['quotaDefaults'];
+  /** KILN_MAX_CONCURRENT_BUILDS of this instance. */
+  buildCapacity?: number;
+  /** KILN_SUBMISSIONS_PER_MINUTE / KILN_SUBMISSION_BURST of this instance. */
+  submissionRate?: KilnOptions['submissionRate'];
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -90,6 +96,9 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
     buildPool: opts.buildPool,
     metricsToken: opts.metricsToken,
+    quotaDefaults: opts.quotaDefaults,
+    buildCapacity: opts.buildCapacity,
+    submissionRate: opts.submissionRate,
   });
   const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {
