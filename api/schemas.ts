@@ -123,7 +123,7 @@ const quotaField = (min: number, max: number, what: string) =>
   z.number().int().min(min).max(max).nullable().optional().openapi({ description: `${what}; null: the deployment's default` });
 
 export const NamespaceUpdate = createUpdateSchema(namespaces, {
-  buildPool: BuildPool.nullable(),
+  buildPool: BuildPool.nullable().optional(),
   maxConcurrentBuilds: quotaField(1, QUOTA_LIMITS.maxConcurrentBuilds, 'Builds of this namespace running at once; more wait as `queued`'),
   maxTimeoutMinutes: quotaField(1, QUOTA_LIMITS.maxTimeoutMinutes, 'Largest timeoutMinutes a build or rule of this namespace may ask for (more is a 422)'),
   maxRepositories: quotaField(0, QUOTA_LIMITS.maxRepositories, 'Repositories this namespace may hold (one more is a 422)'),

@@ -19,6 +19,11 @@ export class FakeBuildStarter implements BuildStarter {
   cancelReasons: ({ code: string; message: string } | undefined)[] = [];
   startError: Error | null = null;
   cancelError: Error | null = null;
+  limits: [string, number][] = [];
+
+  async setNamespaceLimit(namespace: string, maxConcurrentBuilds: number): Promise<void> {
+    this.limits.push([namespace, maxConcurrentBuilds]);
+  }
 
   async start(req: StartBuildRequest): Promise<void> {
     this.starts.push(req);
@@ -35,6 +40,7 @@ export class FakeBuildStarter implements BuildStarter {
     this.starts = [];
     this.cancels = [];
     this.cancelReasons = [];
+    this.limits = [];
     this.startError = null;
     this.cancelError = null;
   }
