@@ -24,6 +24,10 @@ export interface SchedulingDeps {
   capacity?: number;
   /** The scheduler's task queue (the control worker's). */
   taskQueue?: string;
+  /** The scheduler's workflow id: one per deployment (default `kiln-build-scheduler`). */
+  schedulerWorkflowId?: string;
+  /** How often the scheduler checks its holders while builds wait (default 60 s). */
+  holderCheckMs?: number;
 }
 
 /** What the build workflow needs to know once it asked: null when the build already ended. */
@@ -31,11 +35,14 @@ export interface SlotTicket {
   namespace: string;
   /** The namespace's maxTimeoutMinutes now: a rule written before a lower limit is capped to it. */
   maxTimeoutMinutes: number;
+  /** Whom to tell when the slot is free again. */
+  schedulerWorkflowId: string;
 }
 
 export function createSchedulingActivities(deps: SchedulingDeps) {
   const { db, client } = deps;
   const defaults = deps.quotaDefaults ?? DEFAULT_NAMESPACE_QUOTAS;
+  const schedulerWorkflowId = deps.schedulerWorkflowId ?? BUILD_SCHEDULER_WORKFLOW_ID;
   return {
     /** Asks the scheduler for a slot for this build; the answer comes as a signal to the build. */
     async requestBuildSlot(input: { buildId: string; workflowId: string }): Promise<SlotTicket | null> {
@@ -58,13 +65,13 @@ export function createSchedulingActivities(deps: SchedulingDeps) {
         requestedAt: requestedAt.getTime(),
       };
       await client.workflow.signalWithStart(BUILD_SCHEDULER_WORKFLOW_TYPE, {
-        workflowId: BUILD_SCHEDULER_WORKFLOW_ID,
+        workflowId: schedulerWorkflowId,
         taskQueue: deps.taskQueue ?? CONTROL_TASK_QUEUE,
-        args: [{}],
+        args: [deps.holderCheckMs ? { holderCheckMs: deps.holderCheckMs } : {}],
         signal: REQUEST_BUILD_SLOT_SIGNAL,
         signalArgs: [request],
       });
-      return { namespace: ns.name, maxTimeoutMinutes: quotas.maxTimeoutMinutes };
+      return { namespace: ns.name, maxTimeoutMinutes: quotas.maxTimeoutMinutes, schedulerWorkflowId };
     },
 
     /** The build waits: say so in its log, with its place. */

@@ -18,7 +18,7 @@ import type { BuildActivities } from '../activities/build';
 import type { ControlActivities } from '../activities/control';
 import type { SchedulingActivities, SlotTicket } from '../activities/scheduling';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
-import { BUILD_SCHEDULER_WORKFLOW_ID, buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
+import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
 import { buildSlotGrantedSignal, buildSlotQueuedSignal, releaseBuildSlotSignal } from './build-scheduler';
 import {
   type CancelReason,
@@ -95,10 +95,16 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   // First a build slot: the namespace's concurrency limit and the deployment's capacity, handed
   // out fairly by the scheduler workflow. Until then the build stays `queued`.
   let ticket: SlotTicket | null;
+  // Set as soon as the request went out, so a cancel while waiting withdraws it.
+  let requestedFrom: string | null = null;
   try {
-    ticket = await waiting.run(() => acquireBuildSlot(buildId));
+    ticket = await waiting.run(() =>
+      acquireBuildSlot(buildId, (schedulerWorkflowId) => {
+        requestedFrom = schedulerWorkflowId;
+      }),
+    );
   } catch (err) {
-    await releaseBuildSlot();
+    await releaseBuildSlot(requestedFrom);
     const outcome = describeFailure(err, false, cancelReason);
     await recordFailure(buildId, outcome);
     if (outcome.status === 'canceled' && !cancelReason) throw err;
@@ -109,12 +115,12 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     return await runWithSlot(buildId, ticket, work, () => cancelReason);
   } finally {
     // However the build ends (success, failure, cancel, time limit), its slot goes to the next.
-    await releaseBuildSlot();
+    await releaseBuildSlot(ticket.schedulerWorkflowId);
   }
 }
 
 /** Asks for a slot and waits for it; notes the wait (and the position) in the build's log. */
-async function acquireBuildSlot(buildId: string): Promise<SlotTicket | null> {
+async function acquireBuildSlot(buildId: string, requested: (schedulerWorkflowId: string) => void): Promise<SlotTicket | null> {
   let granted = false;
   let queued: { namespace: string; position: number } | null = null;
   setHandler(buildSlotGrantedSignal, () => {
@@ -125,16 +131,18 @@ async function acquireBuildSlot(buildId: string): Promise<SlotTicket | null> {
   });
   const ticket = await scheduling.requestBuildSlot({ buildId, workflowId: workflowInfo().workflowId });
   if (!ticket) return null;
+  requested(ticket.schedulerWorkflowId);
   await condition(() => granted || queued !== null);
   if (!granted && queued) await scheduling.recordSlotWait({ buildId, ...(queued as { namespace: string; position: number }) });
   await condition(() => granted);
   return ticket;
 }
 
-async function releaseBuildSlot(): Promise<void> {
+async function releaseBuildSlot(schedulerWorkflowId: string | null): Promise<void> {
+  if (!schedulerWorkflowId) return; // never asked
   await CancellationScope.nonCancellable(async () => {
     try {
-      await getExternalWorkflowHandle(BUILD_SCHEDULER_WORKFLOW_ID).signal(releaseBuildSlotSignal, { workflowId: workflowInfo().workflowId });
+      await getExternalWorkflowHandle(schedulerWorkflowId).signal(releaseBuildSlotSignal, { workflowId: workflowInfo().workflowId });
     } catch {
       // No scheduler (it never started, so nothing is held); its holder check covers the rest.
     }

@@ -60,6 +60,7 @@ describe('POST /builds — happy path', () => {
       tags: ['v1', 'latest'],
       pushedTags: [],
       logIncomplete: false,
+      queuePosition: null, // it has not asked the scheduler for a slot yet
       workflowId,
       temporalUiUrl: `http://temporal-ui.test:8233/namespaces/default/workflows/${workflowId}`,
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
