@@ -127,6 +127,11 @@ describe('BuildSchedulerWorkflow', () => {
       }),
     ];
     const running = workers.map((w) => w.run());
+    /** Lets a build's platform activity finish (once it runs). */
+    const done = async (name: string) => {
+      await until(`${name}'s build activity runs`, () => finish.has(name));
+      finish.get(name)!();
+    };
     try {
       const submit = async (namespace: string, name: string) => {
         namespaceOf.set(name, namespace);
@@ -160,7 +165,7 @@ describe('BuildSchedulerWorkflow', () => {
       expect(failed).toContainEqual({ buildId: 'a4', status: 'canceled' });
 
       // The first slot that frees goes to b, though a3 asked earlier.
-      finish.get('a1')!();
+      await done('a1');
       await a1.result();
       await until('a third build starts', () => started.length === 3);
       expect(started[2]).toBe('b1');
@@ -170,15 +175,15 @@ describe('BuildSchedulerWorkflow', () => {
       await until('a3 starts', () => started.length === 4);
       expect(started[3]).toBe('a3');
 
-      finish.get('b1')!();
-      finish.get('a3')!();
+      await done('b1');
+      await done('a3');
       await Promise.all([b1.result(), a3.result()]);
       expect(started).not.toContain('a4');
       expect(maxActive).toBeLessThanOrEqual(2);
       // The scheduler holds nothing now: a new build starts at once.
       const a5 = await submit('a', 'a5');
       await until('a5 starts', () => started.includes('a5'));
-      finish.get('a5')!();
+      await done('a5');
       await a5.result();
     } finally {
       for (const w of workers) w.shutdown();
