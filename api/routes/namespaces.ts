@@ -86,7 +86,7 @@ const revokeToken = createRoute({
   tags: ['namespaces'],
   summary: 'Revoke a namespace API token (admin only)',
   request: { params: TokenParams.extend({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }) }) },
-  responses: { 204: { description: 'Revoked' }, ...pickErrors(401, 403, 404) },
+  responses: { 204: { description: 'Revoked' }, ...pickErrors(400, 401, 403, 404) },
 });
 
 export function namespaceRoutes({ db, config, builds }: AppDeps) {
