@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseNetworkAllow } from './infra/build-network';
 import { GIT_HOST_PROVIDERS, type GitHostProvider } from './domain/git-hosts';
+import { DEFAULT_BUILD_CAPACITY, DEFAULT_NAMESPACE_QUOTAS, DEFAULT_SUBMISSION_RATE, TIMEOUT_MINUTES_CEILING } from './domain/quotas';
 
 export { PLATFORMS, type Platform } from './domain/platforms';
 
@@ -123,6 +124,16 @@ export const envSchema = z.object({
   KILN_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   KILN_METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_METRICS_TOKEN must be at least 16 characters').optional()),
   KILN_SKIP_TOOL_SETUP: bool.default(false),
+  /** Per-namespace quotas where an admin set none (PATCH /namespaces/{name}); domain/quotas.ts. */
+  KILN_NAMESPACE_MAX_CONCURRENT_BUILDS: z.coerce.number().int().min(1).max(1000).default(DEFAULT_NAMESPACE_QUOTAS.maxConcurrentBuilds),
+  KILN_NAMESPACE_MAX_TIMEOUT_MINUTES: z.coerce.number().int().min(1).max(TIMEOUT_MINUTES_CEILING).default(DEFAULT_NAMESPACE_QUOTAS.maxTimeoutMinutes),
+  KILN_NAMESPACE_MAX_REPOSITORIES: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_NAMESPACE_QUOTAS.maxRepositories),
+  KILN_NAMESPACE_MAX_RULES: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_NAMESPACE_QUOTAS.maxRules),
+  /** Builds running at once per build pool, all namespaces together (what the pool's build workers run at once). */
+  KILN_MAX_CONCURRENT_BUILDS: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_BUILD_CAPACITY),
+  /** Build submissions per namespace: a token bucket refilled at this rate, holding this many; more get 429. */
+  KILN_SUBMISSIONS_PER_MINUTE: z.coerce.number().positive().default(DEFAULT_SUBMISSION_RATE.perMinute),
+  KILN_SUBMISSION_BURST: z.coerce.number().int().min(1).default(DEFAULT_SUBMISSION_RATE.burst),
 });
 
 export type Env = z.infer<typeof envSchema>;

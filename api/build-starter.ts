@@ -1,5 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { BUILD_EXECUTION_GRACE_MINUTES, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
+import { BUILD_SCHEDULER_WORKFLOW_ID, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger, SET_NAMESPACE_LIMIT_SIGNAL } from '../domain/temporal';
 import type { CancelReason, Trigger } from '../domain/builds';
 // The API is the workflow's client: it starts the workflow by its function and signals it by its
 // signal definition, so the name, the arguments and the signal's payload are type-checked. It never
@@ -23,6 +23,8 @@ export interface BuildStarter {
    * reason (e.g. superseded by a newer push) the workflow records that reason as the outcome.
    */
   cancel(workflowId: string, reason?: CancelReason): Promise<void>;
+  /** Tells the build scheduler a namespace's new maxConcurrentBuilds, so waiting builds see it at once. */
+  setNamespaceLimit?(namespace: string, maxConcurrentBuilds: number): Promise<void>;
 }
 
 export class BuildNotRunningError extends Error {
@@ -32,8 +34,6 @@ export class BuildNotRunningError extends Error {
   }
 }
 
-/** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
-const EXECUTION_GRACE_MINUTES = BUILD_EXECUTION_GRACE_MINUTES;
 
 export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
   const taskQueue = opts.taskQueue ?? CONTROL_TASK_QUEUE;
@@ -45,7 +45,8 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
           workflowId: req.workflowId,
           // Only the id: the workflow reads everything else, secrets included, from the database.
           args: [{ buildId: req.buildId }],
-          workflowExecutionTimeout: (req.timeoutMinutes + EXECUTION_GRACE_MINUTES) * 60_000,
+          // No execution timeout: a build may wait for a slot (queued) as long as it takes. The
+          // workflow enforces timeoutMinutes itself from the moment it has a slot.
           // A build id runs at most once, so a retried start never re-runs a finished build.
           workflowIdReusePolicy: 'REJECT_DUPLICATE',
           // Served by a control worker in this process when there is one; harmless otherwise.
@@ -69,6 +70,14 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
       } catch (err) {
         if (err instanceof WorkflowNotFoundError) throw new BuildNotRunningError(workflowId);
         throw err;
+      }
+    },
+    async setNamespaceLimit(namespace, maxConcurrentBuilds) {
+      try {
+        await client.workflow.getHandle(BUILD_SCHEDULER_WORKFLOW_ID).signal(SET_NAMESPACE_LIMIT_SIGNAL, { namespace, maxConcurrentBuilds });
+      } catch (err) {
+        // No scheduler yet: no build has asked for a slot, and the next one brings the new limit.
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
       }
     },
   };

@@ -16,6 +16,7 @@ import { requireNamespace, type AppEnv } from './auth';
 import { ApiError } from './errors';
 import { NamespaceName, RepositoryName } from './schemas';
 import { startBuildOrFail } from './start-build';
+import { assertRepositoryQuota, assertTimeoutWithinQuota, submissionLimiter } from './submission-limits';
 
 export interface InlineBuildSpec {
   namespace: string;
@@ -55,6 +56,8 @@ export interface BuildAcceptedBody {
 
 export function inlineBuilds(deps: AppDeps) {
   const { db } = deps;
+  const limiter = submissionLimiter(deps);
+  const quotaDefaults = deps.config.quotaDefaults;
 
   /** Starts the workflow; a build the engine cannot take is marked failed and answered with 503. */
   async function startOrFail(build: Build, repository: string): Promise<void> {
@@ -105,6 +108,8 @@ export function inlineBuilds(deps: AppDeps) {
       const existing = await findBuildByClientToken(db, namespace, spec.clientToken);
       if (existing) return replay(existing, spec.requestHash, path);
     }
+    // A retry of an accepted request (above) is free; a new submission spends a token.
+    limiter.take(namespace);
 
     const id = randomUUID();
     const outcome = await db.transaction(async (tx) => {
@@ -113,6 +118,7 @@ export function inlineBuilds(deps: AppDeps) {
         if (!NamespaceName.safeParse(namespace).success) throw new ApiError('not_found', `Namespace "${namespace}" does not exist`);
         ns = await ensureNamespace(tx, namespace);
       }
+      assertTimeoutWithinQuota(ns, spec.timeoutMinutes, quotaDefaults);
       let repo = await getRepositoryByPath(tx, namespace, name);
       if (!repo) {
         if (!RepositoryName.safeParse(name).success) throw new ApiError('not_found', `Repository ${path} does not exist and cannot be created`);
@@ -122,6 +128,7 @@ export function inlineBuilds(deps: AppDeps) {
             `Repository ${path} does not exist and namespace "${namespace}" does not create repositories on demand`,
           );
         }
+        await assertRepositoryQuota(tx, ns, quotaDefaults);
         // Race-safe: a concurrent creator wins and both see the same row.
         await tx
           .insert(repositories)

@@ -6,6 +6,7 @@ import { PLATFORMS } from '../domain/platforms';
 import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories, webhookDeliveries } from '../db/schema';
 import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
 import { PUSH_RESULT_CODES } from '../domain/push';
+import { TIMEOUT_MINUTES_CEILING } from '../domain/quotas';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
 /** The provenance field's documentation, shared by rules, builds and the PAI API. */
@@ -114,20 +115,48 @@ export const NamespaceCreate = createInsertSchema(namespaces, { name: NamespaceN
 export const BUILD_POOL_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const BuildPool = z.string().regex(BUILD_POOL_RE, 'a pool name is lowercase letters, digits and "-", at most 63 characters');
 
-export const NamespaceUpdate = createUpdateSchema(namespaces, { buildPool: BuildPool.nullable() })
+/** Upper bounds of the admin-set quotas (a day for timeouts, as for a build's own timeoutMinutes). */
+export const QUOTA_LIMITS = { maxConcurrentBuilds: 1000, maxTimeoutMinutes: TIMEOUT_MINUTES_CEILING, maxRepositories: 1_000_000, maxRules: 1_000_000 } as const;
+
+const quotaField = (min: number, max: number, what: string) =>
+  z.number().int().min(min).max(max).nullable().optional().openapi({ description: `${what}; null: the deployment's default` });
+
+export const NamespaceUpdate = createUpdateSchema(namespaces, {
+  buildPool: BuildPool.nullable().optional(),
+  maxConcurrentBuilds: quotaField(1, QUOTA_LIMITS.maxConcurrentBuilds, 'Builds of this namespace running at once; more wait as `queued`'),
+  maxTimeoutMinutes: quotaField(1, QUOTA_LIMITS.maxTimeoutMinutes, 'Largest timeoutMinutes a build or rule of this namespace may ask for (more is a 422)'),
+  maxRepositories: quotaField(0, QUOTA_LIMITS.maxRepositories, 'Repositories this namespace may hold (one more is a 422)'),
+  maxRules: quotaField(0, QUOTA_LIMITS.maxRules, 'Build rules over all its repositories (one more is a 422)'),
+})
   .pick({
     defaultVisibility: true,
     defaultImmutableTags: true,
     defaultAcceleratedImages: true,
     autoCreateRepository: true,
     buildPool: true,
+    maxConcurrentBuilds: true,
+    maxTimeoutMinutes: true,
+    maxRepositories: true,
+    maxRules: true,
   })
   .strict()
   .openapi('NamespaceUpdate', {
-    description: '`buildPool`: builds of this namespace run only on workers started with KILN_BUILD_POOL=<pool>; null: the shared pool',
+    description:
+      '`buildPool`: builds of this namespace run only on workers started with KILN_BUILD_POOL=<pool>; null: the shared pool. ' +
+      'The quotas (`max*`) take effect at once; null resets one to the deployment default (KILN_NAMESPACE_MAX_*). ' +
+      'Lowering a count below what the namespace holds removes nothing; it only refuses more.',
   });
 
-export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() }).openapi('Namespace');
+const quotaView = (what: string) => z.number().int().openapi({ description: `${what} (its own value or the deployment's default)` });
+
+export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() })
+  .extend({
+    maxConcurrentBuilds: quotaView('Builds running at once; more wait as `queued`'),
+    maxTimeoutMinutes: quotaView('Largest timeoutMinutes of a build or rule'),
+    maxRepositories: quotaView('Repositories the namespace may hold'),
+    maxRules: quotaView('Build rules over all its repositories'),
+  })
+  .openapi('Namespace');
 
 // ---- namespace API tokens ----------------------------------------------------------------------
 
@@ -393,7 +422,13 @@ export const BuildSubmit = createInsertSchema(builds, {
     .regex(CLIENT_TOKEN_RE, '1–64 characters of A-Z a-z 0-9 . _ -')
     .optional()
     .openapi({ description: 'Idempotency key: the same token and body return the same build' }),
-  timeoutMinutes: z.number().int().min(1).max(1440).default(60),
+  timeoutMinutes: z
+    .number()
+    .int()
+    .min(1)
+    .max(TIMEOUT_MINUTES_CEILING)
+    .default(60)
+    .openapi({ description: "Minutes the build may run once it has a slot; above the namespace's maxTimeoutMinutes is a 422 naming the limit" }),
 })
   .pick({
     dockerfile: true,
@@ -490,6 +525,10 @@ export const BuildView = z
       .optional(),
     logIncomplete: z.boolean().openapi({
       description: 'Some log output could not be stored; a line starting `==> log incomplete` in the log says what',
+    }),
+    queuePosition: z.number().int().min(1).nullable().openapi({
+      description:
+        "While the build waits for a slot (status `queued`, over its namespace's maxConcurrentBuilds or the deployment's capacity): its place among its namespace's waiting builds, 1 = next; else null",
     }),
     workflowId: z.string(),
     temporalUiUrl: z.string().nullable(),

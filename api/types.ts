@@ -5,8 +5,10 @@ import type { RegistryClient } from '../activities/registry';
 import type { Db } from '../db/client';
 import type { BuildLogSignals } from '../db/log-signals';
 import type { Logger } from '../observability/log';
+import type { NamespaceQuotas } from '../domain/quotas';
 import type { BuildStarter } from './build-starter';
 import type { PushStarter } from './push-starter';
+import type { SubmissionLimiter, SubmissionRate } from './submission-limits';
 
 /**
  * Who is calling. Only the admin token exists today; a namespace-scoped token resolves to the
@@ -52,6 +54,10 @@ export interface AppConfig {
   logFollowers?: { perBuild: number; perToken: number };
   /** KILN_METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
   metricsToken?: string;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces that have none of their own (domain/quotas.ts defaults). */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_SUBMISSIONS_PER_MINUTE / KILN_SUBMISSION_BURST per namespace (api/submission-limits.ts defaults). */
+  submissionRate?: SubmissionRate;
 }
 
 export interface AppDeps {
@@ -70,6 +76,8 @@ export interface AppDeps {
   authenticate?: Authenticate;
   /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
   registryTokenSigner?: RegistryTokenSigner;
+  /** Made by createApp from config.submissionRate unless given (one per app: buckets live in memory). */
+  submissionLimiter?: SubmissionLimiter;
   /** Where the API logs (a child with each request's id); defaults to the process's root logger. */
   logger?: Logger;
 }

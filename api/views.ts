@@ -1,3 +1,4 @@
+import { effectiveQuotas, type NamespaceQuotas } from '../domain/quotas';
 import { isBuildErrorCode } from '../domain/errors';
 import type { BuildWithDetails } from '../db/queries/builds';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
@@ -6,8 +7,8 @@ import type { BuildStepViewBody, BuildViewBody, SourceProvider } from './schemas
 
 const isoOrNull = (d: Date | null) => (d ? d.toISOString() : null);
 
-export function namespaceView(n: Namespace) {
-  return { ...n, createdAt: n.createdAt.toISOString() };
+export function namespaceView(n: Namespace, defaults?: NamespaceQuotas) {
+  return { ...n, ...effectiveQuotas(n, defaults), createdAt: n.createdAt.toISOString() };
 }
 
 /** Providers that can call us back; a plain git URL has no webhook. */
@@ -78,7 +79,7 @@ export function stepView(s: BuildStep): BuildStepViewBody {
   };
 }
 
-export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBody {
+export function buildView(b: BuildWithDetails, link: TemporalLink, queuePosition: number | null = null): BuildViewBody {
   return {
     id: b.id,
     status: b.status,
@@ -116,6 +117,7 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
       ? { error: { code: isBuildErrorCode(b.errorCode) ? b.errorCode : ('unknown' as const), message: b.errorMessage ?? '' } }
       : {}),
     logIncomplete: b.logIncomplete,
+    queuePosition,
     workflowId: b.workflowId,
     temporalUiUrl: temporalWorkflowUrl(link, b.workflowId),
     createdAt: b.createdAt.toISOString(),

@@ -1,7 +1,7 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
 // Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
-// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,pushes,reads,logs,lazy,upload) picks rows.
+// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,pushes,reads,logs,lazy,upload,fairness) picks rows.
 // KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts the ports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
@@ -28,9 +28,10 @@ import { benchLazyPull } from './lazy';
 import { benchUpload, UPLOAD_MIB } from './upload';
 import { benchChatty, benchFollow, benchLogDownload, CHATTY_LINES } from './logs';
 import { ms, printTable, ratio } from './stats';
+import { benchFairness, FLOOD, SLEEP_SECONDS } from './fairness';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'pushes', 'reads', 'logs', 'lazy', 'upload'];
+const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'pushes', 'reads', 'logs', 'lazy', 'upload', 'fairness'];
 const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
 // KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts them, for two benches on one machine.
@@ -402,6 +403,29 @@ async function main() {
       } finally {
         await apiProc.stop();
       }
+      await kiln.close();
+      kiln = undefined;
+    }
+    // ---------------------------------------------------------------- fair slots (issue #10 a)
+    if (ONLY.has('fairness')) {
+      // The whole deployment runs 4 builds at once, and namespace A may use all 4: A's flood holds
+      // every slot when B asks. No submission limit here (21 builds a run).
+      kiln = await startKiln({
+        ...kilnOptions(stack.buildkit, 'kiln-fair', ['api', 'control', 'build-linux-amd64']),
+        buildCapacity: 4,
+        quotaDefaults: { maxConcurrentBuilds: 4, maxTimeoutMinutes: 1440, maxRepositories: 1000, maxRules: 1000 },
+        submissionRate: { perMinute: 100_000, burst: 100_000 },
+      });
+      log('a. fairness');
+      const f = await benchFairness({ stack, kiln, token, runs: RUNS });
+      rows.push({
+        '#': '10a',
+        scenario: `Fairness: namespace A submits ${FLOOD} builds (\`RUN sleep ${SLEEP_SECONDS}\`, no cache; 4 slots in the deployment, A may hold all 4), then B submits 1: B's wait from submit to start vs one of A's builds (start to finish)`,
+        Kiln: `B waited ${ms(f.wait)}`,
+        'side by side (same run)': `one build ${ms(f.duration)}`,
+        ratio: `${f.ratio.toFixed(2)}×`,
+        target: '≤ 1.0×',
+      });
       await kiln.close();
       kiln = undefined;
     }

@@ -163,7 +163,10 @@ function BuildStatusBlock({ b, csrf }: { b: BuildBody; csrf: string }) {
       </div>
       <dl class="facts">
         <dt>Status</dt>
-        <dd><Status status={b.status} /> {b.phase && !done ? <span>phase <strong>{b.phase}</strong></span> : null}</dd>
+        <dd>
+          <Status status={b.status} /> {b.phase && !done ? <span>phase <strong>{b.phase}</strong></span> : null}
+          {b.queuePosition ? <span>waiting for a build slot: position <strong>{b.queuePosition}</strong> in its namespace</span> : null}
+        </dd>
         <dt>Repository</dt>
         <dd>{b.repository}</dd>
         <dt>Trigger</dt>

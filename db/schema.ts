@@ -38,6 +38,11 @@ export const namespaces = pgTable('namespaces', {
   autoCreateRepository: boolean('auto_create_repository').notNull().default(true),
   /** Dedicated build pool (admin-set): its builds run only on workers with KILN_BUILD_POOL=<pool>. */
   buildPool: text('build_pool'),
+  /** Quotas (admin-set); null: the deployment's default (domain/quotas.ts, KILN_NAMESPACE_MAX_*). */
+  maxConcurrentBuilds: integer('max_concurrent_builds'),
+  maxTimeoutMinutes: integer('max_timeout_minutes'),
+  maxRepositories: integer('max_repositories'),
+  maxRules: integer('max_rules'),
   createdAt: createdAt(),
 });
 
@@ -159,6 +164,8 @@ export const builds = pgTable(
     requestHash: text('request_hash'),
     workflowId: text('workflow_id').notNull(),
     createdAt: createdAt(),
+    /** When the build asked the scheduler for a slot: its place among its namespace's waiting builds. */
+    slotRequestedAt: ts('slot_requested_at'),
     startedAt: ts('started_at'),
     finishedAt: ts('finished_at'),
   },

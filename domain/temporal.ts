@@ -39,3 +39,17 @@ export function searchAttributeFlags(): string[] {
   const cliType: Record<string, string> = { [SearchAttributeType.KEYWORD]: 'Keyword' };
   return KILN_SEARCH_ATTRIBUTES.map((a) => `${a.name}=${cliType[a.type]}`);
 }
+
+/** The one scheduler of build slots per deployment (workflows/build-scheduler.ts); fixed id. */
+export const BUILD_SCHEDULER_WORKFLOW_ID = 'kiln-build-scheduler';
+export const BUILD_SCHEDULER_WORKFLOW_TYPE = 'BuildSchedulerWorkflow';
+/** Build → scheduler: a slot, please (SlotRequest; signal-with-start). */
+export const REQUEST_BUILD_SLOT_SIGNAL = 'requestBuildSlot';
+/** Build → scheduler: done with the slot, or no longer waiting for one ({workflowId}). */
+export const RELEASE_BUILD_SLOT_SIGNAL = 'releaseBuildSlot';
+/** API → scheduler: a namespace's new maxConcurrentBuilds ({namespace, maxConcurrentBuilds}). */
+export const SET_NAMESPACE_LIMIT_SIGNAL = 'setNamespaceLimit';
+/** Scheduler → build: the slot is yours. */
+export const BUILD_SLOT_GRANTED_SIGNAL = 'buildSlotGranted';
+/** Scheduler → build: you wait, at this position in your namespace ({position}). */
+export const BUILD_SLOT_QUEUED_SIGNAL = 'buildSlotQueued';

@@ -9,6 +9,8 @@ import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry
 import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { createTemporalPushStarter } from '../api/push-starter';
+import type { SubmissionRate } from '../api/submission-limits';
+import type { NamespaceQuotas } from '../domain/quotas';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -64,6 +66,12 @@ export interface KilnOptions {
   readiness?: Record<string, () => Promise<void>>;
   /** Reuse an open database (tests share one across instances). */
   db?: DbHandle;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces without their own. */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool. */
+  buildCapacity?: number;
+  /** KILN_SUBMISSIONS_PER_MINUTE, KILN_SUBMISSION_BURST. */
+  submissionRate?: SubmissionRate;
 }
 
 const DEFAULT_MAX_CONTEXT_BYTES = 512 * 1024 * 1024;
@@ -114,6 +122,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     buildPool: opts.buildPool,
     maxLogBytes: opts.maxLogBytes,
     buildConcurrency: opts.buildConcurrency,
+    quotaDefaults: opts.quotaDefaults,
+    buildCapacity: opts.buildCapacity,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
@@ -132,6 +142,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         publicUrl,
         ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
+        ...(opts.quotaDefaults ? { quotaDefaults: opts.quotaDefaults } : {}),
+        ...(opts.submissionRate ? { submissionRate: opts.submissionRate } : {}),
       },
       builds: createTemporalBuildStarter(client),
       pushes: createTemporalPushStarter(client),

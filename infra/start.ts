@@ -105,6 +105,14 @@ const kiln = await startKiln({
   metricsPort: env.KILN_METRICS_PORT,
   logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },
   components: env.KILN_COMPONENTS,
+  quotaDefaults: {
+    maxConcurrentBuilds: env.KILN_NAMESPACE_MAX_CONCURRENT_BUILDS,
+    maxTimeoutMinutes: env.KILN_NAMESPACE_MAX_TIMEOUT_MINUTES,
+    maxRepositories: env.KILN_NAMESPACE_MAX_REPOSITORIES,
+    maxRules: env.KILN_NAMESPACE_MAX_RULES,
+  },
+  buildCapacity: env.KILN_MAX_CONCURRENT_BUILDS,
+  submissionRate: { perMinute: env.KILN_SUBMISSIONS_PER_MINUTE, burst: env.KILN_SUBMISSION_BURST },
   readiness: runsBuilds
     ? Object.fromEntries(
         Object.entries(stack.buildkit).map(([platform, addr]) => [

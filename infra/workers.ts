@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Client } from '@temporalio/client';
 import {
   DefaultLogger,
   NativeConnection,
@@ -17,6 +18,7 @@ import { createCommitStatusActivities } from '../activities/commit-status';
 import type { GitHostProvider } from '../domain/git-hosts';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
+import { createSchedulingActivities } from '../activities/scheduling';
 import type { RegistryClient } from '../activities/registry';
 import { createPushActivities } from '../activities/push';
 import { createSourceAccess } from '../activities/source';
@@ -26,6 +28,7 @@ import { PLATFORMS, platformSlug, type Platform } from '../domain/platforms';
 import { rootLogger } from '../observability/log';
 import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../domain/temporal';
 import { claimWorkRoot } from './work-dirs';
+import type { NamespaceQuotas } from '../domain/quotas';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const WORKFLOWS_PATH = createRequire(import.meta.url).resolve(path.join(here, '../workflows/index.ts'));
@@ -77,6 +80,10 @@ export interface WorkerOptions {
   publicUrl?: () => string;
   /** KILN_GIT_API_URLS: a git host API base per provider instead of the one derived from the clone URL. */
   gitApiUrls?: Partial<Record<GitHostProvider, string>>;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces that have none of their own. */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool, all namespaces together. */
+  buildCapacity?: number;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
   buildActivities?: Partial<Parameters<typeof createBuildActivities>[0]>;
 }
@@ -161,6 +168,12 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
             secretKey: opts.secretKey,
             publicUrl: opts.publicUrl ?? (() => 'http://127.0.0.1:3000'),
             apiUrls: opts.gitApiUrls,
+          }),
+          ...createSchedulingActivities({
+            db: opts.db,
+            client: new Client({ connection, namespace: opts.namespace }),
+            quotaDefaults: opts.quotaDefaults,
+            capacity: opts.buildCapacity,
           }),
         },
       }),

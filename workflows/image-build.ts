@@ -2,7 +2,9 @@ import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  condition,
   defineSignal,
+  getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
   patched,
@@ -13,6 +15,7 @@ import {
   startChild,
   upsertSearchAttributes,
   type ChildWorkflowHandle,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { CommitStatusActivities } from '../activities/commit-status';
 import type { AccelerateActivities } from '../activities/accelerate';
@@ -25,6 +28,8 @@ import type { BuildPlan } from '../activities/build-plan';
 import type { CancelReason } from '../domain/builds';
 import type { ImageBuildInput, ImageBuildResult, PlatformImage } from '../domain/images';
 import type { Platform } from '../domain/platforms';
+import type { SchedulingActivities, SlotTicket } from '../activities/scheduling';
+import { buildSlotGrantedSignal, buildSlotQueuedSignal, releaseBuildSlotSignal } from './build-scheduler';
 
 export const cancelBuildSignal = defineSignal<[CancelReason]>(CANCEL_BUILD_SIGNAL);
 
@@ -35,6 +40,13 @@ export const USER_FAULT_TYPES = USER_FAULT_CODES;
 // without a task-queue round trip each.
 const control = proxyLocalActivities<DatabaseControlActivities>({
   startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_FAULT_TYPES] },
+});
+
+// Asking the scheduler for a build slot signals another workflow (Temporal I/O): a normal
+// activity on the control queue, like every control step that leaves the database.
+const scheduling = proxyActivities<SchedulingActivities>({
+  startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_FAULT_TYPES] },
 });
 
@@ -116,6 +128,78 @@ function buildActivitiesFor(platform: Platform, plan: BuildPlan) {
  * Workflow id `build-<buildId>`.
  */
 export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<ImageBuildResult | null> {
+  const work = new CancellationScope();
+  const waiting = new CancellationScope();
+  let cancelReason: CancelReason | null = null;
+  setHandler(cancelBuildSignal, (reason) => {
+    cancelReason ??= reason;
+    waiting.cancel();
+    work.cancel();
+  });
+
+  // First a build slot: the namespace's concurrency limit and the deployment's capacity, handed
+  // out fairly by the scheduler workflow. Until then the build stays `queued`.
+  let ticket: SlotTicket | null;
+  // Set as soon as the request went out, so a cancel while waiting withdraws it.
+  let requestedFrom: string | null = null;
+  try {
+    ticket = await waiting.run(() =>
+      acquireBuildSlot(buildId, (schedulerWorkflowId) => {
+        requestedFrom = schedulerWorkflowId;
+      }),
+    );
+  } catch (err) {
+    await releaseBuildSlot(requestedFrom);
+    const outcome = describeFailure(err, false, cancelReason);
+    await recordFailure(buildId, outcome);
+    if (outcome.status === 'canceled' && !cancelReason) throw err;
+    throw ApplicationFailure.create({ type: outcome.code, message: outcome.message, nonRetryable: true });
+  }
+  if (!ticket) return null; // finished before it asked (e.g. canceled while queued)
+  try {
+    return await runWithSlot(buildId, ticket, work, () => cancelReason);
+  } finally {
+    // However the build ends (success, failure, cancel, time limit), its slot goes to the next.
+    await releaseBuildSlot(ticket.schedulerWorkflowId);
+  }
+}
+
+/** Asks for a slot and waits for it; notes the wait (and the position) in the build's log. */
+async function acquireBuildSlot(buildId: string, requested: (schedulerWorkflowId: string) => void): Promise<SlotTicket | null> {
+  let granted = false;
+  let queued: { namespace: string; position: number } | null = null;
+  setHandler(buildSlotGrantedSignal, () => {
+    granted = true;
+  });
+  setHandler(buildSlotQueuedSignal, (q) => {
+    queued ??= q;
+  });
+  const ticket = await scheduling.requestBuildSlot({ buildId, workflowId: workflowInfo().workflowId });
+  if (!ticket) return null;
+  requested(ticket.schedulerWorkflowId);
+  await condition(() => granted || queued !== null);
+  if (!granted && queued) await scheduling.recordSlotWait({ buildId, ...(queued as { namespace: string; position: number }) });
+  await condition(() => granted);
+  return ticket;
+}
+
+async function releaseBuildSlot(schedulerWorkflowId: string | null): Promise<void> {
+  if (!schedulerWorkflowId) return; // never asked
+  await CancellationScope.nonCancellable(async () => {
+    try {
+      await getExternalWorkflowHandle(schedulerWorkflowId).signal(releaseBuildSlotSignal, { workflowId: workflowInfo().workflowId });
+    } catch {
+      // No scheduler (it never started, so nothing is held); its holder check covers the rest.
+    }
+  });
+}
+
+async function runWithSlot(
+  buildId: string,
+  ticket: SlotTicket,
+  work: CancellationScope,
+  cancelReasonNow: () => CancelReason | null,
+): Promise<ImageBuildResult | null> {
   let plan: BuildPlan | null;
   try {
     plan = await control.startBuild(buildId);
@@ -127,6 +211,9 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     throw err;
   }
   if (!plan) return null; // finished before it started (e.g. canceled while queued)
+  // A rule written before the namespace's limit was lowered runs within the limit of today.
+  if (plan.timeoutMinutes > ticket.maxTimeoutMinutes) plan = { ...plan, timeoutMinutes: ticket.maxTimeoutMinutes };
+  const runPlan = plan;
   // After startBuild: the commit is pinned by now, also for rule builds that named only a ref.
   const commitStatus = await startCommitStatus(buildId);
   upsertSearchAttributes([
@@ -134,16 +221,10 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
   ]);
 
-  const work = new CancellationScope();
   let timedOut = false;
-  let cancelReason: CancelReason | null = null;
-  setHandler(cancelBuildSignal, (reason) => {
-    cancelReason ??= reason;
-    work.cancel();
-  });
   // The per-build time limit: when it fires, the build scope is cancelled like a user cancel.
   CancellationScope.cancellable(async () => {
-    await sleep(plan.timeoutMinutes * 60_000);
+    await sleep(runPlan.timeoutMinutes * 60_000);
     timedOut = true;
     work.cancel();
   }).catch(() => {
@@ -151,11 +232,12 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   });
 
   try {
-    const result = await work.run(() => runBuild(plan));
+    const result = await work.run(() => runBuild(runPlan));
     upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
     await finishCommitStatus(commitStatus);
     return result;
   } catch (err) {
+    const cancelReason = cancelReasonNow();
     const outcome = describeFailure(err, timedOut, cancelReason);
     await recordFailure(buildId, outcome);
     await finishCommitStatus(commitStatus);

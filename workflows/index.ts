@@ -2,3 +2,4 @@
 export { ImageBuildWorkflow } from './image-build';
 export { PushWorkflow } from './push';
 export { CommitStatusWorkflow } from './commit-status';
+export { BuildSchedulerWorkflow } from './build-scheduler';

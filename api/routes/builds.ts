@@ -9,12 +9,14 @@ import {
   getBuildStatus,
   listBuilds,
   type BuildWithDetails,
+  getQueuePosition,
 } from '../../db/queries/builds';
 import { isTerminal } from '../../domain/builds';
 import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { useBuildContext } from '../../db/queries/contexts';
 import { randomUUID } from 'node:crypto';
 import { startBuildOrFail } from '../start-build';
+import { submissionLimiter } from '../submission-limits';
 import { getLogStreamEnd } from '../../db/queries/logs';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
@@ -49,7 +51,7 @@ const submit = createRoute({
   request: { body: { required: true, content: jsonContent(BuildSubmit) } },
   responses: {
     202: { description: 'Accepted; the build runs asynchronously', content: jsonContent(BuildAccepted) },
-    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 503),
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
   },
 });
 
@@ -146,7 +148,7 @@ const rebuild = createRoute({
   request: { params: IdParams },
   responses: {
     202: { description: 'Accepted', content: jsonContent(BuildAccepted) },
-    ...pickErrors(401, 403, 404, 409, 503),
+    ...pickErrors(401, 403, 404, 409, 429, 503),
   },
 });
 
@@ -158,7 +160,7 @@ const KEEPALIVE_MS = 15_000;
 
 export function buildRoutes(deps: AppDeps) {
   const { db, config } = deps;
-  const view = (b: BuildWithDetails) => buildView(b, config);
+  const view = async (b: BuildWithDetails) => buildView(b, config, await getQueuePosition(db, b));
   const followers = new FollowerLimits(config.logFollowers ?? { perBuild: 100, perToken: 100 });
 
   async function loadBuild(c: Context<AppEnv>, id: string): Promise<BuildWithDetails> {
@@ -169,6 +171,7 @@ export function buildRoutes(deps: AppDeps) {
   }
 
   const inline = inlineBuilds(deps);
+  const limiter = submissionLimiter(deps);
 
   function submitBuild(c: Context<AppEnv>, body: BuildSubmitInput) {
     const { namespace, name } = splitRepositoryPath(body.repository);
@@ -225,9 +228,9 @@ export function buildRoutes(deps: AppDeps) {
       const repositoryId = await resolveListFilter(c, q);
       if (repositoryId === null) return c.json({ items: [], nextCursor: null }, 200);
       const pageOut = await listBuilds(db, { repositoryId, namespace: q.namespace, status: q.status, trigger: q.trigger, cursor, limit: q.limit });
-      return c.json({ items: pageOut.items.map(view), nextCursor: pageOut.nextCursor }, 200);
+      return c.json({ items: await Promise.all(pageOut.items.map(view)), nextCursor: pageOut.nextCursor }, 200);
     })
-    .openapi(get, async (c) => c.json(view(await loadBuild(c, c.req.valid('param').id)), 200))
+    .openapi(get, async (c) => c.json(await view(await loadBuild(c, c.req.valid('param').id)), 200))
     .openapi(logs, async (c) => {
       const build = await loadBuild(c, c.req.valid('param').id);
       const q = c.req.valid('query');
@@ -309,6 +312,7 @@ export function buildRoutes(deps: AppDeps) {
     })
     .openapi(rebuild, async (c) => {
       const old = await loadBuild(c, c.req.valid('param').id);
+      limiter.take(splitRepositoryPath(old.repository).namespace);
       const id = randomUUID();
       const context = old.contextDigest ? await useBuildContext(db, old.repository, old.contextDigest) : undefined;
       if (old.contextDigest && !context) {

@@ -43,7 +43,7 @@ const create = createRoute({
   request: { query: PaiCreateImageBuildQuery, body: { required: true, content: jsonContent(PaiCreateImageBuild) } },
   responses: {
     200: { description: 'Accepted; the build runs asynchronously', content: jsonContent(PaiImageBuildCreated) },
-    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422, 503),
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
   },
 });
 

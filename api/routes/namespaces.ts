@@ -8,6 +8,7 @@ import { ApiError, pickErrors } from '../errors';
 import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceUpdate, NamespaceView, TokenCreate, TokenCreated, TokenView } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { namespaceView } from '../views';
+import type { Namespace } from '../../db/schema';
 
 const create = createRoute({
   method: 'post',
@@ -38,7 +39,7 @@ const update = createRoute({
   method: 'patch',
   path: '/{name}',
   tags: ['namespaces'],
-  summary: "Change a namespace's defaults or bind it to a dedicated build pool (admin only)",
+  summary: "Change a namespace's defaults and quotas or bind it to a dedicated build pool (admin only)",
   request: { params: NameParams, body: { required: true, content: jsonContent(NamespaceUpdate) } },
   responses: {
     200: { description: 'Updated', content: jsonContent(NamespaceView) },
@@ -80,7 +81,8 @@ const revokeToken = createRoute({
   responses: { 204: { description: 'Revoked' }, ...pickErrors(400, 401, 403, 404) },
 });
 
-export function namespaceRoutes({ db }: AppDeps) {
+export function namespaceRoutes({ db, config, builds }: AppDeps) {
+  const view = (n: Namespace) => namespaceView(n, config.quotaDefaults);
   async function loadNamespace(name: string) {
     const ns = await getNamespaceByName(db, name);
     if (!ns) throw new ApiError('not_found', `Namespace "${name}" not found`);
@@ -93,7 +95,7 @@ export function namespaceRoutes({ db }: AppDeps) {
       const body = c.req.valid('json');
       try {
         const row = await insertNamespace(db, body);
-        return c.json(namespaceView(row), 201);
+        return c.json(view(row), 201);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ApiError('conflict', `Namespace "${body.name}" already exists`);
         throw err;
@@ -102,13 +104,21 @@ export function namespaceRoutes({ db }: AppDeps) {
     .openapi(list, async (c) => {
       const scope = namespaceScope(c);
       const rows = (await listNamespaces(db)).filter((n) => !scope || n.name === scope);
-      return c.json({ items: rows.map(namespaceView), nextCursor: null }, 200);
+      return c.json({ items: rows.map(view), nextCursor: null }, 200);
     })
     .openapi(update, async (c) => {
       requireAdmin(c);
       const ns = await loadNamespace(c.req.valid('param').name);
-      const row = await updateNamespace(db, ns.id, c.req.valid('json'));
-      return c.json(namespaceView(row), 200);
+      const body = c.req.valid('json');
+      const row = await updateNamespace(db, ns.id, body);
+      const limit = view(row).maxConcurrentBuilds;
+      // Builds waiting for a slot see a changed limit at once (a raised one starts them now).
+      if (body.maxConcurrentBuilds !== undefined && builds.setNamespaceLimit) {
+        await builds.setNamespaceLimit(row.name, limit).catch((err: unknown) => {
+          c.get('log').warn({ err }, 'the build scheduler did not get the new limit; the next build of the namespace brings it');
+        });
+      }
+      return c.json(view(row), 200);
     })
     .openapi(createToken, async (c) => {
       requireAdmin(c);

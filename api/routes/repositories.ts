@@ -17,6 +17,7 @@ import { listImageTags } from '../../db/queries/tags';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { ApiError, pickErrors } from '../errors';
+import { assertRepositoryQuota } from '../submission-limits';
 import {
   IdParams,
   ImageTagPage,
@@ -43,7 +44,7 @@ const create = createRoute({
   request: { body: { required: true, content: jsonContent(RepositoryCreate) } },
   responses: {
     201: { description: 'Created', content: jsonContent(RepositoryCreated) },
-    ...pickErrors(400, 401, 403, 409, 413, 415),
+    ...pickErrors(400, 401, 403, 409, 413, 415, 422),
   },
 });
 
@@ -137,6 +138,7 @@ export function repositoryRoutes({ db, config }: AppDeps) {
 
       const created = await db.transaction(async (tx) => {
         const ns = await ensureNamespace(tx, body.namespace);
+        await assertRepositoryQuota(tx, ns, config.quotaDefaults);
         try {
           const row = await insertRepository(tx, {
             namespaceId: ns.id,

@@ -32,6 +32,9 @@ import { BuildAccepted, IdParams } from '../schemas';
 import { createRouter, isUuid, jsonContent } from '../util';
 import { z } from '@hono/zod-openapi';
 import { loadRepository } from './repositories';
+import { getNamespaceByName } from '../../db/queries/namespaces';
+import type { Db } from '../../db/client';
+import { assertRuleQuota, assertTimeoutWithinQuota, submissionLimiter } from '../submission-limits';
 
 const RulePage = z.object({ items: z.array(RuleView), nextCursor: z.null() }).openapi('RulePage');
 
@@ -89,7 +92,7 @@ const trigger = createRoute({
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
   request: { params: IdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
-  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 503) },
+  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 429, 503) },
 });
 
 const preview = createRoute({
@@ -125,6 +128,15 @@ async function loadRule(c: Context<AppEnv>, db: AppDeps['db'], id: string): Prom
   return { rule, repo };
 }
 
+/** A rule's timeoutMinutes when it gives none (the column's default). */
+const RULE_DEFAULT_TIMEOUT_MINUTES = 60;
+
+async function namespaceOf(tx: Db, repo: RepositoryWithNamespace) {
+  const ns = await getNamespaceByName(tx, repo.namespace);
+  if (!ns) throw new ApiError('not_found', `Namespace "${repo.namespace}" not found`);
+  return ns;
+}
+
 /** The ref a manual build uses: the one named, or a literal rule's own. */
 function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
   const regex = isRegexMatch(rule.match);
@@ -145,7 +157,9 @@ function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; 
 }
 
 /** A repository's rules, mounted under `/repositories`: `/{id}/rules` and its preview. */
-export function repositoryRuleRoutes({ db }: AppDeps) {
+export function repositoryRuleRoutes(deps: AppDeps) {
+  const { db } = deps;
+  const quotaDefaults = deps.config.quotaDefaults;
   return createRouter()
     .openapi(create, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
@@ -155,7 +169,12 @@ export function repositoryRuleRoutes({ db }: AppDeps) {
       const body = c.req.valid('json');
       const issues = ruleIssues(body);
       if (issues.length) throw new ApiError('unprocessable', 'The rule cannot be used as given', issues);
-      const rule = await insertRule(db, { ...body, repositoryId: repo.id });
+      const rule = await db.transaction(async (tx) => {
+        const ns = await namespaceOf(tx, repo);
+        assertTimeoutWithinQuota(ns, body.timeoutMinutes ?? RULE_DEFAULT_TIMEOUT_MINUTES, quotaDefaults);
+        await assertRuleQuota(tx, ns, quotaDefaults);
+        return insertRule(tx, { ...body, repositoryId: repo.id });
+      });
       return c.json(ruleView(rule), 201);
     })
     .openapi(list, async (c) => {
@@ -180,6 +199,8 @@ export function repositoryRuleRoutes({ db }: AppDeps) {
 /** One rule, mounted under `/rules`: `/{id}` and its manual builds. */
 export function ruleRoutes(deps: AppDeps) {
   const { db } = deps;
+  const limiter = submissionLimiter(deps);
+  const quotaDefaults = deps.config.quotaDefaults;
   return createRouter()
     .openapi(get, async (c) => c.json(ruleView((await loadRule(c, db, c.req.valid('param').id)).rule), 200))
     .openapi(patch, async (c) => {
@@ -187,6 +208,10 @@ export function ruleRoutes(deps: AppDeps) {
       const changes = c.req.valid('json');
       const issues = ruleIssues({ ...rule, ...changes });
       if (issues.length) throw new ApiError('unprocessable', 'The rule would not be valid after this change', issues);
+      if (changes.timeoutMinutes !== undefined) {
+        const repo = await getRepository(db, rule.repositoryId);
+        if (repo) assertTimeoutWithinQuota(await namespaceOf(db, repo), changes.timeoutMinutes, quotaDefaults);
+      }
       const updated = await updateRule(db, rule.id, changes);
       if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
       return c.json(ruleView(updated), 200);
@@ -199,6 +224,7 @@ export function ruleRoutes(deps: AppDeps) {
     .openapi(trigger, async (c) => {
       const { rule, repo } = await loadRule(c, db, c.req.valid('param').id);
       if (!rule.enabled) throw new ApiError('conflict', `Rule ${rule.id} is disabled`);
+      limiter.take(repo.namespace);
       let named: string | undefined;
       if (c.req.header('content-type')?.includes('application/json')) named = c.req.valid('json')?.ref;
       const { ref } = manualRef(rule, named);

@@ -201,3 +201,25 @@ export async function countActiveBuilds(db: Db, repositoryId: string): Promise<n
     .where(and(eq(builds.repositoryId, repositoryId), notInArray(builds.status, [...TERMINAL_STATUSES])));
   return Number(row?.n ?? 0);
 }
+
+/**
+ * A queued build's place among its namespace's builds waiting for a slot (1 = next), in the
+ * scheduler's order (slotRequestedAt, then id; domain/build-slots.ts); null when it is not waiting.
+ */
+export async function getQueuePosition(db: Db, build: Pick<Build, 'id' | 'status' | 'slotRequestedAt' | 'repositoryId'>): Promise<number | null> {
+  if (build.status !== 'queued' || !build.slotRequestedAt) return null;
+  const at = build.slotRequestedAt.toISOString();
+  const [row] = await db
+    .select({ n: count() })
+    .from(builds)
+    .innerJoin(repositories, eq(builds.repositoryId, repositories.id))
+    .where(
+      and(
+        eq(builds.status, 'queued'),
+        sql`${builds.slotRequestedAt} is not null`,
+        sql`${repositories.namespaceId} = (select r.namespace_id from repositories r where r.id = ${build.repositoryId}::uuid)`,
+        sql`(${builds.slotRequestedAt}, ${builds.id}) <= (${at}::timestamptz, ${build.id}::uuid)`,
+      ),
+    );
+  return Number(row?.n ?? 0) || null;
+}

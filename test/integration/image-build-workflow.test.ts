@@ -8,6 +8,7 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildActivities } from '../../activities/build';
 import type { ControlActivities } from '../../activities/control';
+import type { SchedulingActivities } from '../../activities/scheduling';
 import { toolPaths } from '../../infra/tools';
 import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
 import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
@@ -97,6 +98,27 @@ function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
   } as unknown as ControlActivities;
 }
 
+/**
+ * The build asks the real scheduler workflow for its slot (plenty of room here): what the
+ * scheduling activities do, without the database that tells them the namespace.
+ */
+function slotsFromTheRealScheduler(): Partial<SchedulingActivities> {
+  return {
+    requestBuildSlot: async ({ buildId, workflowId }) => {
+      await env.client.workflow.signalWithStart('BuildSchedulerWorkflow', {
+        workflowId: 'kiln-build-scheduler',
+        taskQueue: 'kiln-control',
+        args: [{}],
+        signal: 'requestBuildSlot',
+        signalArgs: [{ workflowId, buildId, namespace: 'demo', pool: null, maxConcurrentBuilds: 100, capacity: 100, requestedAt: Date.now() }],
+      });
+      return { namespace: 'demo', maxTimeoutMinutes: 1440, schedulerWorkflowId: 'kiln-build-scheduler' };
+    },
+    recordSlotWait: async () => {},
+    findEndedWorkflows: async () => [],
+  };
+}
+
 type BuildFn = (req: PlatformBuildRequest) => Promise<PlatformImage>;
 
 async function withWorkers<T>(p: BuildPlan, builds: Record<Platform, BuildFn>, rec: Recorder, fn: () => Promise<T>): Promise<T> {
@@ -105,7 +127,7 @@ async function withWorkers<T>(p: BuildPlan, builds: Record<Platform, BuildFn>, r
     connection: env.nativeConnection,
     taskQueue: 'kiln-control',
     workflowBundle: bundle,
-    activities: controlStub(p, rec),
+    activities: { ...controlStub(p, rec), ...slotsFromTheRealScheduler() },
   });
   const buildWorkers = await Promise.all(
     (Object.keys(builds) as Platform[]).map((platform) =>

@@ -9,7 +9,7 @@ import { openDatabase, type DbHandle } from '../../db/client';
 import type { Component } from '../../env';
 import type { GitHostProvider } from '../../domain/git-hosts';
 import { installQuietRuntime } from '../../infra/workers';
-import { startKiln, type Kiln } from '../../infra/kiln';
+import { startKiln, type Kiln, type KilnOptions } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
 import type { TestStack } from './global-setup';
 
@@ -66,6 +66,12 @@ export interface TestKilnOptions {
   metricsToken?: string;
   /** KILN_GIT_API_URLS of this instance (local receivers standing in for the git hosts' APIs). */
   gitApiUrls?: Partial<Record<GitHostProvider, string>>;
+  /** KILN_NAMESPACE_MAX_* of this instance. */
+  quotaDefaults?: KilnOptions['quotaDefaults'];
+  /** KILN_MAX_CONCURRENT_BUILDS of this instance. */
+  buildCapacity?: number;
+  /** KILN_SUBMISSIONS_PER_MINUTE / KILN_SUBMISSION_BURST of this instance. */
+  submissionRate?: KilnOptions['submissionRate'];
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -98,6 +104,9 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     buildPool: opts.buildPool,
     metricsToken: opts.metricsToken,
     gitApiUrls: opts.gitApiUrls,
+    quotaDefaults: opts.quotaDefaults,
+    buildCapacity: opts.buildCapacity,
+    submissionRate: opts.submissionRate,
   });
   const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {

@@ -61,6 +61,7 @@ describe('POST /builds — happy path', () => {
       pushedTags: [],
       provenance: 'min',
       logIncomplete: false,
+      queuePosition: null, // it has not asked the scheduler for a slot yet
       workflowId,
       temporalUiUrl: `http://temporal-ui.test:8233/namespaces/default/workflows/${workflowId}`,
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),

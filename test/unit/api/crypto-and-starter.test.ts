@@ -75,7 +75,7 @@ function fakeClient() {
 describe('createTemporalBuildStarter', () => {
   const req = { buildId: 'b-1', workflowId: 'build-b-1', timeoutMinutes: 60, repository: 'ns/web', trigger: 'api' as const };
 
-  it('starts ImageBuildWorkflow on kiln-control with only the build id, a graced timeout and search attributes', async () => {
+  it('starts ImageBuildWorkflow on kiln-control with only the build id, no execution timeout (it may wait for a slot) and search attributes', async () => {
     const f = fakeClient();
     await createTemporalBuildStarter(f.client).start(req);
     expect(f.starts).toHaveLength(1);
@@ -86,8 +86,8 @@ describe('createTemporalBuildStarter', () => {
       taskQueue: 'kiln-control',
       workflowId: 'build-b-1',
       args: [{ buildId: 'b-1' }],
-      workflowExecutionTimeout: 65 * 60_000,
     });
+    expect(opts.workflowExecutionTimeout).toBeUndefined();
     expect(opts.args).toEqual([{ buildId: 'b-1' }]);
     expect(opts.typedSearchAttributes).toEqual([
       { key: KilnRepository, value: 'ns/web' },

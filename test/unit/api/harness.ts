@@ -21,6 +21,11 @@ export class FakeBuildStarter implements BuildStarter {
   cancelReasons: ({ code: string; message: string } | undefined)[] = [];
   startError: Error | null = null;
   cancelError: Error | null = null;
+  limits: [string, number][] = [];
+
+  async setNamespaceLimit(namespace: string, maxConcurrentBuilds: number): Promise<void> {
+    this.limits.push([namespace, maxConcurrentBuilds]);
+  }
 
   async start(req: StartBuildRequest): Promise<void> {
     this.starts.push(req);
@@ -37,6 +42,7 @@ export class FakeBuildStarter implements BuildStarter {
     this.starts = [];
     this.cancels = [];
     this.cancelReasons = [];
+    this.limits = [];
     this.startError = null;
     this.cancelError = null;
   }
@@ -99,6 +105,8 @@ export function makeApp(
       registry: '127.0.0.1:5000',
       secretKey: SECRET_KEY,
       publicUrl: PUBLIC_URL,
+      // The route tests submit hundreds of builds from one namespace; the limiter has tests of its own.
+      submissionRate: { perMinute: 1_000_000, burst: 1_000_000 },
       ...config,
     },
     ...rest,

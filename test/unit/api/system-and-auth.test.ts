@@ -290,6 +290,11 @@ describe('namespaces', () => {
       defaultAcceleratedImages: false,
       autoCreateRepository: false,
       buildPool: null,
+      // The quotas in force: the deployment's defaults until an admin sets them.
+      maxConcurrentBuilds: 4,
+      maxTimeoutMinutes: 1440,
+      maxRepositories: 1000,
+      maxRules: 1000,
       createdAt: expect.any(String),
     });
     expect((await h.call('/api/v1/namespaces', { json: { name: 'ns.one' } })).status).toBe(409);
