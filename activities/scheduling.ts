@@ -2,7 +2,8 @@
 // notes in its log that it waits, and the scheduler checks whether holders have ended.
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Db } from '../db/client';
-import { getBuild, isTerminal, updateBuild } from '../db/queries/builds';
+import { getBuild, updateBuild } from '../db/queries/builds';
+import { isTerminal } from '../domain/builds';
 import { appendBuildLogs } from '../db/queries/logs';
 import { getNamespaceOfRepository } from '../db/queries/namespaces';
 import type { SlotRequest } from '../domain/build-slots';

@@ -35,7 +35,7 @@ export class BuildNotRunningError extends Error {
 }
 
 
-export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
+export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string; schedulerWorkflowId?: string } = {}): BuildStarter {
   const taskQueue = opts.taskQueue ?? CONTROL_TASK_QUEUE;
   return {
     async start(req) {
@@ -74,7 +74,7 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
     },
     async setNamespaceLimit(namespace, maxConcurrentBuilds) {
       try {
-        await client.workflow.getHandle(BUILD_SCHEDULER_WORKFLOW_ID).signal(SET_NAMESPACE_LIMIT_SIGNAL, { namespace, maxConcurrentBuilds });
+        await client.workflow.getHandle(opts.schedulerWorkflowId ?? BUILD_SCHEDULER_WORKFLOW_ID).signal(SET_NAMESPACE_LIMIT_SIGNAL, { namespace, maxConcurrentBuilds });
       } catch (err) {
         // No scheduler yet: no build has asked for a slot, and the next one brings the new limit.
         if (!(err instanceof WorkflowNotFoundError)) throw err;

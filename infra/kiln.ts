@@ -70,6 +70,8 @@ export interface KilnOptions {
   quotaDefaults?: NamespaceQuotas;
   /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool. */
   buildCapacity?: number;
+  /** The build scheduler's workflow id (default `kiln-build-scheduler`): one per deployment on a Temporal namespace. */
+  schedulerWorkflowId?: string;
   /** KILN_SUBMISSIONS_PER_MINUTE, KILN_SUBMISSION_BURST. */
   submissionRate?: SubmissionRate;
 }
@@ -124,6 +126,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     buildConcurrency: opts.buildConcurrency,
     quotaDefaults: opts.quotaDefaults,
     buildCapacity: opts.buildCapacity,
+    schedulerWorkflowId: opts.schedulerWorkflowId,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
@@ -145,7 +148,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         ...(opts.quotaDefaults ? { quotaDefaults: opts.quotaDefaults } : {}),
         ...(opts.submissionRate ? { submissionRate: opts.submissionRate } : {}),
       },
-      builds: createTemporalBuildStarter(client),
+      builds: createTemporalBuildStarter(client, { schedulerWorkflowId: opts.schedulerWorkflowId }),
       pushes: createTemporalPushStarter(client),
       contexts: {
         registry,

@@ -84,6 +84,8 @@ export interface WorkerOptions {
   quotaDefaults?: NamespaceQuotas;
   /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool, all namespaces together. */
   buildCapacity?: number;
+  /** The build scheduler's workflow id (default `kiln-build-scheduler`). */
+  schedulerWorkflowId?: string;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
   buildActivities?: Partial<Parameters<typeof createBuildActivities>[0]>;
 }
@@ -174,6 +176,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
             client: new Client({ connection, namespace: opts.namespace }),
             quotaDefaults: opts.quotaDefaults,
             capacity: opts.buildCapacity,
+            schedulerWorkflowId: opts.schedulerWorkflowId,
           }),
         },
       }),

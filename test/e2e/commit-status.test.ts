@@ -5,6 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PushWorkflowResult } from '../../domain/push';
 import { commitStatusWorkflowId } from '../../domain/temporal';
 import { startGitServer, type GitServer } from '../support/git-server';
 import { startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
@@ -106,9 +107,11 @@ async function pushAndBuild(provider: Provider, repoName: string, dockerfile: st
   const d = SIGNERS[provider]({ repoUrl: git.url(repoName), ref: 'refs/heads/main', after: commit, secret: SECRET, files: { modified: ['Dockerfile'] } });
   const res = await fetch(`${kiln.url}/webhooks/${provider}`, { method: 'POST', headers: d.headers, body: d.body });
   expect(res.status).toBe(202);
-  const { builds } = (await res.json()) as any;
-  expect(builds).toHaveLength(1);
-  return { buildId: builds[0].buildId as string, commit };
+  // The push workflow does the rest: wait for it and take the build it started.
+  const { workflowId } = (await res.json()) as any;
+  const { buildIds }: PushWorkflowResult = await kiln.client.workflow.getHandle(workflowId).result();
+  expect(buildIds).toHaveLength(1);
+  return { buildId: buildIds[0]!, commit };
 }
 
 const statusOutcome = (buildId: string) => kiln.client.workflow.getHandle(commitStatusWorkflowId(buildId)).result();

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlActivities } from '../../activities/control';
 import { createSchedulingActivities, type SchedulingActivities } from '../../activities/scheduling';
 import type { Db } from '../../db/client';
-import type { BuildPlan, PlatformBuildRequest, PlatformImage } from '../../domain/build-plan';
+import type { BuildPlan, PlatformBuildRequest } from '../../activities/build-plan';
+import type { PlatformImage } from '../../domain/images';
 import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
 import { toolPaths } from '../../infra/tools';
 import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
@@ -51,6 +52,7 @@ describe('BuildSchedulerWorkflow', () => {
       repositoryId: randomUUID(),
       repository: `${namespaceOf.get(buildId)}/app`,
       platforms: ['linux/amd64'],
+      provenance: 'min',
       source: { kind: 'inline', dockerfile: 'FROM scratch' },
       buildArgs: {},
       labels: {},

@@ -24,6 +24,8 @@ export interface TestKiln extends Kiln {
   workRoot: string;
   /** KILN_SECRET_KEY of this instance (e.g. to derive the registry notification token). */
   secretKey: string;
+  /** The build scheduler workflow of this instance's deployment. */
+  schedulerWorkflowId: string;
   /** fetch against the API with the bearer token. */
   api(pathname: string, init?: RequestInit & { json?: unknown }): Promise<ApiResponse>;
 }
@@ -83,6 +85,9 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
   const db =
     opts.shareDatabaseOf?.db ?? (opts.databaseUrl ? await openDatabase({ url: opts.databaseUrl }) : await openTestDatabase(opts.db ?? 'pglite'));
   const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
+  // Test files share one Temporal: a scheduler of its own per instance (and per deployment when
+  // a second process shares the database), so builds a finished file left behind hold no slot here.
+  const schedulerWorkflowId = opts.shareDatabaseOf?.schedulerWorkflowId ?? `kiln-build-scheduler-${randomBytes(4).toString('hex')}`;
   const kiln = await startKiln({
     dataDir,
     host: opts.host ?? '127.0.0.1',
@@ -106,6 +111,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     gitApiUrls: opts.gitApiUrls,
     quotaDefaults: opts.quotaDefaults,
     buildCapacity: opts.buildCapacity,
+    schedulerWorkflowId,
     submissionRate: opts.submissionRate,
   });
   const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
@@ -115,6 +121,7 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     token,
     registry,
     secretKey,
+    schedulerWorkflowId,
     // In-process build workers: this process's own directory (infra/work-dirs.ts).
     workRoot: path.join(dataDir, 'work', `${hostname()}-${process.pid}`),
     async close() {
