@@ -128,8 +128,10 @@ export const RulePreviewRequest = z
   .object({
     rule: z.union([
       z.string().openapi({ format: 'uuid', description: 'A saved rule of this repository' }),
-      z
-        .object({
+      // The fields of RuleCreate and no others (the document can then say what every value may
+      // hold); the ones the preview reads are checked by the preview, not refused.
+      RuleCreate.partial()
+        .extend({
           type: z.enum(RULE_TYPES),
           match: z.string().max(MAX_MATCH_LENGTH),
           tags: z.array(TagTemplateSchema).max(MAX_TAG_TEMPLATES),
@@ -137,8 +139,8 @@ export const RulePreviewRequest = z
           paths: z.array(z.string().max(512)).max(MAX_PATH_FILTERS).optional(),
           enabled: z.boolean().optional(),
         })
-        .passthrough()
-        .openapi({ description: 'An unsaved rule (the fields of RuleCreate; others are ignored)' }),
+        .strict()
+        .openapi({ description: 'An unsaved rule: the fields of RuleCreate' }),
     ]),
     ref: z
       .string()
