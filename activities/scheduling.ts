@@ -63,7 +63,9 @@ export function createSchedulingActivities(deps: SchedulingDeps) {
         pool: ns.buildPool,
         maxConcurrentBuilds: quotas.maxConcurrentBuilds,
         capacity: deps.capacity ?? DEFAULT_BUILD_CAPACITY,
-        requestedAt: requestedAt.getTime(),
+        // Submission order, not the moment this activity ran: requests of builds submitted one
+        // after the other may reach the control workers in any order.
+        requestedAt: build.createdAt.getTime(),
       };
       await client.workflow.signalWithStart(BUILD_SCHEDULER_WORKFLOW_TYPE, {
         workflowId: schedulerWorkflowId,
