@@ -7,6 +7,7 @@ import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { repositoryRoutes } from './routes/repositories';
 import { ruleRoutes } from './routes/rules';
+import { subscriptionRoutes } from './routes/subscriptions';
 import type { AppDeps } from './types';
 import { createRouter } from './util';
 
@@ -18,7 +19,8 @@ export function apiRoutes(deps: AppDeps) {
     .route('/', buildRoutes(deps))
     .route('/', contextRoutes(deps))
     .route('/', imageBuildRoutes(deps))
-    .route('/', ruleRoutes(deps));
+    .route('/', ruleRoutes(deps))
+    .route('/', subscriptionRoutes(deps));
 }
 
 export type KilnApi = ReturnType<typeof apiRoutes>;

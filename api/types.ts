@@ -5,7 +5,9 @@ import type { RegistryClient } from '../activities/registry';
 import type { Db } from '../db/client';
 import type { BuildLogSignals } from '../db/log-signals';
 import type { Logger } from '../observability/log';
+import type { DeliveryStarter } from '../domain/notifications';
 import type { BuildStarter } from './build-starter';
+import type { RuleScheduler } from './rule-schedules';
 
 /**
  * Who is calling. Only the admin token exists today; a namespace-scoped token resolves to the
@@ -67,6 +69,10 @@ export interface AppDeps {
   authenticate?: Authenticate;
   /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
   registryTokenSigner?: RegistryTokenSigner;
+  /** Starts notification deliveries (registry pushes, redeliveries); without it those answer 503. */
+  deliveries?: DeliveryStarter;
+  /** Keeps rules' cron schedules as Temporal Schedules; without it a rule with schedules answers 503. */
+  schedules?: RuleScheduler;
   /** Where the API logs (a child with each request's id); defaults to the process's root logger. */
   logger?: Logger;
 }

@@ -7,6 +7,8 @@ import { createApp } from '../api/app';
 import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { createTemporalBuildStarter } from '../api/build-starter';
+import { createTemporalRuleScheduler } from '../api/rule-schedules';
+import { createTemporalDeliveryStarter } from '../activities/notify';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
@@ -119,6 +121,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
       },
       builds: createTemporalBuildStarter(client),
+      deliveries: createTemporalDeliveryStarter(client),
+      schedules: createTemporalRuleScheduler(client),
       contexts: {
         registry,
         maxContextBytes: opts.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES,

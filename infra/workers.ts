@@ -15,6 +15,10 @@ import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
+import { createNotifyActivities, createTemporalDeliveryStarter } from '../activities/notify';
+import { createTemporalBuildStarter } from '../api/build-starter';
+import { startScheduledRuleBuild } from '../api/rule-builds';
+import { Client } from '@temporalio/client';
 import type { RegistryClient } from '../activities/registry';
 import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
@@ -122,6 +126,18 @@ export const buildIdLogAttributes: ActivityInterceptorsFactory = (ctx) => ({
   },
 });
 
+/** Notification deliveries and scheduled builds start workflows: a client on the workers' connection. */
+function notifyActivities(opts: WorkerOptions) {
+  const client = new Client({ connection: opts.connection, namespace: opts.namespace });
+  return createNotifyActivities({
+    db: opts.db,
+    secretKey: opts.secretKey,
+    registryHost: opts.registryHost,
+    deliveries: createTemporalDeliveryStarter(client),
+    startScheduledRuleBuild: (input) => startScheduledRuleBuild({ db: opts.db, builds: createTemporalBuildStarter(client) }, input),
+  });
+}
+
 /** Starts the control worker and one build worker per platform, as `components` selects. */
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
   const { connection } = opts;
@@ -144,6 +160,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
             ...opts.controlActivities,
           }),
           ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
+          ...notifyActivities(opts),
         },
       }),
     );

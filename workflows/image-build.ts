@@ -13,6 +13,7 @@ import {
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
 import type { ControlActivities } from '../activities/control';
+import type { NotifyActivities } from '../activities/notify';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
 import { buildTaskQueue, CANCEL_BUILD_SIGNAL, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
 import {
@@ -48,6 +49,17 @@ const accelerate = proxyLocalActivities<AccelerateActivities>({
   },
 });
 
+// Enqueuing notifications: a quick database step; the deliveries run in workflows of their own.
+const notify = proxyLocalActivities<NotifyActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+});
+
+/** Announces the build's current status to its subscribers; a failure here never fails the build. */
+async function announce(buildId: string): Promise<void> {
+  await CancellationScope.nonCancellable(() => notify.notifyBuildStatus(buildId)).catch(() => undefined);
+}
+
 function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
   return proxyActivities<BuildActivities>({
     taskQueue: buildTaskQueue(platform, plan.buildPool),
@@ -81,6 +93,7 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     throw err;
   }
   if (!plan) return null; // finished before it started (e.g. canceled while queued)
+  await announce(buildId);
   upsertSearchAttributes([
     { key: KilnStatus, value: 'running' },
     ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
@@ -105,6 +118,7 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
   try {
     const result = await work.run(() => runBuild(plan));
     upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
+    await announce(buildId);
     return result;
   } catch (err) {
     const outcome = describeFailure(err, timedOut, cancelReason);
@@ -176,6 +190,7 @@ async function recordFailure(buildId: string, outcome: FailureOutcome): Promise<
   await CancellationScope.nonCancellable(() =>
     control.recordBuildFailed({ buildId, status: outcome.status, code: outcome.code, message: outcome.message }),
   );
+  await announce(buildId);
 }
 
 type FailureOutcome = { status: 'failed' | 'canceled' | 'timed_out'; code: BuildErrorCode | string; message: string };

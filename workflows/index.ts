@@ -1,2 +1,3 @@
 // The workflowsPath bundle: every workflow the control worker runs.
 export { ImageBuildWorkflow } from './image-build';
+export { NotificationDeliveryWorkflow, ScheduledRuleBuildWorkflow } from './notify';
