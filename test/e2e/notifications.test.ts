@@ -175,6 +175,7 @@ describe('outbound notifications', () => {
   });
 
   it('a receiver that fails twice gets the delivery on the third attempt; a redelivery sends it again', async () => {
+    expect((await kiln.api('/api/v1/repositories', { json: { namespace: ns, name: 'other' } })).status).toBe(201);
     const flaky = await subscribe({ url: `${receiverUrl}/flaky`, events: ['image.pushed'], repository: 'other' });
     failuresLeft.set('/flaky', 2);
     const digest = `sha256:${randomBytes(32).toString('hex')}`;
