@@ -26,13 +26,17 @@ import { NamespaceName, RepositoryName } from '../schemas';
 import type { AppDeps } from '../types';
 import { createRouter, isUuid, jsonContent } from '../util';
 
-/** http(s), a host name or bracketed IPv6 address, an optional port, then printable ASCII; no user:password@. */
-export const NOTIFICATION_URL_RE = /^https?:\/\/(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?(?:[/?#][\x21-\x7e]*)?$/;
+/**
+ * http(s), a host name or IPv4 address (IPv6 literals: use a name), an optional port 1-65535, then
+ * printable ASCII; no user:password@.
+ */
+export const NOTIFICATION_URL_RE =
+  /^https?:\/\/[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:[/?#][\x21-\x7e]*)?$/;
 
 const NotificationUrl = z
   .string()
   .max(2048)
-  .regex(NOTIFICATION_URL_RE, 'an http:// or https:// URL without user:password@')
+  .regex(NOTIFICATION_URL_RE, 'an http:// or https:// URL with a host name or IPv4 address, without user:password@')
   .openapi({
     description: 'Where deliveries are POSTed: http or https, no credentials in the URL. It must be reachable from the control workers.',
     example: 'https://hooks.example.com/kiln',

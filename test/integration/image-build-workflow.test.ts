@@ -70,6 +70,8 @@ function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
     },
     recordBuildSucceeded: record('recordBuildSucceeded'),
     recordBuildFailed: record('recordBuildFailed'),
+    // activities/notify.ts: the announcements of the build's status (enqueued, never awaited).
+    notifyBuildStatus: record('notifyBuildStatus'),
     // activities/accelerate.ts, registered on the same control worker.
     prepareAcceleratedIndex: async (input: unknown) => {
       rec.calls.push({ name: 'prepareAcceleratedIndex', args: [input] });
@@ -178,10 +180,12 @@ describe('ImageBuildWorkflow', () => {
     );
     expect(rec.calls.map((c) => c.name)).toEqual([
       'startBuild',
+      'notifyBuildStatus',
       'prepareAcceleratedIndex',
       'assembleImageIndex',
       'pushAcceleratedIndex',
       'recordBuildSucceeded',
+      'notifyBuildStatus',
     ]);
     const push = rec.calls.find((c) => c.name === 'pushAcceleratedIndex')!.args[0] as { images: PlatformImage[]; tags: string[] };
     expect(push.tags).toEqual(['v1', 'latest']);

@@ -68,6 +68,8 @@ describe('subscriptions', () => {
   it.each([
     ['an ftp URL', { url: 'ftp://hooks.example.test/x', events: ['build.failed'] }],
     ['a URL with credentials', { url: 'https://user:pw@hooks.example.test/x', events: ['build.failed'] }],
+    ['an IPv6 literal', { url: 'http://[::1]:8080/x', events: ['build.failed'] }],
+    ['a port out of range', { url: 'http://hooks.example.test:65536/x', events: ['build.failed'] }],
     ['a URL with a space', { url: 'https://hooks.example.test/a b', events: ['build.failed'] }],
     ['no URL', { events: ['build.failed'] }],
     ['an unknown event', { url: 'https://hooks.example.test/x', events: ['build.exploded'] }],
