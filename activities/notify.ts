@@ -126,10 +126,10 @@ export function createNotifyActivities(deps: NotifyActivityDeps) {
      * `image.pushed`, `build.failed`, `build.canceled`). Called by the build workflow; it never
      * waits for a receiver.
      */
-    async notifyBuildStatus(buildId: string): Promise<number> {
+    async notifyBuildStatus(buildId: string, announced?: 'build.started'): Promise<number> {
       const build = await getBuild(db, buildId);
       if (!build) return 0;
-      const event = buildEventFor(build.status);
+      const event = announced ?? buildEventFor(build.status);
       const repo = event && (await getRepository(db, build.repositoryId));
       if (!event || !repo) return 0;
       const base = { namespaceId: repo.namespaceId, namespace: repo.namespace, repositoryId: repo.id, repository: build.repository };

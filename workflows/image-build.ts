@@ -55,9 +55,9 @@ const notify = proxyLocalActivities<NotifyActivities>({
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
 });
 
-/** Announces the build's current status to its subscribers; a failure here never fails the build. */
-async function announce(buildId: string): Promise<void> {
-  await CancellationScope.nonCancellable(() => notify.notifyBuildStatus(buildId)).catch(() => undefined);
+/** Announces the build's status (its current one unless `event`) to its subscribers; a failure here never fails the build. */
+async function announce(buildId: string, event?: 'build.started'): Promise<void> {
+  await CancellationScope.nonCancellable(() => notify.notifyBuildStatus(buildId, event)).catch(() => undefined);
 }
 
 function buildActivitiesFor(platform: PlatformName, plan: BuildPlan) {
@@ -93,7 +93,8 @@ export async function ImageBuildWorkflow({ buildId }: ImageBuildInput): Promise<
     throw err;
   }
   if (!plan) return null; // finished before it started (e.g. canceled while queued)
-  await announce(buildId);
+  // Not awaited: the build does not wait for its announcement.
+  void announce(buildId, 'build.started');
   upsertSearchAttributes([
     { key: KilnStatus, value: 'running' },
     ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
