@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { parseNetworkAllow } from './infra/build-network';
+import { GIT_HOST_PROVIDERS, type GitHostProvider } from './domain/git-hosts';
+import { DEFAULT_BUILD_CAPACITY, DEFAULT_NAMESPACE_QUOTAS, DEFAULT_SUBMISSION_RATE, TIMEOUT_MINUTES_CEILING } from './domain/quotas';
 
 export { PLATFORMS, type Platform } from './domain/platforms';
 
@@ -51,6 +53,26 @@ const networkAllow = z
     }
   });
 
+/**
+ * `KILN_GIT_API_URLS`: `provider=url` pairs, e.g. `github=https://ghe.corp/api/v3,gitlab=https://git.corp/api/v4`,
+ * for a host whose API is not where the clone URL suggests (activities/commit-status-api.ts derives it otherwise).
+ */
+const gitApiUrls = z
+  .string()
+  .default('')
+  .transform((v, ctx) => {
+    const out: Partial<Record<GitHostProvider, string>> = {};
+    for (const pair of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+      const m = /^([a-z]+)=(https?:\/\/\S+)$/.exec(pair);
+      if (!m || !(GIT_HOST_PROVIDERS as readonly string[]).includes(m[1]!)) {
+        ctx.addIssue({ code: 'custom', message: `"${pair}" is not provider=http(s)://url with provider one of ${GIT_HOST_PROVIDERS.join(', ')}` });
+        return z.NEVER;
+      }
+      out[m[1] as GitHostProvider] = m[2]!.replace(/\/+$/, '');
+    }
+    return out;
+  });
+
 /** Configuration from the environment (SPEC §6), parsed once. Unset means "start it locally". */
 export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -73,7 +95,9 @@ export const envSchema = z.object({
   KILN_BUILD_POOL: optionalString.pipe(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'KILN_BUILD_POOL is lowercase letters, digits and "-"').optional()),
   KILN_API_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_API_TOKEN must be at least 16 characters').optional()),
   KILN_SECRET_KEY: optionalString,
+  /** Base of the webhook URLs given to git hosts and of the build links in commit statuses. */
   KILN_PUBLIC_URL: optionalString,
+  KILN_GIT_API_URLS: gitApiUrls,
   KILN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
   /** Largest local build context (`kiln build DIR`) accepted; 413 beyond. */
   KILN_MAX_CONTEXT_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
@@ -84,6 +108,8 @@ export const envSchema = z.object({
   /** Live log followers (`GET /builds/:id/logs?follow=1`) per build and per token; more get 429. */
   KILN_MAX_LOG_FOLLOWERS_PER_BUILD: z.coerce.number().int().positive().default(100),
   KILN_MAX_LOG_FOLLOWERS_PER_TOKEN: z.coerce.number().int().positive().default(100),
+  /** Builds one build worker process runs at once, per platform (Temporal activity slots). */
+  KILN_BUILD_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(8),
   /** Which parts this process runs; split them across hosts to scale out. */
   KILN_COMPONENTS: z
     .string()
@@ -98,6 +124,16 @@ export const envSchema = z.object({
   KILN_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   KILN_METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'KILN_METRICS_TOKEN must be at least 16 characters').optional()),
   KILN_SKIP_TOOL_SETUP: bool.default(false),
+  /** Per-namespace quotas where an admin set none (PATCH /namespaces/{name}); domain/quotas.ts. */
+  KILN_NAMESPACE_MAX_CONCURRENT_BUILDS: z.coerce.number().int().min(1).max(1000).default(DEFAULT_NAMESPACE_QUOTAS.maxConcurrentBuilds),
+  KILN_NAMESPACE_MAX_TIMEOUT_MINUTES: z.coerce.number().int().min(1).max(TIMEOUT_MINUTES_CEILING).default(DEFAULT_NAMESPACE_QUOTAS.maxTimeoutMinutes),
+  KILN_NAMESPACE_MAX_REPOSITORIES: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_NAMESPACE_QUOTAS.maxRepositories),
+  KILN_NAMESPACE_MAX_RULES: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_NAMESPACE_QUOTAS.maxRules),
+  /** Builds running at once per build pool, all namespaces together (what the pool's build workers run at once). */
+  KILN_MAX_CONCURRENT_BUILDS: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_BUILD_CAPACITY),
+  /** Build submissions per namespace: a token bucket refilled at this rate, holding this many; more get 429. */
+  KILN_SUBMISSIONS_PER_MINUTE: z.coerce.number().positive().default(DEFAULT_SUBMISSION_RATE.perMinute),
+  KILN_SUBMISSION_BURST: z.coerce.number().int().min(1).default(DEFAULT_SUBMISSION_RATE.burst),
 });
 
 export type Env = z.infer<typeof envSchema>;

@@ -1,19 +1,19 @@
 // The accelerated (eStargz, lazy-pull) index of a build: `<tag>_accelerated` for every tag, over
-// the eStargz variants the build activities pushed next to each platform image. Local activities
-// of the control worker, like the other control steps.
-import { CancelledFailure, Context } from '@temporalio/activity';
+// the eStargz variants the build activities pushed next to each platform image. Control steps
+// that reach the registry: normal activities of the control worker, published through
+// activities/publish.ts like the build's own index.
 import { eq } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { getBuild, updateBuild } from '../db/queries/builds';
 import { appendBuildLogs } from '../db/queries/logs';
-import { claimImageTags, upsertImageTags } from '../db/queries/tags';
+import { upsertImageTags } from '../db/queries/tags';
 import { builds } from '../db/schema';
 import { OCI_TAG_RE } from '../domain/oci';
-import { acceleratedTag, type PlatformImage } from '../domain/build-plan';
-import { ALL_PLATFORMS, timePhase } from '../observability/metrics';
-import { assembleIndexManifest } from './control';
-import { MEDIA_TYPES, RegistryError, sha256, type RegistryClient } from './registry';
+import { acceleratedTag, type PlatformImage } from '../domain/images';
 import { userFault } from '../domain/errors';
+import { ALL_PLATFORMS, timePhase } from '../observability/metrics';
+import { assembleIndexManifest, createPublisher } from './publish';
+import { sha256, type RegistryClient } from './registry';
 
 export interface AccelerateActivityDeps {
   db: Db;
@@ -35,18 +35,19 @@ export interface AcceleratedIndex {
   tags: string[];
 }
 
-
 /** The index over the platforms' eStargz variants, byte for byte as it is pushed. */
 export function acceleratedIndexBody(images: PlatformImage[]): Buffer {
   const variants = images.map((img) => {
     if (!img.accelerated) throw new Error(`no eStargz variant was built for ${img.platform}`);
-    return { ...img, ...img.accelerated, accelerated: undefined };
+    // The eStargz image's own attestation (or none), never the plain image's.
+    return { ...img, ...img.accelerated, attestation: img.accelerated.attestation, accelerated: undefined };
   });
   return Buffer.from(JSON.stringify(assembleIndexManifest(variants)));
 }
 
 export function createAccelerateActivities(deps: AccelerateActivityDeps) {
-  const { db, registry } = deps;
+  const { db } = deps;
+  const publisher = createPublisher(deps);
   return {
     /**
      * Runs before the build's own index is pushed, so a build that cannot push its accelerated
@@ -61,7 +62,10 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
         throw userFault('invalid_tag', `The accelerated tags ${invalid.join(', ')} are not valid OCI tags (at most 128 characters); shorten the tags or turn accelerated images off`);
       }
       const digest = sha256(acceleratedIndexBody(input.images));
-      if (input.immutableTags) await claimTags(input.buildId, input.repository, tags.filter((t) => t !== acceleratedTag('latest')), digest);
+      if (input.immutableTags) {
+        const guarded = tags.filter((t) => t !== acceleratedTag('latest'));
+        await publisher.claimGuardedTags({ buildId: input.buildId, repository: input.repository, tags: guarded, digest, guard: 'immutable' });
+      }
       return { digest, tags };
     },
 
@@ -71,76 +75,29 @@ export function createAccelerateActivities(deps: AccelerateActivityDeps) {
   };
 
   async function pushAcceleratedIndex(input: AcceleratedIndexInput): Promise<AcceleratedIndex> {
-      await updateBuild(db, input.buildId, { phase: 'accelerating' });
-      const body = acceleratedIndexBody(input.images);
-      const digest = sha256(body);
-      const tags = input.tags.map(acceleratedTag);
-      try {
-        const signal = cancellationSignal();
-        for (const tag of tags) {
-          if (signal?.aborted) throw new CancelledFailure('build canceled before every accelerated tag was pushed');
-          await registry.putManifest(input.repository, tag, body, MEDIA_TYPES.ociIndex);
-        }
-      } catch (err) {
-        throw toActivityError(err);
-      }
-      const build = await getBuild(db, input.buildId);
-      if (!build) throw userFault('not_found', `build ${input.buildId} not found`);
-      await db.transaction(async (tx) => {
-        await tx.update(builds).set({ acceleratedDigest: digest, acceleratedTags: tags }).where(eq(builds.id, input.buildId));
-        // They are image versions like any other (the anchors list them too).
-        await upsertImageTags(tx as unknown as Db, {
-          repositoryId: build.repositoryId,
-          tags,
-          digest,
-          buildId: build.id,
-          creationMethod: build.creationMethod,
-        });
+    await updateBuild(db, input.buildId, { phase: 'accelerating' });
+    const body = acceleratedIndexBody(input.images);
+    const digest = sha256(body);
+    const tags = input.tags.map(acceleratedTag);
+    await publisher.pushIndex(input.repository, tags, body, 'accelerated tag');
+    const build = await getBuild(db, input.buildId);
+    if (!build) throw userFault('not_found', `build ${input.buildId} not found`);
+    await db.transaction(async (tx) => {
+      await tx.update(builds).set({ acceleratedDigest: digest, acceleratedTags: tags }).where(eq(builds.id, input.buildId));
+      // They are image versions like any other (the anchors list them too).
+      await upsertImageTags(tx as unknown as Db, {
+        repositoryId: build.repositoryId,
+        tags,
+        digest,
+        buildId: build.id,
+        creationMethod: build.creationMethod,
       });
-      await appendBuildLogs(db, input.buildId, [
-        { platform: null, line: `==> pushed accelerated index ${digest} as ${tags.map((t) => `${input.repository}:${t}`).join(', ')}` },
-      ]);
-      return { digest, tags };
-  }
-
-  /** As assembleImageIndex does for the anchors: free in the registry, then claimed in the database. */
-  async function claimTags(buildId: string, repository: string, tags: string[], digest: string): Promise<void> {
-    if (tags.length === 0) return;
-    const taken: string[] = [];
-    try {
-      for (const tag of tags) {
-        const existing = await registry.resolveDigest(repository, tag);
-        if (existing && existing !== digest) taken.push(`${tag} (in the registry)`);
-      }
-    } catch (err) {
-      throw toActivityError(err);
-    }
-    if (taken.length === 0) {
-      const build = await getBuild(db, buildId);
-      if (!build) throw userFault('not_found', `build ${buildId} not found`);
-      const held = await claimImageTags(db, { repositoryId: build.repositoryId, tags, digest, buildId, creationMethod: build.creationMethod });
-      for (const t of held) taken.push(`${t.tag} (${t.buildId ? `pushed by build ${t.buildId}` : t.creationMethod})`);
-    }
-    if (taken.length) {
-      throw userFault('tag_immutable', `Tags are immutable in ${repository} and these already exist: ${taken.join(', ')}; no tag was pushed`);
-    }
+    });
+    await appendBuildLogs(db, input.buildId, [
+      { platform: null, line: `==> pushed accelerated index ${digest} as ${tags.map((t) => `${input.repository}:${t}`).join(', ')}` },
+    ]);
+    return { digest, tags };
   }
 }
 
 export type AccelerateActivities = ReturnType<typeof createAccelerateActivities>;
-
-/** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
-function toActivityError(err: unknown): unknown {
-  if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
-    return userFault('registry_rejected', err.message);
-  }
-  return err;
-}
-
-function cancellationSignal(): AbortSignal | undefined {
-  try {
-    return Context.current().cancellationSignal;
-  } catch {
-    return undefined;
-  }
-}

@@ -5,7 +5,8 @@ import { CancelledFailure, Context } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { updateBuildPlatform } from '../db/queries/builds';
 import type { BuildStep } from '../db/schema';
-import type { AcceleratedPlatformImage, ImageDescriptor, PlatformBuildRequest, PlatformImage } from '../domain/build-plan';
+import type { AcceleratedPlatformImage, ImageDescriptor, PlatformImage } from '../domain/images';
+import type { PlatformBuildRequest } from './build-plan';
 import { mintBuildCredential, REGISTRY_BUILD_USER } from '../domain/registry-access';
 import { activityLog } from '../observability/log';
 import { buildMetrics } from '../observability/metrics';
@@ -14,7 +15,10 @@ import { runBuildctl, type BuildctlExit } from './buildctl';
 import { dbLogStore, LogSink } from './log-sink';
 import { ProgressTracker } from './progress';
 import { registryAuthEnv } from './registry-auth';
+import { resolvePlatformPush } from './attestations';
+import { RegistryClient } from './registry';
 import { userFault } from '../domain/errors';
+import { baseImagesFromSteps } from '../domain/oci';
 
 export interface BuildActivityDeps {
   db: Db;
@@ -101,14 +105,18 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       try {
         const attempt = ctx.info.attempt > 1 ? ` (attempt ${ctx.info.attempt})` : '';
         const pool = deps.buildPool ? `pool ${deps.buildPool}` : 'shared pool';
-        log.pushLines([`==> building ${req.platform} on ${hostname()} (${pool})${attempt}`]);
+        // The worker as Temporal names it (pid@host): which of several workers on one host took the build.
+        log.pushLines([`==> building ${req.platform} on ${process.pid}@${hostname()} (${pool})${attempt}`]);
         ctx.heartbeat();
         // Independent of each other, and all before buildctl can start: at once, not in turn. All
         // settle before a failure is thrown, so nothing still writes into workDir as it is removed.
+        const kilnLogin = kilnRegistryLogin(req, deps, ctx.info);
+        // Reads back what buildctl pushed (the image and its attestation), with the build's own login.
+        const registry = new RegistryClient(deps.registry, kilnLogin);
         const [running, prepared, auth] = await Promise.allSettled([
           updateBuildPlatform(db, req.buildId, req.platform, { status: 'running', startedAt: new Date(), finishedAt: null }),
           prepareContext(req, workDir, deps, ctx.cancellationSignal),
-          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir, kilnRegistry: kilnRegistryLogin(req, deps, ctx.info) }),
+          registryAuthEnv({ db, secretKey: deps.secretKey, buildId: req.buildId, workDir, kilnRegistry: kilnLogin }),
         ]);
         for (const r of [prepared, auth, running]) if (r.status === 'rejected') throw r.reason;
         const context = (prepared as PromiseFulfilledResult<BuildContext>).value;
@@ -147,8 +155,11 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         const steps = tracker.steps();
         const cacheHits = tracker.cacheHits();
         if (exit.canceled || exit.code !== 0) return await fail(exit, steps, cacheHits);
-        const descriptor = await readDescriptor(metadataFile);
-        log.pushLines([`==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`]);
+        const { image: descriptor, attestation } = await resolvePlatformPush(registry, req.repository, await readDescriptor(metadataFile));
+        log.pushLines([
+          `==> ${req.platform} pushed ${descriptor.digest} (${cacheHits} cached steps)`,
+          ...(attestation ? [`==> ${req.platform} provenance (mode=${req.provenance ?? 'min'}) attestation ${attestation.digest}`] : []),
+        ]);
 
         let accelerated: AcceleratedPlatformImage | undefined;
         if (req.accelerated) {
@@ -160,7 +171,8 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           const accMetadataFile = path.join(workDir, 'metadata-estargz.json');
           const accExit = await solve(buildctlArgs(req, context, deps, accMetadataFile, 'estargz'));
           if (accExit.canceled || accExit.code !== 0) return await fail(accExit, steps, cacheHits);
-          const accDescriptor = await readDescriptor(accMetadataFile);
+          const accPush = await resolvePlatformPush(registry, req.repository, await readDescriptor(accMetadataFile));
+          const accDescriptor = { ...accPush.image, ...(accPush.attestation ? { attestation: accPush.attestation } : {}) };
           const passSteps = dockerfileSteps(tracker.steps());
           const rerun = passSteps.filter((s) => !s.cached);
           accelerated = { ...accDescriptor, steps: passSteps.length, cacheHits: passSteps.length - rerun.length };
@@ -170,11 +182,15 @@ export function createBuildActivities(deps: BuildActivityDeps) {
           ]);
         }
 
+        const baseImages = baseImagesFromSteps(steps.map((s) => s.name));
+        if (baseImages.length) log.pushLines([`==> ${req.platform} base images: ${baseImages.map((b) => `${b.image}@${b.digest}`).join(', ')}`]);
         await stopProgress();
         await updateBuildPlatform(db, req.buildId, req.platform, {
           status: 'succeeded',
+          baseImages,
           digest: descriptor.digest,
           acceleratedDigest: accelerated?.digest ?? null,
+          attestationDigest: attestation?.digest ?? null,
           finishedAt: new Date(),
           steps,
           cacheHits,
@@ -186,7 +202,7 @@ export function createBuildActivities(deps: BuildActivityDeps) {
         metrics.steps.inc({ platform: req.platform, cached: 'false' }, Math.max(0, dockerSteps - cacheHits));
         activityLog().info('platform image pushed', { platform: req.platform, digest: descriptor.digest, steps: steps.length, cacheHits });
         outcome = 'ok';
-        return { platform: req.platform, ...descriptor, cacheHits, ...(accelerated ? { accelerated } : {}) };
+        return { platform: req.platform, ...descriptor, cacheHits, ...(attestation ? { attestation } : {}), ...(accelerated ? { accelerated } : {}) };
       } finally {
         endPhase({ outcome });
         clearInterval(heartbeat);
@@ -266,6 +282,21 @@ export function registryCacheRef(registry: string, repository: string, platform:
 }
 
 /**
+ * A SLSA provenance attestation for the image, made by BuildKit in the daemon (it pulls nothing).
+ * For a git build the repository and the commit go into its `vcs` metadata, as buildx records
+ * them: Kiln checks the commit out itself, so BuildKit sees only a local directory.
+ */
+export function provenanceArgs(req: PlatformBuildRequest): string[] {
+  const args = ['--opt', `attest:provenance=mode=${req.provenance ?? 'min'}`];
+  if (req.source.kind === 'git') {
+    args.push('--opt', `vcs:source=${req.source.url}`, '--opt', `vcs:revision=${req.source.commit}`);
+    const dir = req.source.contextDir.replace(/^\/+|\/+$/g, '');
+    args.push('--opt', `vcs:localdir:context=${dir || '.'}`);
+  }
+  return args;
+}
+
+/**
  * buildctl arguments for one platform. `image` is the build itself: push by digest, import the
  * registry cache (unless noCache) and export it (`mode=max`: every step, so a fresh build host
  * gets hits on all of them). `estargz` is the accelerated pass that follows it on the same
@@ -299,6 +330,7 @@ export function buildctlArgs(
   args.push('--opt', `build-arg:${CACHE_MOUNT_NS_ARG}=${cacheMountNamespace(req.repository)}`);
   for (const [k, v] of Object.entries(req.labels)) args.push('--opt', `label:${k}=${v}`);
   if (req.target) args.push('--opt', `target=${req.target}`);
+  args.push(...provenanceArgs(req));
   if (!req.noCache) args.push('--import-cache', `type=registry,ref=${cacheRef}`);
   if (variant === 'image') {
     if (req.noCache) args.push('--no-cache');

@@ -11,7 +11,7 @@ import { userFault } from '../domain/errors';
 import * as tar from 'tar';
 import type { Db } from '../db/client';
 import { deleteBuildContext, expiredBuildContexts } from '../db/queries/contexts';
-import type { PlatformBuildRequest } from '../domain/build-plan';
+import type { PlatformBuildRequest } from './build-plan';
 import type { BuildContext } from './build';
 import { resolveBuildContext } from './git';
 import { RegistryError, type RegistryClient } from './registry';

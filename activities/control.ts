@@ -1,16 +1,19 @@
-import { CancelledFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { finishBuild, getBuild, getBuildStatus, isTerminal, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { finishBuild, getBuild, getBuildStatus, updateBuild, type BuildWithDetails } from '../db/queries/builds';
+import { isTerminal } from '../domain/builds';
 import type { Build } from '../db/schema';
 import { appendBuildLogs } from '../db/queries/logs';
 import { getRepository } from '../db/queries/repositories';
-import { claimImageTags, releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
+import { releaseImageTagClaims, upsertImageTags } from '../db/queries/tags';
 import { buildPlatforms } from '../db/schema';
-import type { BuildPlan, PlatformImage, PlatformName } from '../domain/build-plan';
+import type { PlatformImage } from '../domain/images';
+import type { Platform } from '../domain/platforms';
+import type { BuildPlan } from './build-plan';
 import { activityLog } from '../observability/log';
 import { ALL_PLATFORMS, buildMetrics, secondsBetween, timePhase } from '../observability/metrics';
-import { MEDIA_TYPES, RegistryClient, RegistryError, sha256 } from './registry';
+import { assembleIndexManifest, createPublisher } from './publish';
+import { sha256, type RegistryClient } from './registry';
 import { userFault } from '../domain/errors';
 
 export interface ControlActivityDeps {
@@ -21,47 +24,14 @@ export interface ControlActivityDeps {
 }
 
 export function createControlActivities(deps: ControlActivityDeps) {
-  const { db, registry } = deps;
-
-  /**
-   * The tag guard of assembleImageIndex: with immutable tags every tag but `latest`, with
-   * overwriteTags off every tag, must be free. Throws `tag_immutable` naming the taken tags.
-   */
-  async function claimGuardedTags(
-    buildId: string,
-    repository: string,
-    tags: string[],
-    digest: string,
-    why: 'immutable' | 'no-overwrite',
-  ): Promise<void> {
-    const guarded = why === 'immutable' ? tags.filter((t) => t !== 'latest') : tags;
-    if (guarded.length === 0) return;
-    const taken: string[] = [];
-    // Tags pushed outside Kiln exist in the registry even when the database never heard of them.
-    for (const tag of guarded) {
-      const existing = await registry.resolveDigest(repository, tag);
-      if (existing && existing !== digest) taken.push(`${tag} (in the registry)`);
-    }
-    if (taken.length === 0) {
-      const build = await getBuild(db, buildId);
-      if (!build) throw userFault('not_found', `build ${buildId} not found`);
-      const held = await claimImageTags(db, {
-        repositoryId: build.repositoryId,
-        tags: guarded,
-        digest,
-        buildId,
-        creationMethod: build.creationMethod,
-      });
-      for (const t of held) taken.push(`${t.tag} (${t.buildId ? `pushed by build ${t.buildId}` : t.creationMethod})`);
-    }
-    if (taken.length) {
-      const rule = why === 'immutable' ? `Tags are immutable in ${repository}` : 'The build may not overwrite tags (OverwriteImageTag: false)';
-      throw userFault('tag_immutable', `${rule} and these already exist: ${taken.join(', ')}; no tag was pushed`);
-    }
-  }
+  const { db } = deps;
+  const publisher = createPublisher(deps);
 
   const activities = {
-    /** Marks the build running and returns what to build; null when it already ended. */
+    /**
+     * Marks the build running and returns what to build; null when it already ended. A git
+     * source comes back unpinned (pinSource pins it).
+     */
     async startBuild(buildId: string): Promise<BuildPlan | null> {
       const build = await getBuild(db, buildId);
       if (!build) throw userFault('not_found', `build ${buildId} not found`);
@@ -76,11 +46,11 @@ export function createControlActivities(deps: ControlActivityDeps) {
         activityLog().info('build started', { repository: build.repository, platforms: build.platforms, trigger: build.trigger });
       }
       await appendBuildLogs(db, buildId, [{ platform: null, line: `==> build ${buildId} started for ${build.repository}` }]);
-      let plan: BuildPlan = {
+      const plan: BuildPlan = {
         buildId,
         repositoryId: repo.id,
         repository: build.repository,
-        platforms: build.platforms as PlatformName[],
+        platforms: build.platforms as Platform[],
         source: build.contextDigest
           ? { kind: 'context', digest: build.contextDigest, contextDir: build.contextDir, dockerfilePath: build.dockerfilePath }
           : build.dockerfile !== null
@@ -101,23 +71,14 @@ export function createControlActivities(deps: ControlActivityDeps) {
         accelerated: build.accelerated,
         immutableTags: repo.immutableTags,
         overwriteTags: build.overwriteTags,
+        provenance: build.provenance,
         timeoutMinutes: build.timeoutMinutes,
         trigger: build.trigger,
         ref: build.sourceRef,
         buildPool: repo.buildPool,
       };
-      if (plan.source.kind === 'git') {
-        if (!deps.resolveSource) {
-          throw userFault('invalid_source', 'git sources are not configured on this worker');
-        }
-        plan = await deps.resolveSource(plan, build);
-        if (plan.source.kind === 'git') {
-          await appendBuildLogs(db, buildId, [
-            { platform: null, line: `==> source ${plan.source.url} ${plan.ref} pinned to ${plan.source.commit}` },
-            { platform: null, line: `==> tags ${plan.tags.join(', ')}` },
-          ]);
-        }
-      }
+      // Pinning a git source asks the git host: a network step of its own (pinSource).
+      if (plan.source.kind === 'git') return plan;
       if (plan.source.kind === 'context') {
         await appendBuildLogs(db, buildId, [
           { platform: null, line: `==> local context ${plan.source.digest} (${build.contextSize ?? 0} bytes)` },
@@ -125,6 +86,27 @@ export function createControlActivities(deps: ControlActivityDeps) {
       }
       await updateBuild(db, buildId, { phase: 'building' });
       return plan;
+    },
+
+    /**
+     * Pins a git build to one commit (`git ls-remote` against the user's host unless the push
+     * named it) and renders its rule's tags; the plan startBuild returned, pinned.
+     */
+    async pinSource(plan: BuildPlan): Promise<BuildPlan> {
+      if (!deps.resolveSource) {
+        throw userFault('invalid_source', 'git sources are not configured on this worker');
+      }
+      const build = await getBuild(db, plan.buildId);
+      if (!build) throw userFault('not_found', `build ${plan.buildId} not found`);
+      const pinned = await deps.resolveSource(plan, build);
+      if (pinned.source.kind === 'git') {
+        await appendBuildLogs(db, plan.buildId, [
+          { platform: null, line: `==> source ${pinned.source.url} ${pinned.ref} pinned to ${pinned.source.commit}` },
+          { platform: null, line: `==> tags ${pinned.tags.join(', ')}` },
+        ]);
+      }
+      await updateBuild(db, plan.buildId, { phase: 'building' });
+      return pinned;
     },
 
     /**
@@ -145,22 +127,17 @@ export function createControlActivities(deps: ControlActivityDeps) {
       const index = assembleIndexManifest(input.images);
       const body = Buffer.from(JSON.stringify(index));
       const digest = sha256(body);
-      try {
-        if (input.immutableTags) await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'immutable');
-        else if (!input.overwriteTags) await claimGuardedTags(input.buildId, input.repository, input.tags, digest, 'no-overwrite');
-        const signal = activityCancellationSignal();
-        for (const tag of input.tags) {
-          // A cancel that lands mid-way must not leave more tags behind than it has to.
-          if (signal?.aborted) throw new CancelledFailure('build canceled before every tag was pushed');
-          await registry.putManifest(input.repository, tag, body, MEDIA_TYPES.ociIndex);
-        }
-        await appendBuildLogs(db, input.buildId, [
-          { platform: null, line: `==> pushed index ${digest} as ${input.tags.map((t) => `${input.repository}:${t}`).join(', ')}` },
-        ]);
-        return { digest };
-      } catch (err) {
-        throw toActivityError(err);
+      // With immutable tags every tag but `latest`, with overwriteTags off every tag, must be free.
+      if (input.immutableTags) {
+        await publisher.claimGuardedTags({ ...input, tags: input.tags.filter((t) => t !== 'latest'), digest, guard: 'immutable' });
+      } else if (!input.overwriteTags) {
+        await publisher.claimGuardedTags({ ...input, digest, guard: 'no-overwrite' });
       }
+      await publisher.pushIndex(input.repository, input.tags, body, 'tag');
+      await appendBuildLogs(db, input.buildId, [
+        { platform: null, line: `==> pushed index ${digest} as ${input.tags.map((t) => `${input.repository}:${t}`).join(', ')}` },
+      ]);
+      return { digest };
     },
 
     async recordBuildSucceeded(input: { buildId: string; manifestDigest: string; tags: string[] }): Promise<void> {
@@ -216,6 +193,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
   return {
     ...activities,
     startBuild: (buildId: string) => timePhase('resolving', ALL_PLATFORMS, () => activities.startBuild(buildId)),
+    pinSource: (plan: BuildPlan) => timePhase('resolving', ALL_PLATFORMS, () => activities.pinSource(plan)),
     assembleImageIndex: (input: Parameters<typeof activities.assembleImageIndex>[0]) =>
       timePhase('assembling', ALL_PLATFORMS, () => activities.assembleImageIndex(input)),
     recordBuildSucceeded: (input: Parameters<typeof activities.recordBuildSucceeded>[0]) =>
@@ -235,37 +213,8 @@ function recordOutcome(build: Build, code?: string): void {
 
 export type ControlActivities = ReturnType<typeof createControlActivities>;
 
-export function assembleIndexManifest(images: PlatformImage[]) {
-  return {
-    schemaVersion: 2,
-    mediaType: MEDIA_TYPES.ociIndex,
-    manifests: [...images]
-      .sort((a, b) => a.platform.localeCompare(b.platform))
-      .map((img) => {
-        const [os, architecture, variant] = img.platform.split('/');
-        return {
-          mediaType: img.mediaType,
-          digest: img.digest,
-          size: img.size,
-          platform: { architecture: architecture!, os: os!, ...(variant ? { variant } : {}) },
-        };
-      }),
-  };
-}
+/** The control steps that only touch Kiln's database: local activities of the workflow. */
+export type DatabaseControlActivities = Pick<ControlActivities, 'startBuild' | 'recordBuildSucceeded' | 'recordBuildFailed'>;
 
-/** Registry 4xx (but throttling) is a fault the user must fix; anything else is retried. */
-function toActivityError(err: unknown): unknown {
-  if (err instanceof RegistryError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
-    return userFault('registry_rejected', err.message);
-  }
-  return err;
-}
-
-/** The running activity's cancellation signal; undefined when called outside an activity. */
-function activityCancellationSignal(): AbortSignal | undefined {
-  try {
-    return Context.current().cancellationSignal;
-  } catch {
-    return undefined;
-  }
-}
+/** The control steps that reach a git host or the registry: normal activities, with timeouts. */
+export type NetworkControlActivities = Omit<ControlActivities, keyof DatabaseControlActivities>;

@@ -276,7 +276,16 @@ function shortRef(ref: string, refType: 'branch' | 'tag'): string {
  * Resolves a branch or tag to a commit SHA with `git ls-remote`. Annotated tags resolve to the
  * commit they point at (the peeled `^{}` entry).
  */
-export async function resolveRef(opts: {
+export async function resolveRef(opts: RefQuery): Promise<string> {
+  const head = await refHead(opts);
+  if (!head) {
+    const name = shortRef(opts.ref, opts.refType);
+    throw userFault('ref_not_found', `${opts.refType === 'branch' ? 'Branch' : 'Tag'} "${name}" was not found in ${prepareRemote(opts.url, opts).url}`);
+  }
+  return head.commit;
+}
+
+interface RefQuery {
   url: string;
   ref: string;
   refType: 'branch' | 'tag';
@@ -284,7 +293,14 @@ export async function resolveRef(opts: {
   username?: string;
   signal?: AbortSignal;
   timeoutMs?: number;
-}): Promise<string> {
+}
+
+/**
+ * The ref's head as `git ls-remote` sees it now: the commit (peeled for an annotated tag) and
+ * every object id the ref advertises (an annotated tag's own id too, which some hosts send as a
+ * push's `after`). Null when the ref does not exist.
+ */
+export async function refHead(opts: RefQuery): Promise<{ commit: string; objects: string[] } | null> {
   const remote = prepareRemote(opts.url, opts);
   const name = shortRef(opts.ref, opts.refType);
   const problem = refNameProblem(name);
@@ -309,11 +325,9 @@ export async function resolveRef(opts: {
     const [sha, ref] = line.trim().split('\t');
     if (sha && ref && SHA_RE.test(sha)) refs.set(ref, sha);
   }
-  const sha = refs.get(`${full}^{}`) ?? refs.get(full);
-  if (!sha) {
-    throw userFault('ref_not_found', `${opts.refType === 'branch' ? 'Branch' : 'Tag'} "${name}" was not found in ${remote.url}`);
-  }
-  return sha;
+  const commit = refs.get(`${full}^{}`) ?? refs.get(full);
+  if (!commit) return null;
+  return { commit, objects: [...new Set([refs.get(full), refs.get(`${full}^{}`)].filter((x): x is string => !!x))] };
 }
 
 function commitNotFound(commit: string, remote: Remote): ApplicationFailure {

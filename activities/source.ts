@@ -5,9 +5,10 @@ import { updateBuild, type BuildWithDetails } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
 import { getRule } from '../db/queries/rules';
 import { InvalidTagError, matchRef, parseFullRef, renderImageTags } from '../domain/rules';
-import type { BuildPlan, PlatformBuildRequest } from '../domain/build-plan';
+import type { BuildPlan, PlatformBuildRequest } from './build-plan';
 import type { BuildContext } from './build';
-import { checkoutCommit, resolveBuildContext, resolveRef } from './git';
+import { changedFiles, checkoutCommit, refHead, resolveBuildContext, resolveRef } from './git';
+import type { RefName } from '../domain/rules';
 import { userFault } from '../domain/errors';
 
 /** The basic-auth user each host expects with an access token. */
@@ -16,6 +17,9 @@ const TOKEN_USERS: Record<string, string> = {
   gitlab: 'oauth2',
   gitee: 'oauth2',
   bitbucket: 'x-token-auth',
+  // Gitea and Forgejo take an access token as the password of any user name.
+  gitea: 'oauth2',
+  forgejo: 'oauth2',
   git: 'git',
 };
 
@@ -65,6 +69,18 @@ export function createSourceAccess(deps: { db: Db; secretKey: string }) {
       }
       await updateBuild(deps.db, plan.buildId, { sourceCommit: commit, tags });
       return { ...plan, tags, source: { ...plan.source, commit } };
+    },
+
+    /** What the repository's source says the ref's head is now (null: no such ref). */
+    async refHead(repositoryId: string, ref: RefName): Promise<{ commit: string; objects: string[] } | null> {
+      const creds = await credentials(repositoryId);
+      return refHead({ url: creds.url, ref: ref.name, refType: ref.type, token: creds.token, username: creds.username });
+    },
+
+    /** Paths changed between two commits of the repository's source; null when it cannot be known (a new branch). */
+    async changedFiles(repositoryId: string, before: string, after: string): Promise<string[] | null> {
+      const creds = await credentials(repositoryId);
+      return changedFiles({ url: creds.url, before, after, token: creds.token, username: creds.username });
     },
 
     /** A fresh shallow checkout of exactly the pinned commit in this build's own work dir. */

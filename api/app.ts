@@ -130,9 +130,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   app.route('/', systemRoutes(deps, metrics));
   app.route(API_PREFIX, apiRoutes(deps));
-  app.route('/', registryTokenRoutes(deps, authenticate));
-  app.route('/', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
-  app.route('/', webhookRoutes(deps));
+  app.route('/registry', registryTokenRoutes(deps, authenticate));
+  app.route('/webhooks', registryEventRoutes(deps)); // before /webhooks/:provider, which would claim it
+  app.route('/webhooks', webhookRoutes(deps));
   // The web console: pages that call the routes above in process, as any client would.
   app.route('/', consoleRoutes({ secretKey: deps.config.secretKey, registry: deps.config.registry, request: (input, init) => app.request(input, init) }));
 

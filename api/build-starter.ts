@@ -1,8 +1,10 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { CANCEL_BUILD_SIGNAL, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger } from '../domain/temporal';
+import { BUILD_SCHEDULER_WORKFLOW_ID, CONTROL_TASK_QUEUE, KilnRepository, KilnStatus, KilnTrigger, SET_NAMESPACE_LIMIT_SIGNAL } from '../domain/temporal';
 import type { CancelReason, Trigger } from '../domain/builds';
-// The API is the workflow's client: it imports its type (never its code) to start it type-checked.
-import type { ImageBuildWorkflow } from '../workflows/image-build';
+// The API is the workflow's client: it starts the workflow by its function and signals it by its
+// signal definition, so the name, the arguments and the signal's payload are type-checked. It never
+// runs that code (workers do).
+import { cancelBuildSignal, ImageBuildWorkflow } from '../workflows/image-build';
 
 export interface StartBuildRequest {
   buildId: string;
@@ -21,6 +23,8 @@ export interface BuildStarter {
    * reason (e.g. superseded by a newer push) the workflow records that reason as the outcome.
    */
   cancel(workflowId: string, reason?: CancelReason): Promise<void>;
+  /** Tells the build scheduler a namespace's new maxConcurrentBuilds, so waiting builds see it at once. */
+  setNamespaceLimit?(namespace: string, maxConcurrentBuilds: number): Promise<void>;
 }
 
 export class BuildNotRunningError extends Error {
@@ -30,22 +34,19 @@ export class BuildNotRunningError extends Error {
   }
 }
 
-export const BUILD_WORKFLOW_TYPE = 'ImageBuildWorkflow';
-export { CONTROL_TASK_QUEUE };
-/** Headroom over the build timeout, which the workflow enforces itself, for recording the outcome. */
-const EXECUTION_GRACE_MINUTES = 5;
 
-export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string } = {}): BuildStarter {
+export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: string; schedulerWorkflowId?: string } = {}): BuildStarter {
   const taskQueue = opts.taskQueue ?? CONTROL_TASK_QUEUE;
   return {
     async start(req) {
       try {
-        await client.workflow.start<typeof ImageBuildWorkflow>(BUILD_WORKFLOW_TYPE, {
+        await client.workflow.start(ImageBuildWorkflow, {
           taskQueue,
           workflowId: req.workflowId,
           // Only the id: the workflow reads everything else, secrets included, from the database.
           args: [{ buildId: req.buildId }],
-          workflowExecutionTimeout: (req.timeoutMinutes + EXECUTION_GRACE_MINUTES) * 60_000,
+          // No execution timeout: a build may wait for a slot (queued) as long as it takes. The
+          // workflow enforces timeoutMinutes itself from the moment it has a slot.
           // A build id runs at most once, so a retried start never re-runs a finished build.
           workflowIdReusePolicy: 'REJECT_DUPLICATE',
           // Served by a control worker in this process when there is one; harmless otherwise.
@@ -64,11 +65,19 @@ export function createTemporalBuildStarter(client: Client, opts: { taskQueue?: s
     async cancel(workflowId, reason) {
       try {
         const handle = client.workflow.getHandle(workflowId);
-        if (reason) await handle.signal(CANCEL_BUILD_SIGNAL, reason);
+        if (reason) await handle.signal(cancelBuildSignal, reason);
         else await handle.cancel();
       } catch (err) {
         if (err instanceof WorkflowNotFoundError) throw new BuildNotRunningError(workflowId);
         throw err;
+      }
+    },
+    async setNamespaceLimit(namespace, maxConcurrentBuilds) {
+      try {
+        await client.workflow.getHandle(opts.schedulerWorkflowId ?? BUILD_SCHEDULER_WORKFLOW_ID).signal(SET_NAMESPACE_LIMIT_SIGNAL, { namespace, maxConcurrentBuilds });
+      } catch (err) {
+        // No scheduler yet: no build has asked for a slot, and the next one brings the new limit.
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
       }
     },
   };

@@ -77,8 +77,13 @@ export const errorResponses = {
   413: errorResponse('Body larger than the configured limit'),
   415: errorResponse('Unsupported media type'),
   416: errorResponse('The byte range starts past the end of the log'),
-  422: errorResponse('The request matches this document but cannot be carried out (unprocessable): e.g. a match pattern that does not compile, a tag template that can never give a valid tag'),
-  429: errorResponse('Too many requests (too_many_requests): too many live followers of a build, or too many submissions; retry after the Retry-After header\'s seconds'),
+  422: errorResponse(
+    "The request matches this document but cannot be carried out (unprocessable): e.g. a match pattern that does not compile, a tag template that can never give a valid tag, or a namespace quota (maxTimeoutMinutes, maxRepositories, maxRules; `details` names the quota and its limit)",
+  ),
+  429: {
+    ...errorResponse("Too many requests (too_many_requests): too many live followers of a build, or more build submissions than the namespace's rate (KILN_SUBMISSIONS_PER_MINUTE, bursts of KILN_SUBMISSION_BURST); retry after the Retry-After header's seconds"),
+    headers: { 'Retry-After': { description: 'Seconds until a retry can succeed', schema: { type: 'integer', minimum: 1 } } },
+  },
   503: errorResponse('A dependency is unavailable'),
 } as const;
 

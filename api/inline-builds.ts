@@ -8,13 +8,15 @@ import { useBuildContext } from '../db/queries/contexts';
 import { ensureNamespace, getNamespaceByName } from '../db/queries/namespaces';
 import { getRepositoryByPath, type RepositoryWithNamespace } from '../db/queries/repositories';
 import { findImageTags } from '../db/queries/tags';
-import { repositories, type Build } from '../db/schema';
+import { repositories, type Build, type PaiRequestRecord } from '../db/schema';
+import type { ProvenanceMode } from '../domain/builds';
 import type { Platform } from '../domain/platforms';
 import type { AppDeps } from './types';
 import { requireNamespace, type AppEnv } from './auth';
 import { ApiError } from './errors';
 import { NamespaceName, RepositoryName } from './schemas';
 import { startBuildOrFail } from './start-build';
+import { assertRepositoryQuota, assertTimeoutWithinQuota, submissionLimiter } from './submission-limits';
 
 export interface InlineBuildSpec {
   namespace: string;
@@ -31,6 +33,8 @@ export interface InlineBuildSpec {
   /** Defaults: the repository's build settings. */
   noCache?: boolean;
   accelerated?: boolean;
+  /** Default min. */
+  provenance?: ProvenanceMode;
   timeoutMinutes: number;
   clientToken?: string;
   /** Identifies the request behind clientToken: a retry must hash the same. */
@@ -41,6 +45,8 @@ export interface InlineBuildSpec {
   refuseExistingTags?: boolean;
   /** Encrypted registry credentials for pulling private bases (activities/registry-auth.ts). */
   registryAuthsEnc?: string | null;
+  /** A PAI request's description of itself, shown by GET /imagebuilds/:id. */
+  paiRequest?: PaiRequestRecord;
 }
 
 export interface BuildAcceptedBody {
@@ -50,6 +56,8 @@ export interface BuildAcceptedBody {
 
 export function inlineBuilds(deps: AppDeps) {
   const { db } = deps;
+  const limiter = submissionLimiter(deps);
+  const quotaDefaults = deps.config.quotaDefaults;
 
   /** Starts the workflow; a build the engine cannot take is marked failed and answered with 503. */
   async function startOrFail(build: Build, repository: string): Promise<void> {
@@ -97,9 +105,11 @@ export function inlineBuilds(deps: AppDeps) {
     const path = `${namespace}/${name}`;
     requireNamespace(c, namespace);
     if (spec.clientToken) {
-      const existing = await findBuildByClientToken(db, spec.clientToken);
+      const existing = await findBuildByClientToken(db, namespace, spec.clientToken);
       if (existing) return replay(existing, spec.requestHash, path);
     }
+    // A retry of an accepted request (above) is free; a new submission spends a token.
+    limiter.take(namespace);
 
     const id = randomUUID();
     const outcome = await db.transaction(async (tx) => {
@@ -108,6 +118,7 @@ export function inlineBuilds(deps: AppDeps) {
         if (!NamespaceName.safeParse(namespace).success) throw new ApiError('not_found', `Namespace "${namespace}" does not exist`);
         ns = await ensureNamespace(tx, namespace);
       }
+      assertTimeoutWithinQuota(ns, spec.timeoutMinutes, quotaDefaults);
       let repo = await getRepositoryByPath(tx, namespace, name);
       if (!repo) {
         if (!RepositoryName.safeParse(name).success) throw new ApiError('not_found', `Repository ${path} does not exist and cannot be created`);
@@ -117,6 +128,7 @@ export function inlineBuilds(deps: AppDeps) {
             `Repository ${path} does not exist and namespace "${namespace}" does not create repositories on demand`,
           );
         }
+        await assertRepositoryQuota(tx, ns, quotaDefaults);
         // Race-safe: a concurrent creator wins and both see the same row.
         await tx
           .insert(repositories)
@@ -162,8 +174,11 @@ export function inlineBuilds(deps: AppDeps) {
         tags: spec.tags,
         noCache: spec.noCache ?? repo.noCache,
         accelerated: spec.accelerated ?? repo.acceleratedImages,
+        provenance: spec.provenance ?? 'min',
+        paiRequest: spec.paiRequest ?? null,
         timeoutMinutes: spec.timeoutMinutes,
         clientToken: spec.clientToken ?? null,
+        clientTokenNamespaceId: spec.clientToken ? ns.id : null,
         requestHash: spec.requestHash,
         registryAuthsEnc: spec.registryAuthsEnc ?? null,
         overwriteTags: !spec.refuseExistingTags,

@@ -1,51 +1,14 @@
-import { randomUUID } from 'node:crypto';
-import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import { insertBuild } from '../db/queries/builds';
 import { getRepository } from '../db/queries/repositories';
-import { findSupersededBuilds, getRule } from '../db/queries/rules';
-import type { Build, BuildRule, NewBuild } from '../db/schema';
-import { fullRefName, isRegexMatch, type RefName } from '../domain/rules';
-import type { CreationMethod, Trigger } from '../domain/builds';
+import { findSupersededBuilds, getRule, ruleBuildValues } from '../db/queries/rules';
+import type { Build, BuildRule } from '../db/schema';
+import { isRegexMatch } from '../domain/rules';
 import type { AppDeps } from './types';
 import { startBuildOrFail } from './start-build';
 
 
-/**
- * The row for one build of a rule. Tags stay empty here: they are rendered by the workflow once
- * the commit is pinned, since templates may embed the commit id and the build time.
- */
-export function ruleBuildValues(input: {
-  repo: RepositoryWithNamespace;
-  rule: BuildRule;
-  ref: RefName;
-  commit: string | null;
-  trigger: Trigger;
-  creationMethod: Exclude<CreationMethod, 'user push'>;
-}): NewBuild & { id: string } {
-  const { repo, rule } = input;
-  const id = randomUUID();
-  return {
-    id,
-    repositoryId: repo.id,
-    ruleId: rule.id,
-    status: 'queued',
-    trigger: input.trigger,
-    creationMethod: input.creationMethod,
-    sourceUrl: repo.sourceUrl,
-    sourceRef: fullRefName(input.ref),
-    sourceCommit: input.commit,
-    contextDir: rule.contextDir,
-    dockerfilePath: rule.dockerfile,
-    platforms: rule.platforms,
-    buildArgs: rule.buildArgs,
-    target: rule.target,
-    tags: [],
-    noCache: rule.noCache || repo.noCache,
-    accelerated: rule.accelerated || repo.acceleratedImages,
-    timeoutMinutes: rule.timeoutMinutes,
-    workflowId: `build-${id}`,
-  };
-}
+// The row of one rule build is made where the push workflow's activities can use it too.
+export { ruleBuildValues } from '../db/queries/rules';
 
 /**
  * Starts the workflows of freshly inserted rule builds, then cancels older runs of the same rule
@@ -97,7 +60,7 @@ export async function startScheduledRuleBuild(
   if (!rule.enabled) return { skipped: 'the rule is disabled' };
   if (isRegexMatch(rule.match) || !repo.sourceUrl) return { skipped: 'the rule names no single ref' };
   const values = ruleBuildValues({ repo, rule, ref: { type: rule.type, name: rule.match }, commit: null, trigger: 'schedule', creationMethod: 'auto build' });
-  const { build } = await insertBuild(deps.db, { ...values, clientToken: input.clientToken });
+  const { build } = await insertBuild(deps.db, { ...values, clientToken: input.clientToken, clientTokenNamespaceId: repo.namespaceId });
   const { failed } = await startRuleBuilds(deps, [{ build, rule, repository: `${repo.namespace}/${repo.name}` }]);
   // Transient: the activity retries; the client token finds the same build.
   if (failed.length) throw new Error(failed[0]!.message);

@@ -1,19 +1,21 @@
 import { z } from '@hono/zod-openapi';
 import { createSchemaFactory } from 'drizzle-zod';
 import { buildRules, RULE_TYPES } from '../db/schema';
+import { PROVENANCE_MODES } from '../domain/builds';
 import { PLATFORMS } from '../domain/platforms';
 import {
   compileRuleMatch,
   isRegexMatch,
-  isValidTimeZone,
   MAX_MATCH_LENGTH,
   MAX_PATH_FILTERS,
   MAX_TAG_TEMPLATES,
   validatePathFilters,
   validateTagTemplates,
 } from '../domain/rules';
+import { TagTemplateSchema, type TagTemplate } from '../domain/tag-template';
+import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, PROVENANCE_DESCRIPTION, stringMap } from './schemas';
 import { CRON_RE, cronIssues, MAX_RULE_SCHEDULES } from '../domain/schedules';
-import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, stringMap } from './schemas';
+import { isValidTimeZone } from '../domain/time-zones';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });
 
@@ -52,17 +54,6 @@ export const RuleScheduleSchema = z
   .strict()
   .openapi('RuleSchedule');
 
-export const TagTemplateSchema = z
-  .object({
-    template: z.string().min(1).max(128).openapi({ example: '${imageTag}' }),
-    buildTime: z.enum(['yyyyMMdd', 'yyyyMMddHHmm']).optional().openapi({ description: 'Append the build time' }),
-    timeZone: TimeZone.optional(),
-    commitIdLength: z.number().int().min(1).max(40).optional().openapi({ description: 'Append the first N characters of the commit id' }),
-    commitId: z.boolean().optional().openapi({ description: 'Append the commit id (6 characters unless commitIdLength)' }),
-  })
-  .strict()
-  .openapi('TagTemplate');
-
 const ruleFields = {
   match: z.string().min(1).max(MAX_MATCH_LENGTH).openapi({
     description: 'A literal branch/tag name, or a regular expression (RE2, whole-name match) with named groups',
@@ -85,6 +76,11 @@ const ruleFields = {
     .max(MAX_RULE_SCHEDULES)
     .optional()
     .openapi({ description: 'Cron schedules that build the rule\'s own branch or tag (a literal match only), each a Temporal Schedule `rule-<id>-<n>`' }),
+  provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
+  rebuildOnBaseChange: z.boolean().optional().openapi({
+    description:
+      "Rebuild this rule's ref when an image its last build pulled (FROM, COPY --from) from Kiln's registry gets a new digest under the same tag",
+  }),
 };
 
 /** The rule fields a client sets (everything but ids and times). */
@@ -99,10 +95,12 @@ const RULE_FIELDS = {
   tags: true,
   noCache: true,
   accelerated: true,
+  provenance: true,
   enabled: true,
   paths: true,
   semver: true,
   cancelSuperseded: true,
+  rebuildOnBaseChange: true,
   timeoutMinutes: true,
   schedules: true,
 } as const;
@@ -110,7 +108,7 @@ const RULE_FIELDS = {
 type RuleChecked = {
   type?: 'branch' | 'tag';
   match?: string;
-  tags?: z.infer<typeof TagTemplateSchema>[];
+  tags?: TagTemplate[];
   paths?: string[];
   semver?: boolean;
   schedules?: z.infer<typeof RuleScheduleSchema>[];
@@ -176,17 +174,15 @@ export const RuleTrigger = z
   .strict()
   .openapi('RuleTrigger');
 
-export const RuleIdParams = z.object({
-  id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }),
-});
-
 /** A rule as the preview takes it: a saved rule's id, or the fields of one being edited (checked by the preview, not refused). */
 export const RulePreviewRequest = z
   .object({
     rule: z.union([
       z.string().openapi({ format: 'uuid', description: 'A saved rule of this repository' }),
-      z
-        .object({
+      // The fields of RuleCreate and no others (the document can then say what every value may
+      // hold); the ones the preview reads are checked by the preview, not refused.
+      RuleCreate.partial()
+        .extend({
           type: z.enum(RULE_TYPES),
           match: z.string().max(MAX_MATCH_LENGTH),
           tags: z.array(TagTemplateSchema).max(MAX_TAG_TEMPLATES),
@@ -194,8 +190,8 @@ export const RulePreviewRequest = z
           paths: z.array(z.string().max(512)).max(MAX_PATH_FILTERS).optional(),
           enabled: z.boolean().optional(),
         })
-        .passthrough()
-        .openapi({ description: 'An unsaved rule (the fields of RuleCreate; others are ignored)' }),
+        .strict()
+        .openapi({ description: 'An unsaved rule: the fields of RuleCreate' }),
     ]),
     ref: z
       .string()

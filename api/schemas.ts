@@ -3,19 +3,18 @@ import { createSchemaFactory } from 'drizzle-zod';
 import { validateRepoPath } from '../activities/git';
 import { BUILD_ERROR_CODES } from '../domain/errors';
 import { PLATFORMS } from '../domain/platforms';
-import {
-  BUILD_PHASES,
-  BUILD_STATUSES,
-  builds,
-  CREATION_METHODS,
-  imageTags,
-  namespaces,
-  PLATFORM_STATUSES,
-  repositories,
-  TRIGGERS,
-} from '../db/schema';
+import { apiTokens, BuildStepRecord, builds, imageTags, namespaces, repositories, webhookDeliveries } from '../db/schema';
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
+import { PUSH_RESULT_CODES } from '../domain/push';
+import { TIMEOUT_MINUTES_CEILING } from '../domain/quotas';
 
 // The `z` of @hono/zod-openapi, so every generated schema has `.openapi()`.
+/** The provenance field's documentation, shared by rules, builds and the PAI API. */
+export const PROVENANCE_DESCRIPTION =
+  'SLSA provenance attested by BuildKit on each platform image: `min` (default) records the base images, the source ' +
+  'and the frontend options without build args; `max` also records every build arg and the full build definition, so ' +
+  'never pass a secret as a build arg with `max`.';
+
 const { createInsertSchema, createSelectSchema, createUpdateSchema } = createSchemaFactory({ zodInstance: z });
 
 export const NAMESPACE_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
@@ -26,7 +25,8 @@ import { OCI_TAG_RE } from '../domain/oci';
 /** BUILDKIT_CACHE_MOUNT_NS is Kiln's: it keeps each namespace's cache mounts apart (activities/build.ts). */
 export const BUILD_ARG_KEY_RE = /^(?!BUILDKIT_CACHE_MOUNT_NS$)[A-Za-z_][A-Za-z0-9_]*$/;
 export const CLIENT_TOKEN_RE = /^[A-Za-z0-9._-]{1,64}$/;
-export const SOURCE_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] as const;
+/** The column's enum (db/schema.ts ← domain/git-hosts.ts). */
+export const SOURCE_PROVIDERS = repositories.sourceProvider.enumValues;
 export type SourceProvider = (typeof SOURCE_PROVIDERS)[number];
 
 /** In characters (UTF-16 code units), as JSON Schema's maxLength counts. */
@@ -115,20 +115,79 @@ export const NamespaceCreate = createInsertSchema(namespaces, { name: NamespaceN
 export const BUILD_POOL_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const BuildPool = z.string().regex(BUILD_POOL_RE, 'a pool name is lowercase letters, digits and "-", at most 63 characters');
 
-export const NamespaceUpdate = createUpdateSchema(namespaces, { buildPool: BuildPool.nullable() })
+/** Upper bounds of the admin-set quotas (a day for timeouts, as for a build's own timeoutMinutes). */
+export const QUOTA_LIMITS = { maxConcurrentBuilds: 1000, maxTimeoutMinutes: TIMEOUT_MINUTES_CEILING, maxRepositories: 1_000_000, maxRules: 1_000_000 } as const;
+
+const quotaField = (min: number, max: number, what: string) =>
+  z.number().int().min(min).max(max).nullable().optional().openapi({ description: `${what}; null: the deployment's default` });
+
+export const NamespaceUpdate = createUpdateSchema(namespaces, {
+  buildPool: BuildPool.nullable().optional(),
+  maxConcurrentBuilds: quotaField(1, QUOTA_LIMITS.maxConcurrentBuilds, 'Builds of this namespace running at once; more wait as `queued`'),
+  maxTimeoutMinutes: quotaField(1, QUOTA_LIMITS.maxTimeoutMinutes, 'Largest timeoutMinutes a build or rule of this namespace may ask for (more is a 422)'),
+  maxRepositories: quotaField(0, QUOTA_LIMITS.maxRepositories, 'Repositories this namespace may hold (one more is a 422)'),
+  maxRules: quotaField(0, QUOTA_LIMITS.maxRules, 'Build rules over all its repositories (one more is a 422)'),
+})
   .pick({
     defaultVisibility: true,
     defaultImmutableTags: true,
     defaultAcceleratedImages: true,
     autoCreateRepository: true,
     buildPool: true,
+    maxConcurrentBuilds: true,
+    maxTimeoutMinutes: true,
+    maxRepositories: true,
+    maxRules: true,
   })
   .strict()
   .openapi('NamespaceUpdate', {
-    description: '`buildPool`: builds of this namespace run only on workers started with KILN_BUILD_POOL=<pool>; null: the shared pool',
+    description:
+      '`buildPool`: builds of this namespace run only on workers started with KILN_BUILD_POOL=<pool>; null: the shared pool. ' +
+      'The quotas (`max*`) take effect at once; null resets one to the deployment default (KILN_NAMESPACE_MAX_*). ' +
+      'Lowering a count below what the namespace holds removes nothing; it only refuses more.',
   });
 
-export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() }).openapi('Namespace');
+const quotaView = (what: string) => z.number().int().openapi({ description: `${what} (its own value or the deployment's default)` });
+
+export const NamespaceView = createSelectSchema(namespaces, { createdAt: iso() })
+  .extend({
+    maxConcurrentBuilds: quotaView('Builds running at once; more wait as `queued`'),
+    maxTimeoutMinutes: quotaView('Largest timeoutMinutes of a build or rule'),
+    maxRepositories: quotaView('Repositories the namespace may hold'),
+    maxRules: quotaView('Build rules over all its repositories'),
+  })
+  .openapi('Namespace');
+
+// ---- namespace API tokens ----------------------------------------------------------------------
+
+export const MAX_TOKEN_DAYS = 3650;
+
+export const TokenCreate = z
+  .object({
+    name: z.string().min(1).max(64).openapi({ example: 'ci' }),
+    expiresInDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_TOKEN_DAYS)
+      .optional()
+      .openapi({ description: 'Refused after this many days; omit for a token that does not expire (revoke it instead)', example: 90 }),
+  })
+  .strict()
+  .openapi('ApiTokenCreate');
+
+export const TokenView = createSelectSchema(apiTokens, {
+  createdAt: iso(),
+  expiresAt: iso().nullable().openapi({ description: 'After this the token is refused; null: never' }),
+  lastUsedAt: iso().nullable().openapi({ description: 'Last accepted use (to the minute); null: never used' }),
+})
+  .pick({ id: true, name: true, createdAt: true, expiresAt: true, lastUsedAt: true })
+  .extend({ namespace: z.string(), expired: z.boolean() })
+  .openapi('ApiToken');
+
+export const TokenCreated = TokenView.extend({
+  token: z.string().openapi({ description: 'Shown only in this response; only its hash is stored' }),
+}).openapi('ApiTokenCreated');
 export const NamespacePage = page(NamespaceView, 'NamespacePage');
 
 // ---- repositories -----------------------------------------------------------------------------
@@ -165,6 +224,25 @@ export const SourceCreate = z
       .openapi({ description: 'Omit to have one generated and returned once' }),
   })
   .strict();
+
+/** New credentials for a repository's source: what a leaked secret or an expiring git token needs. */
+export const SourceRotate = z
+  .object({
+    webhookSecret: z
+      .union([z.string().min(16).max(256), z.literal('generate')])
+      .optional()
+      .openapi({ description: 'The new webhook secret, or "generate" to have one generated and returned once. Deliveries signed with the old secret are refused from now on.' }),
+    token: z
+      .string()
+      .min(1)
+      .max(4096)
+      .nullable()
+      .optional()
+      .openapi({ description: 'The new git access token (stored encrypted, never returned); null removes it' }),
+  })
+  .strict()
+  .refine((b) => b.webhookSecret !== undefined || b.token !== undefined, 'give webhookSecret, token or both')
+  .openapi('SourceRotate', { minProperties: 1 });
 
 export const BuildSettings = z.object({ autoBuild: z.boolean(), noCache: z.boolean() }).openapi('BuildSettings');
 
@@ -338,12 +416,19 @@ export const BuildSubmit = createInsertSchema(builds, {
     .openapi({ uniqueItems: true }),
   noCache: z.boolean().optional().openapi({ description: "Default: the repository's build setting" }),
   accelerated: z.boolean().optional().openapi({ description: "Default: the repository's acceleratedImages" }),
+  provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
   clientToken: z
     .string()
     .regex(CLIENT_TOKEN_RE, '1–64 characters of A-Z a-z 0-9 . _ -')
     .optional()
     .openapi({ description: 'Idempotency key: the same token and body return the same build' }),
-  timeoutMinutes: z.number().int().min(1).max(1440).default(60),
+  timeoutMinutes: z
+    .number()
+    .int()
+    .min(1)
+    .max(TIMEOUT_MINUTES_CEILING)
+    .default(60)
+    .openapi({ description: "Minutes the build may run once it has a slot; above the namespace's maxTimeoutMinutes is a 422 naming the limit" }),
 })
   .pick({
     dockerfile: true,
@@ -354,6 +439,7 @@ export const BuildSubmit = createInsertSchema(builds, {
     tags: true,
     noCache: true,
     accelerated: true,
+    provenance: true,
     clientToken: true,
     timeoutMinutes: true,
   })
@@ -374,16 +460,18 @@ export type BuildSubmitInput = z.infer<typeof BuildSubmit>;
 
 export const BuildAccepted = z.object({ buildId: z.string(), workflowId: z.string() }).openapi('BuildAccepted');
 
+/** A stored step (db/schema.ts) with its duration, and its log counts always present. */
+const step = BuildStepRecord.shape;
 export const BuildStepView = z
   .object({
-    name: z.string().openapi({ description: 'As BuildKit names it, e.g. `[2/3] RUN make`' }),
-    cached: z.boolean().openapi({ description: 'Served from the build cache' }),
-    startedAt: z.string().nullable(),
-    completedAt: z.string().nullable(),
+    name: step.name,
+    cached: step.cached,
+    startedAt: step.startedAt,
+    completedAt: step.completedAt,
     durationMs: z.number().int().nullable().openapi({ description: 'null until the step has started and completed' }),
-    error: z.string().optional(),
-    logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }),
-    logLines: z.number().int().openapi({ description: 'Lines the step printed' }),
+    error: step.error,
+    logBytes: step.logBytes.unwrap(),
+    logLines: step.logLines.unwrap(),
   })
   .openapi('BuildStep');
 
@@ -400,11 +488,15 @@ export const BuildPlatformView = z
     status: z.enum(PLATFORM_STATUSES),
     digest: z.string().nullable(),
     acceleratedDigest: z.string().nullable().openapi({ description: "This platform's eStargz image, when the build is accelerated" }),
+    attestationDigest: z.string().nullable().openapi({ description: "BuildKit's SLSA provenance attestation manifest for this platform's image (in the index, platform unknown/unknown)" }),
     cacheHits: z.number().int(),
     startedAt: iso().nullable(),
     finishedAt: iso().nullable(),
     steps: z.array(BuildStepView),
     progress: BuildProgress,
+    baseImages: z
+      .array(z.object({ image: z.string(), digest: z.string() }).openapi('BaseImage'))
+      .openapi({ description: 'Images the build pulled (FROM, COPY --from) and the digests BuildKit resolved them to' }),
   })
   .openapi('BuildPlatform');
 
@@ -427,11 +519,16 @@ export const BuildView = z
     tags: z.array(z.string()).openapi({ description: 'Tags requested' }),
     pushedTags: z.array(z.string()),
     accelerated: z.object({ tags: z.array(z.string()), digest: z.string().nullable() }).optional(),
+    provenance: z.enum(PROVENANCE_MODES).openapi({ description: 'The SLSA provenance mode of the attestations attached to each platform image' }),
     error: z
       .object({ code: z.enum([...BUILD_ERROR_CODES, 'unknown']).openapi({ description: 'Why the build did not succeed (user faults such as step_failed need a change before a retry)' }), message: z.string() })
       .optional(),
     logIncomplete: z.boolean().openapi({
       description: 'Some log output could not be stored; a line starting `==> log incomplete` in the log says what',
+    }),
+    queuePosition: z.number().int().min(1).nullable().openapi({
+      description:
+        "While the build waits for a slot (status `queued`, over its namespace's maxConcurrentBuilds or the deployment's capacity): its place among its namespace's waiting builds, 1 = next; else null",
     }),
     workflowId: z.string(),
     temporalUiUrl: z.string().nullable(),
@@ -442,6 +539,7 @@ export const BuildView = z
   .openapi('Build');
 
 export type BuildViewBody = z.infer<typeof BuildView>;
+export type BuildStepViewBody = z.infer<typeof BuildStepView>;
 
 export const BuildPage = page(BuildView, 'BuildPage');
 
@@ -487,3 +585,34 @@ export const Readiness = z
     checks: z.record(z.string(), z.object({ ok: z.boolean(), error: z.string().optional() })),
   })
   .openapi('Readiness');
+
+// ---- webhook deliveries -----------------------------------------------------------------------
+
+export const PushResultView = z
+  .object({
+    repository: z.string().openapi({ description: 'namespace/name' }),
+    ref: z.string().openapi({ description: 'Full ref name, e.g. refs/heads/main' }),
+    ruleId: z.string().optional(),
+    outcome: z.enum(['started', 'skipped', 'failed']),
+    code: z.enum(PUSH_RESULT_CODES).openapi({
+      description:
+        'started; skipped: auto_build_off, ref_deleted, stale (the pushed commit is no longer the head of the ref: a newer ' +
+        'push or a replayed delivery), paths (no changed file matches); failed: head_check_failed, diff_failed (the changed ' +
+        'files could not be listed, so path filters could not be applied and nothing was built), start_failed, supersede_failed',
+    }),
+    reason: z.string().optional(),
+    buildId: z.string().optional(),
+    commit: z.string().optional(),
+  })
+  .openapi('PushResult');
+
+export const DeliveryView = createSelectSchema(webhookDeliveries, { receivedAt: iso(), finishedAt: iso().nullable() })
+  .pick({ provider: true, deliveryId: true, workflowId: true, status: true, receivedAt: true, finishedAt: true })
+  .extend({
+    buildIds: z.array(z.string()).openapi({ description: "This repository's builds the delivery started" }),
+    results: z.array(PushResultView).openapi({ description: "What the push workflow did for this repository's refs and rules" }),
+  })
+  .openapi('WebhookDelivery');
+
+export const DeliveryList = z.object({ items: z.array(DeliveryView) }).openapi('WebhookDeliveryList');
+export const DeliveryListQuery = z.object({ limit: Limit });

@@ -5,8 +5,11 @@ import type { RegistryClient } from '../activities/registry';
 import type { Db } from '../db/client';
 import type { BuildLogSignals } from '../db/log-signals';
 import type { Logger } from '../observability/log';
-import type { DeliveryStarter } from '../domain/notifications';
+import type { NamespaceQuotas } from '../domain/quotas';
 import type { BuildStarter } from './build-starter';
+import type { PushStarter } from './push-starter';
+import type { SubmissionLimiter, SubmissionRate } from './submission-limits';
+import type { DeliveryStarter } from '../domain/notifications';
 import type { RuleScheduler } from './rule-schedules';
 
 /**
@@ -53,6 +56,10 @@ export interface AppConfig {
   logFollowers?: { perBuild: number; perToken: number };
   /** KILN_METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
   metricsToken?: string;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces that have none of their own (domain/quotas.ts defaults). */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_SUBMISSIONS_PER_MINUTE / KILN_SUBMISSION_BURST per namespace (api/submission-limits.ts defaults). */
+  submissionRate?: SubmissionRate;
 }
 
 export interface AppDeps {
@@ -61,6 +68,8 @@ export interface AppDeps {
   logSignals: BuildLogSignals;
   config: AppConfig;
   builds: BuildStarter;
+  /** Starts a PushWorkflow per webhook delivery; without it the webhook routes answer 503. */
+  pushes?: PushStarter;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
   readiness?: Record<string, () => Promise<void>>;
   /** Where uploaded local contexts go (POST /contexts); without it that route answers 503. */
@@ -73,6 +82,8 @@ export interface AppDeps {
   deliveries?: DeliveryStarter;
   /** Keeps rules' cron schedules as Temporal Schedules; without it a rule with schedules answers 503. */
   schedules?: RuleScheduler;
+  /** Made by createApp from config.submissionRate unless given (one per app: buckets live in memory). */
+  submissionLimiter?: SubmissionLimiter;
   /** Where the API logs (a child with each request's id); defaults to the process's root logger. */
   logger?: Logger;
 }

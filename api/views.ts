@@ -1,13 +1,14 @@
+import { effectiveQuotas, type NamespaceQuotas } from '../domain/quotas';
 import { isBuildErrorCode } from '../domain/errors';
 import type { BuildWithDetails } from '../db/queries/builds';
 import type { RepositoryWithNamespace } from '../db/queries/repositories';
 import type { BuildStep, ImageTag, Namespace } from '../db/schema';
-import type { BuildViewBody, SourceProvider } from './schemas';
+import type { BuildStepViewBody, BuildViewBody, SourceProvider } from './schemas';
 
 const isoOrNull = (d: Date | null) => (d ? d.toISOString() : null);
 
-export function namespaceView(n: Namespace) {
-  return { ...n, createdAt: n.createdAt.toISOString() };
+export function namespaceView(n: Namespace, defaults?: NamespaceQuotas) {
+  return { ...n, ...effectiveQuotas(n, defaults), createdAt: n.createdAt.toISOString() };
 }
 
 /** Providers that can call us back; a plain git URL has no webhook. */
@@ -64,7 +65,7 @@ export function temporalWorkflowUrl(link: TemporalLink, workflowId: string): str
   return `${base}/namespaces/${encodeURIComponent(link.temporalNamespace)}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
-export function stepView(s: BuildStep) {
+export function stepView(s: BuildStep): BuildStepViewBody {
   const ms = s.startedAt && s.completedAt ? Date.parse(s.completedAt) - Date.parse(s.startedAt) : Number.NaN;
   return {
     name: s.name,
@@ -78,7 +79,7 @@ export function stepView(s: BuildStep) {
   };
 }
 
-export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBody {
+export function buildView(b: BuildWithDetails, link: TemporalLink, queuePosition: number | null = null): BuildViewBody {
   return {
     id: b.id,
     status: b.status,
@@ -96,10 +97,12 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
       status: p.status,
       digest: p.digest,
       acceleratedDigest: p.acceleratedDigest,
+      attestationDigest: p.attestationDigest,
       cacheHits: p.cacheHits,
       startedAt: isoOrNull(p.startedAt),
       finishedAt: isoOrNull(p.finishedAt),
       steps: p.steps.map(stepView),
+      baseImages: p.baseImages,
       progress: {
         completedSteps: p.steps.filter((st) => st.completedAt || st.cached).length,
         totalSteps: p.steps.length,
@@ -109,10 +112,12 @@ export function buildView(b: BuildWithDetails, link: TemporalLink): BuildViewBod
     tags: b.tags,
     pushedTags: b.pushedTags,
     ...(b.accelerated ? { accelerated: { tags: b.acceleratedTags, digest: b.acceleratedDigest } } : {}),
+    provenance: b.provenance,
     ...(b.errorCode || b.errorMessage
       ? { error: { code: isBuildErrorCode(b.errorCode) ? b.errorCode : ('unknown' as const), message: b.errorMessage ?? '' } }
       : {}),
     logIncomplete: b.logIncomplete,
+    queuePosition,
     workflowId: b.workflowId,
     temporalUiUrl: temporalWorkflowUrl(link, b.workflowId),
     createdAt: b.createdAt.toISOString(),

@@ -10,7 +10,7 @@ import { buildctlArgs } from '../activities/build';
 import type { Kiln } from '../infra/kiln';
 import type { Stack } from '../infra/stack';
 import { toolPaths } from '../infra/tools';
-import type { PlatformName } from '../domain/build-plan';
+import type { Platform } from '../domain/platforms';
 import { median, timed } from './stats';
 
 const run = promisify(execFile);
@@ -53,7 +53,7 @@ export async function kilnBuild(ctx: Pick<BuildCtx, 'kiln' | 'token'>, body: Rec
  * (activities/build.ts buildctlArgs), so both sides push by digest and import and export the same
  * registry cache. `cache: false` drops the cache flags, to show what they cost.
  */
-async function rawBuild(ctx: BuildCtx, o: { dockerfile: string; platform: PlatformName; repository: string; cache: boolean }): Promise<void> {
+async function rawBuild(ctx: BuildCtx, o: { dockerfile: string; platform: Platform; repository: string; cache: boolean }): Promise<void> {
   const dir = path.join(ctx.workDir, `raw-${randomBytes(4).toString('hex')}`);
   const contextDir = path.join(dir, 'context');
   mkdirSync(contextDir, { recursive: true });
@@ -157,7 +157,7 @@ export async function benchFanOut(ctx: BuildCtx) {
     'RUN i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i > /count',
     'RUN head -c 4000000 /dev/urandom > /blob',
   ].join('\n');
-  const build = (platforms: PlatformName[]) =>
+  const build = (platforms: Platform[]) =>
     timed(() => kilnBuild(ctx, { repository: 'bench/fanout', dockerfile, platforms, tags: ['fanout'], noCache: true }));
   await build(['linux/amd64', 'linux/arm64']); // warm: base image pulled for both platforms
   const both: number[] = [];

@@ -28,11 +28,14 @@ export async function startApiProcess(o: {
   secretKey: string;
   /** Extra node flags, e.g. `--cpu-prof` to profile the API under load. */
   nodeArgs?: string[];
+  /** Another checkout of Kiln to run (a baseline measured side by side); this one by default. */
+  root?: string;
 }): Promise<ApiProcess> {
+  const root = o.root ?? REPO_ROOT;
   mkdirSync(o.dataDir, { recursive: true });
   const out = openSync(path.join(o.dataDir, 'api.log'), 'a');
-  const child: ChildProcess = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', path.join(REPO_ROOT, 'infra/start.ts')], {
-    cwd: REPO_ROOT,
+  const child: ChildProcess = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', path.join(root, 'infra/start.ts')], {
+    cwd: root,
     stdio: ['ignore', out, out],
     env: {
       ...process.env,
@@ -78,7 +81,7 @@ export interface Load {
 }
 
 /** `runs` autocannon runs of `seconds` each; medians of their throughput and latency percentiles. */
-async function load(runs: number, seconds: number, opts: autocannon.Options): Promise<Load> {
+export async function load(runs: number, seconds: number, opts: autocannon.Options): Promise<Load> {
   const results: autocannon.Result[] = [];
   // A discarded warm-up: V8 compiles the hot paths and the connection pools fill.
   await autocannon({ connections: 10, duration: 2, ...opts });
@@ -92,7 +95,7 @@ async function load(runs: number, seconds: number, opts: autocannon.Options): Pr
   };
 }
 
-async function call(url: string, token: string, method: string, pathname: string, json?: unknown): Promise<any> {
+export async function call(url: string, token: string, method: string, pathname: string, json?: unknown): Promise<any> {
   const res = await fetch(`${url}${pathname}`, {
     method,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },

@@ -1,7 +1,7 @@
 // `npm run bench`: Kiln measured side by side with what it is compared to, in the same run, on
 // the same buildkitd, registry and Postgres; medians of several runs (KILN_BENCH_RUNS, at least 5).
 // Prints one table; asserts nothing. `npm run bench -- lazy,reads` (or
-// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,reads,logs,lazy,upload) picks rows.
+// KILN_BENCH_ONLY=overhead,sandbox,fanout,cache,ingest,pushes,reads,logs,lazy,upload,fairness) picks rows.
 // KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts the ports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
@@ -10,7 +10,10 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { Component } from '../env';
 import { startKiln, type Kiln, type KilnOptions } from '../infra/kiln';
-import { startBuildkitd, startRegistry, startStack, type ProcessHandle, type Stack } from '../infra/stack';
+import { startBuildkitd } from '../infra/buildkitd';
+import { startRegistry } from '../infra/registry-server';
+import { startStack, type Stack } from '../infra/stack';
+import type { ProcessHandle } from '../infra/supervisor';
 import { toolPaths } from '../infra/tools';
 import { installQuietRuntime } from '../infra/workers';
 import { benchCache, benchFanOut, benchOverhead, benchSandboxSide, kilnBuild, type BuildCtx } from './builds';
@@ -19,19 +22,25 @@ import { REGISTRY_SYSTEM_USER, REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE, re
 import { BASE_IMAGE_REPO, ensureBaseImage } from '../infra/base-image';
 import { loadOrCreateRegistryTokenKeys } from '../infra/registry-token-keys';
 import { benchIngest, benchReads, startApiProcess } from './http';
+import { baselineTree, benchPushIngest, terminateRunning } from './pushes';
+import postgres from 'postgres';
 import { benchLazyPull } from './lazy';
 import { benchUpload, UPLOAD_MIB } from './upload';
 import { benchChatty, benchFollow, benchLogDownload, CHATTY_LINES } from './logs';
 import { ms, printTable, ratio } from './stats';
+import { benchFairness, FLOOD, SLEEP_SECONDS } from './fairness';
 
 const RUNS = Math.max(5, Number(process.env.KILN_BENCH_RUNS ?? 5));
-const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'reads', 'logs', 'lazy', 'upload'];
+const ROWS = ['overhead', 'sandbox', 'fanout', 'cache', 'ingest', 'pushes', 'reads', 'logs', 'lazy', 'upload', 'fairness'];
 const ONLY = new Set((process.argv.slice(2).join(',') || process.env.KILN_BENCH_ONLY || ROWS.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`unknown bench row "${r}"; rows: ${ROWS.join(', ')}`);
 // KILN_BENCH_PORT_OFFSET (or KILN_TEST_PORT_OFFSET) shifts them, for two benches on one machine.
 const PORT_OFFSET = Number(process.env.KILN_BENCH_PORT_OFFSET ?? process.env.KILN_TEST_PORT_OFFSET ?? 0) || 0;
 const PORTS = { temporal: 37233 + PORT_OFFSET, temporalUi: 38233 + PORT_OFFSET, registry: 35000 + PORT_OFFSET, postgres: 35432 + PORT_OFFSET };
 const API_PORT = 33000 + PORT_OFFSET;
+
+/** Main before push workflows: the webhook request planned, inserted and started the builds. */
+const BASELINE_REV = '720f2cad90cd655068d72296480cb6676c99c1a7';
 
 type Row = { '#': string; scenario: string; Kiln: string; 'side by side (same run)': string; ratio: string; target: string };
 
@@ -70,11 +79,12 @@ async function main() {
     components,
   });
   /** An API process of its own (`npm start` with KILN_COMPONENTS=api) on the bench stack. */
-  const apiProcess = (name: string, port: number) =>
+  const apiProcess = (name: string, port: number, other?: { root: string; databaseUrl: string }) =>
     startApiProcess({
       dataDir: path.join(dataDir, name),
       port,
-      databaseUrl: stack.postgresUrl!,
+      root: other?.root,
+      databaseUrl: other?.databaseUrl ?? stack.postgresUrl!,
       temporalAddress: stack.temporalAddress,
       registry: stack.registry,
       apiToken: token,
@@ -307,6 +317,51 @@ async function main() {
         await apiProc.stop();
       }
     }
+    // ---------------------------------------------------------------- pushes (issue #10 b)
+    if (ONLY.has('pushes')) {
+      log('4c. webhook ingest, rules that match');
+      // The baseline: main before push workflows (the request planned, inserted and started the builds).
+      const rev = process.env.KILN_BENCH_BASELINE ?? BASELINE_REV;
+      const tree = rev === 'none' ? null : baselineTree(rev, path.join(dataDir, 'baseline-tree'));
+      const sides: Record<string, Awaited<ReturnType<typeof apiProcess>>> = {};
+      try {
+        sides.kiln = await apiProcess('api-pushes', API_PORT + 2);
+        if (tree) {
+          const admin = postgres(stack.postgresUrl!, { max: 1, onnotice: () => {} });
+          await admin.unsafe('create database kiln_baseline');
+          await admin.end();
+          sides.baseline = await apiProcess('api-baseline', API_PORT + 3, { root: tree.root, databaseUrl: stack.postgresUrl!.replace(/\/[^/]*$/, '/kiln_baseline') });
+        }
+        const r = await benchPushIngest(sides, { token, runs: RUNS });
+        for (const [k, v] of Object.entries(r)) {
+          if (v.small.errors || v.large.errors || v.small.non2xx || v.large.non2xx) {
+            throw new Error(`pushes (${k}): ${v.small.non2xx + v.large.non2xx} non-2xx answers (small ${JSON.stringify(v.small.statuses)}, large ${JSON.stringify(v.large.statuses)}), ${v.small.errors + v.large.errors} errors`);
+          }
+        }
+        const b = r.baseline;
+        const side = (x: { rps: number; p50: number; p99: number } | undefined) =>
+          x ? `baseline ${tree!.commit.slice(0, 7)}: ${x.rps.toFixed(0)}/s, p50 ${x.p50.toFixed(1)} ms, p99 ${x.p99.toFixed(1)} ms` : 'no baseline';
+        rows.push({
+          '#': '4c',
+          scenario: 'Ingest, rules that match (every delivery leads to a build): signed GitHub pushes (distinct ids), ~1 KB; 10 connections',
+          Kiln: `${r.kiln!.small.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.small.p50.toFixed(1)} ms, p99 ${r.kiln!.small.p99.toFixed(1)} ms`,
+          'side by side (same run)': side(b?.small),
+          ratio: b && b.small.rps > 0 ? `${(r.kiln!.small.rps / b.small.rps).toFixed(2)}× deliveries/s` : '',
+          target: '≥ 1,000/s; p99 ≤ 100 ms',
+        });
+        rows.push({
+          '#': '4d',
+          scenario: `Same, ${(r.kiln!.largeBytes / 1e6).toFixed(2)} MB deliveries (one commit listing 12,000 files); 10 connections`,
+          Kiln: `${r.kiln!.large.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.large.p50.toFixed(1)} ms, p99 ${r.kiln!.large.p99.toFixed(1)} ms`,
+          'side by side (same run)': side(b?.large),
+          ratio: b && b.large.rps > 0 ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
+          target: 'p99 ≤ 100 ms',
+        });
+      } finally {
+        for (const p of Object.values(sides)) await p.stop();
+        log(`pushes: terminating ${await terminateRunning(temporal)} waiting workflows`);
+      }
+    }
     // ---------------------------------------------------------------- logs (issue #9)
     if (ONLY.has('logs')) {
       kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln-logs', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
@@ -348,6 +403,29 @@ async function main() {
       } finally {
         await apiProc.stop();
       }
+      await kiln.close();
+      kiln = undefined;
+    }
+    // ---------------------------------------------------------------- fair slots (issue #10 a)
+    if (ONLY.has('fairness')) {
+      // The whole deployment runs 4 builds at once, and namespace A may use all 4: A's flood holds
+      // every slot when B asks. No submission limit here (21 builds a run).
+      kiln = await startKiln({
+        ...kilnOptions(stack.buildkit, 'kiln-fair', ['api', 'control', 'build-linux-amd64']),
+        buildCapacity: 4,
+        quotaDefaults: { maxConcurrentBuilds: 4, maxTimeoutMinutes: 1440, maxRepositories: 1000, maxRules: 1000 },
+        submissionRate: { perMinute: 100_000, burst: 100_000 },
+      });
+      log('a. fairness');
+      const f = await benchFairness({ stack, kiln, token, runs: RUNS });
+      rows.push({
+        '#': '10a',
+        scenario: `Fairness: namespace A submits ${FLOOD} builds (\`RUN sleep ${SLEEP_SECONDS}\`, no cache; 4 slots in the deployment, A may hold all 4), then B submits 1: B's wait from submit to start vs one of A's builds (start to finish)`,
+        Kiln: `B waited ${ms(f.wait)}`,
+        'side by side (same run)': `one build ${ms(f.duration)}`,
+        ratio: `${f.ratio.toFixed(2)}×`,
+        target: '≤ 1.0×',
+      });
       await kiln.close();
       kiln = undefined;
     }

@@ -8,6 +8,7 @@ import { Transform } from 'node:stream';
 import { Command, CommanderError, Option } from 'commander';
 import type { InferResponseType } from 'hono/client';
 import { kilnClient, type BuildBody, type KilnClient } from '../api/client';
+import { PLATFORMS } from '../domain/platforms';
 import { resolveConfig, storeConfig, DEFAULT_URL } from './config';
 import { packContext } from './context';
 import { formatBytes, progressLines, readSse } from './follow';
@@ -17,8 +18,6 @@ type ContextUploaded = InferResponseType<KilnClient['contexts']['$post'], 201>;
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
-const TERMINAL = ['succeeded', 'failed', 'canceled', 'timed_out'];
-const PLATFORMS = ['linux/amd64', 'linux/arm64'];
 
 class UsageError extends Error {}
 /** A failure already explained on stderr; ends the command with status 1. */
@@ -237,7 +236,7 @@ async function buildCommand(dirArg: string | undefined, o: BuildOptions): Promis
   const { repository, tags } = parseTags(o.tag);
   const platforms = [...new Set(o.platform.flatMap((p) => p.split(',')).map((p) => p.trim()).filter(Boolean))];
   if (platforms.length === 0) platforms.push('linux/amd64');
-  for (const p of platforms) if (!PLATFORMS.includes(p)) throw new UsageError(`unknown platform ${p} (${PLATFORMS.join(', ')})`);
+  for (const p of platforms) if (!(PLATFORMS as readonly string[]).includes(p)) throw new UsageError(`unknown platform ${p} (${PLATFORMS.join(', ')})`);
   const dockerfileAbs = path.resolve(dir, o.file);
   const dockerfile = path.relative(dir, dockerfileAbs).split(path.sep).join('/');
   if (dockerfile.startsWith('..') || path.isAbsolute(dockerfile)) throw new UsageError(`--file ${o.file} must be inside ${dir}`);

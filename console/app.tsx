@@ -17,14 +17,14 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { createMiddleware } from 'hono/factory';
 import type { Child, FC } from 'hono/jsx';
 import { kilnClient, type BuildBody, type KilnClient } from '../api/client';
+import { BUILD_STATUSES, isTerminal } from '../domain/builds';
+import { PLATFORMS } from '../domain/platforms';
 import { decryptSecret, encryptSecret } from '../db/crypto';
 
 const ASSETS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'assets');
 const ASSETS: Record<string, string> = { 'console.css': 'text/css; charset=utf-8', 'console.js': 'text/javascript; charset=utf-8' };
 const SESSION_COOKIE = 'kiln_session';
 const SESSION_HOURS = 12;
-const TERMINAL = ['succeeded', 'failed', 'canceled', 'timed_out'];
-const PLATFORMS = ['linux/amd64', 'linux/arm64'] as const;
 const CONSOLE_PATHS = ['/', '/logout', '/namespaces', '/namespaces/*', '/repositories', '/repositories/*', '/rules/*', '/builds', '/builds/*', '/admin/*'];
 
 export interface ConsoleOptions {
@@ -134,7 +134,7 @@ function BuildRows({ items }: { items: BuildBody[] }) {
         <tr>
           <td><a href={`/builds/${b.id}`}><code>{b.id.slice(0, 8)}</code></a></td>
           <td>{b.repository}</td>
-          <td><Status status={b.status} /> {b.phase && !TERMINAL.includes(b.status) ? <span class="muted">{b.phase}</span> : null}</td>
+          <td><Status status={b.status} /> {b.phase && !isTerminal(b.status) ? <span class="muted">{b.phase}</span> : null}</td>
           <td>{b.trigger}</td>
           <td>{b.tags.join(', ') || <span class="muted">from rule</span>}</td>
           <td>{b.platforms.map((p) => `${p.platform.replace('linux/', '')} ${p.progress.completedSteps}/${p.progress.totalSteps}`).join(' · ')}</td>
@@ -146,7 +146,7 @@ function BuildRows({ items }: { items: BuildBody[] }) {
 }
 
 function BuildStatusBlock({ b, csrf }: { b: BuildBody; csrf: string }) {
-  const done = TERMINAL.includes(b.status);
+  const done = isTerminal(b.status);
   return (
     <div id="build-status" data-live="status" data-every="1000" data-done={done ? '1' : '0'} aria-live="polite">
       <div class="actions">
@@ -163,7 +163,10 @@ function BuildStatusBlock({ b, csrf }: { b: BuildBody; csrf: string }) {
       </div>
       <dl class="facts">
         <dt>Status</dt>
-        <dd><Status status={b.status} /> {b.phase && !done ? <span>phase <strong>{b.phase}</strong></span> : null}</dd>
+        <dd>
+          <Status status={b.status} /> {b.phase && !done ? <span>phase <strong>{b.phase}</strong></span> : null}
+          {b.queuePosition ? <span>waiting for a build slot: position <strong>{b.queuePosition}</strong> in its namespace</span> : null}
+        </dd>
         <dt>Repository</dt>
         <dd>{b.repository}</dd>
         <dt>Trigger</dt>
@@ -689,7 +692,7 @@ export function consoleRoutes(opts: ConsoleOptions) {
     for (const k of ['repository', 'status', 'trigger', 'cursor', 'namespace']) if (q[k]) query[k] = q[k]!;
     if (!query.repository && !query.namespace && !session.admin && session.namespace) query.namespace = session.namespace;
     const list = await data(c.get('api').builds.$get({ query: query as never }));
-    const live = list.items.some((b) => !TERMINAL.includes(b.status));
+    const live = list.items.some((b) => !isTerminal(b.status));
     const rows = (
       <tbody id="build-rows" data-live="rows" data-done={live ? '0' : '1'}>
         <BuildRows items={list.items} />
@@ -708,7 +711,7 @@ export function consoleRoutes(opts: ConsoleOptions) {
             <label for="f-status">Status</label>
             <select id="f-status" name="status">
               <option value="">any</option>
-              {['queued', 'running', 'succeeded', 'failed', 'canceled', 'timed_out'].map((s) => <option value={s} selected={q.status === s}>{s}</option>)}
+              {BUILD_STATUSES.map((s) => <option value={s} selected={q.status === s}>{s}</option>)}
             </select>
           </div>
           <div>
@@ -791,7 +794,7 @@ export function consoleRoutes(opts: ConsoleOptions) {
     const b = await data(c.get('api').builds[':id'].$get({ param: { id } }));
     const csrf = c.get('csrf');
     if (c.req.query('partial') === 'status') return c.html(<BuildStatusBlock b={b} csrf={csrf} />);
-    const running = !TERMINAL.includes(b.status);
+    const running = !isTerminal(b.status);
     return page(
       c,
       `Build ${id.slice(0, 8)}`,

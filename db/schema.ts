@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import {
   type AnyPgColumn,
@@ -22,10 +23,11 @@ const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'dat
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 export const VISIBILITIES = ['public', 'private'] as const;
-// The column enums come from the domain's lists (re-exported for the existing importers).
-import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TRIGGERS } from '../domain/builds';
-export { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, TERMINAL_STATUSES, TRIGGERS } from '../domain/builds';
-export type { BuildPhase, BuildStatus } from '../domain/builds';
+// The column enums come from the domain's lists.
+import { BUILD_PHASES, BUILD_STATUSES, CREATION_METHODS, PLATFORM_STATUSES, PROVENANCE_MODES, TRIGGERS } from '../domain/builds';
+import type { BaseImage } from '../domain/oci';
+import { SOURCE_PROVIDERS } from '../domain/git-hosts';
+export { SOURCE_PROVIDERS } from '../domain/git-hosts';
 
 export const namespaces = pgTable('namespaces', {
   id: id(),
@@ -36,6 +38,11 @@ export const namespaces = pgTable('namespaces', {
   autoCreateRepository: boolean('auto_create_repository').notNull().default(true),
   /** Dedicated build pool (admin-set): its builds run only on workers with KILN_BUILD_POOL=<pool>. */
   buildPool: text('build_pool'),
+  /** Quotas (admin-set); null: the deployment's default (domain/quotas.ts, KILN_NAMESPACE_MAX_*). */
+  maxConcurrentBuilds: integer('max_concurrent_builds'),
+  maxTimeoutMinutes: integer('max_timeout_minutes'),
+  maxRepositories: integer('max_repositories'),
+  maxRules: integer('max_rules'),
   createdAt: createdAt(),
 });
 
@@ -53,8 +60,10 @@ export const repositories = pgTable(
     summary: text('summary').notNull().default(''),
     description: text('description').notNull().default(''),
     /** Bound code source; secrets are stored encrypted (see db/crypto.ts), never in clear. */
-    sourceProvider: text('source_provider', { enum: ['github', 'gitlab', 'gitee', 'bitbucket', 'git'] }),
+    sourceProvider: text('source_provider', { enum: SOURCE_PROVIDERS }),
     sourceUrl: text('source_url'),
+    /** normalizeGitUrl(sourceUrl) (domain/git-url.ts): webhooks find their repositories by it. */
+    sourceUrlKey: text('source_url_key'),
     sourceTokenEnc: text('source_token_enc'),
     webhookSecretEnc: text('webhook_secret_enc'),
     autoBuild: boolean('auto_build').notNull().default(true),
@@ -62,18 +71,41 @@ export const repositories = pgTable(
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },
-  (t) => [uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name)],
+  (t) => [
+    uniqueIndex('repositories_namespace_name').on(t.namespaceId, t.name),
+    index('repositories_source_key').on(t.sourceUrlKey, t.sourceProvider),
+  ],
 );
 
-export interface BuildStep {
-  name: string;
-  cached: boolean;
-  startedAt: string | null;
-  completedAt: string | null;
-  error?: string;
-  /** Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes). */
-  logBytes?: number;
-  logLines?: number;
+/**
+ * One Dockerfile step of a platform, as `build_platforms.steps` stores it (activities/progress.ts
+ * writes it). The one source of its shape: the API's BuildStep view extends it (api/schemas.ts).
+ */
+export const BuildStepRecord = z.object({
+  name: z.string().openapi({ description: 'As BuildKit names it, e.g. `[2/3] RUN make`' }),
+  cached: z.boolean().openapi({ description: 'Served from the build cache' }),
+  startedAt: z.string().nullable(),
+  completedAt: z.string().nullable(),
+  error: z.string().optional(),
+  // Bytes and lines the step printed (its output as stored, without Kiln's `#N ` prefixes);
+  // absent in steps stored before they were counted.
+  logBytes: z.number().int().openapi({ description: "Bytes the step printed, as the log keeps them (without the log's `#N ` prefix)" }).optional(),
+  logLines: z.number().int().openapi({ description: 'Lines the step printed' }).optional(),
+});
+
+export type BuildStep = z.infer<typeof BuildStepRecord>;
+
+/** The self-description of a PAI CreateImageBuild request, kept as sent (PascalCase). */
+export interface PaiRequestRecord {
+  BuildType: string;
+  Image: { Name?: string; Description?: string; Uri: string };
+  ImageBuildJobName?: string;
+  WorkspaceId?: string;
+  RegionId?: string;
+  Accessibility?: string;
+  Resource?: unknown;
+  UserVpc?: unknown;
+  TargetRegistry?: { Type?: string; InstanceId?: string };
 }
 
 export const builds = pgTable(
@@ -108,6 +140,10 @@ export const builds = pgTable(
     accelerated: boolean('accelerated').notNull().default(false),
     /** False (PAI OverwriteImageTag: false): no tag of this build, `latest` included, may replace one. */
     overwriteTags: boolean('overwrite_tags').notNull().default(true),
+    /** SLSA provenance attached to each platform image (domain/builds.ts PROVENANCE_MODES). */
+    provenance: text('provenance', { enum: PROVENANCE_MODES }).notNull().default('min'),
+    /** What a PAI CreateImageBuild request said about itself (no credentials), shown by GET /imagebuilds/:id. */
+    paiRequest: jsonb('pai_request').$type<PaiRequestRecord>(),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
     /** Log bytes the build's platforms have stored, counted against KILN_MAX_LOG_BYTES. */
     logBytes: bigint('log_bytes', { mode: 'number' }).notNull().default(0),
@@ -122,15 +158,19 @@ export const builds = pgTable(
     /** Registry credentials for pulling private bases (PAI RegistryAuths), encrypted. */
     registryAuthsEnc: text('registry_auths_enc'),
     clientToken: text('client_token'),
+    /** The namespace a clientToken is unique in (two namespaces may use the same token). */
+    clientTokenNamespaceId: uuid('client_token_namespace_id').references(() => namespaces.id, { onDelete: 'cascade' }),
     /** Hash of the request that used clientToken, to tell a retry from a conflicting reuse. */
     requestHash: text('request_hash'),
     workflowId: text('workflow_id').notNull(),
     createdAt: createdAt(),
+    /** When the build asked the scheduler for a slot: its place among its namespace's waiting builds. */
+    slotRequestedAt: ts('slot_requested_at'),
     startedAt: ts('started_at'),
     finishedAt: ts('finished_at'),
   },
   (t) => [
-    uniqueIndex('builds_client_token').on(t.clientToken),
+    uniqueIndex('builds_client_token').on(t.clientTokenNamespaceId, t.clientToken),
     index('builds_repository_created').on(t.repositoryId, t.createdAt),
     index('builds_created').on(t.createdAt, t.id),
     index('builds_status').on(t.status),
@@ -147,8 +187,12 @@ export const buildPlatforms = pgTable(
     status: text('status', { enum: PLATFORM_STATUSES }).notNull().default('queued'),
     digest: text('digest'),
     acceleratedDigest: text('accelerated_digest'),
+    /** The provenance attestation manifest BuildKit made for this platform's image. */
+    attestationDigest: text('attestation_digest'),
     cacheHits: integer('cache_hits').notNull().default(0),
     steps: jsonb('steps').$type<BuildStep[]>().notNull().default([]),
+    /** Images the build pulled (FROM, COPY --from), as BuildKit resolved them: `image` as named, and its digest. */
+    baseImages: jsonb('base_images').$type<BaseImage[]>().notNull().default([]),
     startedAt: ts('started_at'),
     finishedAt: ts('finished_at'),
   },
@@ -211,8 +255,8 @@ import type { RuleSchedule } from '../domain/schedules';
 import { DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../domain/notifications';
 
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
-export type { TagTemplate } from '../domain/rules';
-import type { TagTemplate } from '../domain/rules';
+import type { TagTemplate } from '../domain/tag-template';
+import type { PushResultItem } from '../domain/push';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 
@@ -234,10 +278,13 @@ export const buildRules = pgTable(
     tags: jsonb('tags').$type<TagTemplate[]>().notNull(),
     noCache: boolean('no_cache').notNull().default(false),
     accelerated: boolean('accelerated').notNull().default(false),
+    provenance: text('provenance', { enum: PROVENANCE_MODES }).notNull().default('min'),
     enabled: boolean('enabled').notNull().default(true),
     paths: text('paths').array().notNull().default(sql`'{}'::text[]`),
     semver: boolean('semver').notNull().default(false),
     cancelSuperseded: boolean('cancel_superseded').notNull().default(true),
+    /** Rebuild the rule's ref when an image its last build pulled gets a new digest in Kiln's registry. */
+    rebuildOnBaseChange: boolean('rebuild_on_base_change').notNull().default(false),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
     /** Cron schedules, each run by a Temporal Schedule `rule-<id>-<n>` (api/rule-schedules.ts keeps them in sync). */
     schedules: jsonb('schedules').$type<RuleSchedule[]>().notNull().default([]),
@@ -267,16 +314,31 @@ export const buildContexts = pgTable(
   (t) => [primaryKey({ columns: [t.repository, t.digest] }), index('build_contexts_last_used').on(t.lastUsedAt)],
 );
 
-/** Webhook deliveries seen, so a redelivered event starts nothing twice. */
+/**
+ * Webhook deliveries: recorded when verified, then handled by a PushWorkflow (workflow id from
+ * the delivery, so Temporal refuses a second copy), which writes what came of it per repository,
+ * ref and rule: the builds it started and every skip or failure with its reason.
+ */
+export const DELIVERY_STATUSES = ['received', 'done', 'failed'] as const;
 export const webhookDeliveries = pgTable(
   'webhook_deliveries',
   {
     provider: text('provider').notNull(),
     deliveryId: text('delivery_id').notNull(),
     buildIds: uuid('build_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    /** The PushWorkflow handling it. */
+    workflowId: text('workflow_id'),
+    /** Verified repositories the delivery names. */
+    repositoryIds: uuid('repository_ids').array().notNull().default(sql`'{}'::uuid[]`),
+    status: text('status', { enum: DELIVERY_STATUSES }).notNull().default('received'),
+    results: jsonb('results').$type<PushResultItem[]>().notNull().default([]),
     receivedAt: createdAt(),
+    finishedAt: ts('finished_at'),
   },
-  (t) => [primaryKey({ columns: [t.provider, t.deliveryId] })],
+  (t) => [
+    primaryKey({ columns: [t.provider, t.deliveryId] }),
+    index('webhook_deliveries_repositories').using('gin', t.repositoryIds),
+  ],
 );
 
 /**
@@ -348,6 +410,10 @@ export const apiTokens = pgTable('api_tokens', {
   /** sha256 of the token; the token itself is shown once at creation. */
   tokenHash: text('token_hash').notNull().unique(),
   createdAt: createdAt(),
+  /** After this the token is refused; null: it does not expire. */
+  expiresAt: ts('expires_at'),
+  /** Last accepted use, recorded at most once a minute. */
+  lastUsedAt: ts('last_used_at'),
 });
 
 export type BuildRule = typeof buildRules.$inferSelect;

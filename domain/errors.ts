@@ -20,7 +20,7 @@ export const BUILD_ERRORS = {
   ref_not_found: { userFault: true },
   invalid_tag: { userFault: true },
   context_not_found: { userFault: true },
-  // The registry and the records (activities/control.ts, activities/accelerate.ts, registry-auth.ts).
+  // The registry and the records (activities/publish.ts, control.ts, accelerate.ts, registry-auth.ts).
   registry_rejected: { userFault: true },
   registry_auth_unavailable: { userFault: true },
   tag_immutable: { userFault: true },

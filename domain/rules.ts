@@ -34,15 +34,8 @@
 // `*.md` matches only at the root; use `**/*.md` for any depth. A leading `!` excludes.
 import { RE2JS } from 're2js';
 import { MAX_TAG_LENGTH, OCI_TAG_CHAR_RE, OCI_TAG_RE } from './oci';
-
-export interface TagTemplate {
-  template: string;
-  buildTime?: 'yyyyMMdd' | 'yyyyMMddHHmm';
-  timeZone?: string;
-  commitIdLength?: number;
-  /** Append the commit id even without `commitIdLength` (then 6 characters); `false` turns it off. */
-  commitId?: boolean;
-}
+import type { TagTemplate } from './tag-template';
+import { DEFAULT_TIME_ZONE, formatBuildTime, isValidTimeZone } from './time-zones';
 
 export interface RuleSpec {
   type: 'branch' | 'tag';
@@ -77,7 +70,6 @@ export const MAX_PROGRAM_SIZE = 10_000;
 export const MIN_TAG_TEMPLATES = 1;
 export const MAX_TAG_TEMPLATES = 5;
 export const DEFAULT_COMMIT_ID_LENGTH = 6;
-export const DEFAULT_TIME_ZONE = 'UTC+8';
 export { MAX_TAG_LENGTH };
 export const MAX_PATH_FILTERS = 50;
 export const MAX_PATH_FILTER_LENGTH = 512;
@@ -543,80 +535,4 @@ export function matchesPathFilters(paths: string[], changedFiles: string[]): boo
     const included = includes.length === 0 || includes.some((f) => f.re.testExact(file));
     return included && !excludes.some((f) => f.re.testExact(file));
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Build time
-
-type ParsedTimeZone = { kind: 'offset'; minutes: number } | { kind: 'iana'; format: Intl.DateTimeFormat };
-
-const zoneCache = new Map<string, ParsedTimeZone | null>();
-
-function parseTimeZone(tz: string): ParsedTimeZone | null {
-  if (zoneCache.has(tz)) return zoneCache.get(tz)!;
-  const parsed = parseTimeZoneUncached(tz);
-  if (zoneCache.size >= 256) zoneCache.clear();
-  zoneCache.set(tz, parsed);
-  return parsed;
-}
-
-function parseTimeZoneUncached(raw: string): ParsedTimeZone | null {
-  if (typeof raw !== 'string') return null;
-  const tz = raw.trim();
-  if (!tz || tz.length > 64) return null;
-  if (/^(?:UTC|GMT|Z)$/i.test(tz)) return { kind: 'offset', minutes: 0 };
-  const m = /^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$/i.exec(tz);
-  if (m) {
-    const hours = Number(m[2]);
-    const mins = m[3] === undefined ? 0 : Number(m[3]);
-    if (hours > 14 || mins > 59 || (hours === 14 && mins > 0)) return null;
-    return { kind: 'offset', minutes: (m[1] === '-' ? -1 : 1) * (hours * 60 + mins) };
-  }
-  if (!/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(tz)) return null;
-  try {
-    const format = new Intl.DateTimeFormat('en-US', {
-      timeZone: tz,
-      year: 'numeric',
-      month: '2-digit',
-      day: '2-digit',
-      hour: '2-digit',
-      minute: '2-digit',
-      hourCycle: 'h23',
-    });
-    return { kind: 'iana', format };
-  } catch {
-    return null;
-  }
-}
-
-/** `UTC+8`, `UTC-5:30`, `+08:00`, `UTC`, `GMT+1`, or an IANA name such as `Asia/Shanghai`. */
-export function isValidTimeZone(tz: string): boolean {
-  return parseTimeZone(tz) !== null;
-}
-
-const pad = (n: number, width = 2) => String(n).padStart(width, '0');
-
-export function formatBuildTime(time: Date, format: 'yyyyMMdd' | 'yyyyMMddHHmm', timeZone: string = DEFAULT_TIME_ZONE): string {
-  if (!(time instanceof Date) || Number.isNaN(time.getTime())) throw new RangeError('build time is not a valid date');
-  const zone = parseTimeZone(timeZone);
-  if (!zone) throw new RangeError(`invalid time zone "${timeZone}"`);
-  let y: number, mo: number, d: number, h: number, mi: number;
-  if (zone.kind === 'offset') {
-    const local = new Date(time.getTime() + zone.minutes * 60_000);
-    y = local.getUTCFullYear();
-    mo = local.getUTCMonth() + 1;
-    d = local.getUTCDate();
-    h = local.getUTCHours();
-    mi = local.getUTCMinutes();
-  } else {
-    const parts: Record<string, string> = {};
-    for (const p of zone.format.formatToParts(time)) parts[p.type] = p.value;
-    y = Number(parts.year);
-    mo = Number(parts.month);
-    d = Number(parts.day);
-    h = Number(parts.hour) % 24;
-    mi = Number(parts.minute);
-  }
-  const date = `${pad(y, 4)}${pad(mo)}${pad(d)}`;
-  return format === 'yyyyMMdd' ? date : `${date}${pad(h)}${pad(mi)}`;
 }

@@ -13,8 +13,17 @@ export function buildTaskQueue(platform: Platform, pool?: string | null): string
   return `kiln-build-${platformSlug(platform)}${pool ? `@${pool}` : ''}`;
 }
 
+/** Headroom over a build's timeout, which the workflow enforces itself, for recording the outcome. */
+export const BUILD_EXECUTION_GRACE_MINUTES = 5;
+
 /** Signal that cancels a build with a reason the build records (e.g. superseded by a newer push). */
 export const CANCEL_BUILD_SIGNAL = 'cancelBuild';
+
+/** Signal from a build to its commit-status workflow: the outcome is recorded, post it. */
+export const BUILD_FINISHED_SIGNAL = 'buildFinished';
+
+/** The commit-status child workflow of a build. */
+export const commitStatusWorkflowId = (buildId: string) => `commit-status-${buildId}`;
 
 export const KilnRepository = defineSearchAttributeKey('KilnRepository', SearchAttributeType.KEYWORD);
 export const KilnRef = defineSearchAttributeKey('KilnRef', SearchAttributeType.KEYWORD);
@@ -30,3 +39,17 @@ export function searchAttributeFlags(): string[] {
   const cliType: Record<string, string> = { [SearchAttributeType.KEYWORD]: 'Keyword' };
   return KILN_SEARCH_ATTRIBUTES.map((a) => `${a.name}=${cliType[a.type]}`);
 }
+
+/** The one scheduler of build slots per deployment (workflows/build-scheduler.ts); fixed id. */
+export const BUILD_SCHEDULER_WORKFLOW_ID = 'kiln-build-scheduler';
+export const BUILD_SCHEDULER_WORKFLOW_TYPE = 'BuildSchedulerWorkflow';
+/** Build → scheduler: a slot, please (SlotRequest; signal-with-start). */
+export const REQUEST_BUILD_SLOT_SIGNAL = 'requestBuildSlot';
+/** Build → scheduler: done with the slot, or no longer waiting for one ({workflowId}). */
+export const RELEASE_BUILD_SLOT_SIGNAL = 'releaseBuildSlot';
+/** API → scheduler: a namespace's new maxConcurrentBuilds ({namespace, maxConcurrentBuilds}). */
+export const SET_NAMESPACE_LIMIT_SIGNAL = 'setNamespaceLimit';
+/** Scheduler → build: the slot is yours. */
+export const BUILD_SLOT_GRANTED_SIGNAL = 'buildSlotGranted';
+/** Scheduler → build: you wait, at this position in your namespace ({position}). */
+export const BUILD_SLOT_QUEUED_SIGNAL = 'buildSlotQueued';

@@ -6,12 +6,17 @@ import { RegistryClient } from '../activities/registry';
 import { createApp } from '../api/app';
 import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
+import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { createTemporalRuleScheduler } from '../api/rule-schedules';
 import { createTemporalDeliveryStarter } from '../activities/notify';
+import { createTemporalPushStarter } from '../api/push-starter';
+import type { SubmissionRate } from '../api/submission-limits';
+import type { NamespaceQuotas } from '../domain/quotas';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
 import { openDatabase, type DbHandle } from '../db/client';
+import type { GitHostProvider } from '../domain/git-hosts';
 import type { Component, Platform } from '../env';
 import { installQuietRuntime, startWorkers, type RunningWorkers } from './workers';
 
@@ -39,7 +44,10 @@ export interface KilnOptions {
   buildctl: string;
   apiToken: string;
   secretKey: string;
+  /** KILN_PUBLIC_URL: webhook URLs and the build links of commit statuses (default: where the API listens). */
   publicUrl?: string;
+  /** KILN_GIT_API_URLS: git host API bases that replace the ones derived from clone URLs. */
+  gitApiUrls?: Partial<Record<GitHostProvider, string>>;
   maxBodyBytes: number;
   /** KILN_MAX_CONTEXT_BYTES (default 512 MiB). */
   maxContextBytes?: number;
@@ -47,6 +55,8 @@ export interface KilnOptions {
   contextRetentionMs?: number;
   /** KILN_MAX_LOG_BYTES (default 64 MiB). */
   maxLogBytes?: number;
+  /** Builds one build worker runs at once (per platform). */
+  buildConcurrency?: number;
   /** Caps on live log followers (defaults 100 and 100). */
   logFollowers?: { perBuild: number; perToken: number };
   components: Component[];
@@ -58,6 +68,14 @@ export interface KilnOptions {
   readiness?: Record<string, () => Promise<void>>;
   /** Reuse an open database (tests share one across instances). */
   db?: DbHandle;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces without their own. */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool. */
+  buildCapacity?: number;
+  /** The build scheduler's workflow id (default `kiln-build-scheduler`): one per deployment on a Temporal namespace. */
+  schedulerWorkflowId?: string;
+  /** KILN_SUBMISSIONS_PER_MINUTE, KILN_SUBMISSION_BURST. */
+  submissionRate?: SubmissionRate;
 }
 
 const DEFAULT_MAX_CONTEXT_BYTES = 512 * 1024 * 1024;
@@ -77,6 +95,8 @@ export interface Kiln {
 /** Runs the Kiln processes (API, control worker, build workers) that `components` selects. */
 export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const db = opts.db ?? (await openDatabase({ url: opts.databaseUrl, dataDir: opts.dataDir }));
+  // Repositories bound before source_url_key existed get their key (webhooks find them by it).
+  await backfillSourceUrlKeys(db.db);
   const registry = new RegistryClient(
     opts.registry,
     opts.registryCredentials ?? (opts.ownRegistry ? { username: REGISTRY_SYSTEM_USER, password: registrySystemPassword(opts.secretKey) } : undefined),
@@ -87,7 +107,11 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
   const client = new Client({ connection, namespace: opts.temporalNamespace });
 
+  // Known once the API listens when the port is chosen by the system (port 0).
+  let publicUrl = opts.publicUrl ?? `http://${opts.host}:${opts.port}`;
   const workers = await startWorkers({
+    publicUrl: () => publicUrl,
+    gitApiUrls: opts.gitApiUrls,
     connection,
     namespace: opts.temporalNamespace,
     db: db.db,
@@ -101,6 +125,10 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     issueBuildCredentials: !!opts.ownRegistry,
     buildPool: opts.buildPool,
     maxLogBytes: opts.maxLogBytes,
+    buildConcurrency: opts.buildConcurrency,
+    quotaDefaults: opts.quotaDefaults,
+    buildCapacity: opts.buildCapacity,
+    schedulerWorkflowId: opts.schedulerWorkflowId,
   });
 
   let server: { url: string; close(): Promise<void> } | null = null;
@@ -116,11 +144,14 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         temporalNamespace: opts.temporalNamespace,
         registry: registry.host,
         secretKey: opts.secretKey,
-        publicUrl: opts.publicUrl ?? `http://${opts.host}:${opts.port}`,
+        publicUrl,
         ...(opts.logFollowers ? { logFollowers: opts.logFollowers } : {}),
         ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
+        ...(opts.quotaDefaults ? { quotaDefaults: opts.quotaDefaults } : {}),
+        ...(opts.submissionRate ? { submissionRate: opts.submissionRate } : {}),
       },
-      builds: createTemporalBuildStarter(client),
+      builds: createTemporalBuildStarter(client, { schedulerWorkflowId: opts.schedulerWorkflowId }),
+      pushes: createTemporalPushStarter(client),
       deliveries: createTemporalDeliveryStarter(client),
       schedules: createTemporalRuleScheduler(client),
       contexts: {
@@ -141,6 +172,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
       },
     });
     server = await serveApi(app, { port: opts.port, host: opts.host });
+    if (!opts.publicUrl) publicUrl = server.url;
   } else if (opts.metricsPort !== undefined) {
     metricsServer = await serveApi(metricsOnlyApp(opts.metricsToken), { port: opts.metricsPort, host: opts.host });
   }

@@ -13,7 +13,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { createConnection } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { run, shortRuntimeDir } from './stack';
+import { run } from './process-run';
+import { MAX_SOCKET_PATH, shortRuntimeDir } from './stack-common';
 import { startProcess, type ProcessHandle } from './supervisor';
 import { toolPaths } from './tools';
 
@@ -68,7 +69,6 @@ export interface LazyPullRuntime {
 }
 
 const NAMESPACE = 'kiln-lazy';
-const MAX_SOCKET_PATH = 100;
 
 export function containerdToml(o: { root: string; state: string; socket: string; stargzSocket: string; opt: string }): string {
   return [

@@ -11,6 +11,10 @@
 #                                           infra/tools/stargz/go.mod; with Debian's containerd and
 #                                           ctr-remote it is the lazy-pull runtime of the bench and
 #                                           of test/e2e/lazy-pull.test.ts (infra/lazy-pull.ts)
+#   gitea-<ver>/{gitea,options,templates,public}
+#                                           Gitea (cgo SQLite), pinned by infra/tools/gitea/go.mod, with the
+#                                           assets it reads at run time: the real git host of
+#                                           test/e2e/gitea.test.ts (test/support/gitea.ts)
 #   schemathesis-<ver>/bin/st               schemathesis (PyPI) in a venv, for the OpenAPI conformance test
 #
 # Hosts with internet access may instead drop the same versions from the release pages into those
@@ -27,6 +31,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${KILN_TOOLS_DIR:-$HOME/.cache/kiln/tools}
 BK_MOD_DIR=$REPO_ROOT/infra/tools/buildkit
 STARGZ_MOD_DIR=$REPO_ROOT/infra/tools/stargz
+GITEA_MOD_DIR=$REPO_ROOT/infra/tools/gitea
 
 TEMPORAL_VERSION=1.5.1
 # Temporal CLI v1.5.1's go.mod says `go 1.25.0`.
@@ -39,11 +44,14 @@ BUILDKIT_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$BK_MOD_DIR/go.mod")
 # The stargz snapshotter version, pinned by our module (its go line is the Go it needs: v0.19.1 says 1.26.6).
 STARGZ_VERSION=$(awk '$1 == "github.com/containerd/stargz-snapshotter" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
 STARGZ_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$STARGZ_MOD_DIR/go.mod")
+# Gitea for the tests, pinned by our module (Gitea v1.26.0's go.mod says go 1.26.2).
+GITEA_VERSION=$(awk '$1 == "code.gitea.io/gitea" { print $2; exit }' "$GITEA_MOD_DIR/go.mod")
+GITEA_MIN_GO=$(awk '$1 == "go" { print $2; exit }' "$GITEA_MOD_DIR/go.mod")
 
 # containernetworking-plugins + iptables + nftables: RUN steps on a firewalled bridge (infra/build-network.ts);
 # skopeo: the standard registry client the tests pull with;
 # stargz-snapshotter (only ctr-remote) and containerd (1.6, with ctr) are the lazy-pull runtime's;
-# chromium: the browser the console's e2e tests drive (playwright-core).
+# chromium: the browser the console's e2e tests drive (playwright-core); gcc + libc6-dev: Gitea's cgo SQLite.
 APT_PACKAGES=(runc qemu-user-static binfmt-support docker-registry postgresql git busybox-static ca-certificates chromium
   containernetworking-plugins iptables nftables iproute2 skopeo stargz-snapshotter python3-venv)
 # A containerd already on PATH (e.g. Docker's containerd.io, which conflicts with Debian's package:
@@ -54,6 +62,7 @@ SCHEMATHESIS_VERSION=4.32.5
 die() { echo "setup-tools: ERROR: $*" >&2; exit 1; }
 note() { echo "setup-tools: $*" >&2; }
 [[ -n $BUILDKIT_VERSION ]] || die "cannot read the github.com/moby/buildkit version from $BK_MOD_DIR/go.mod"
+[[ -n $GITEA_VERSION ]] || die "cannot read the code.gitea.io/gitea version from $GITEA_MOD_DIR/go.mod"
 [[ -n $STARGZ_VERSION ]] || die "cannot read the github.com/containerd/stargz-snapshotter version from $STARGZ_MOD_DIR/go.mod"
 
 mkdir -p "$TOOLS"
@@ -204,6 +213,26 @@ fi
 # Lazy pulls mount FUSE file systems; only the bench and test/e2e/lazy-pull.test.ts need it.
 [[ -c /dev/fuse ]] || note "warning: /dev/fuse is missing; the stargz snapshotter (lazy-pull bench and test) cannot mount layers"
 
+# ---------------------------------------------------------------- Gitea (the real git host of the tests)
+GITEA_DIR=$TOOLS/gitea-$GITEA_VERSION
+if [[ ! -x $GITEA_DIR/gitea || ! -d $GITEA_DIR/options ]]; then
+  need_go "$GITEA_MIN_GO" "Gitea $GITEA_VERSION"
+  note "building Gitea $GITEA_VERSION (go build with cgo SQLite; about 5-12 minutes on 2 cores)"
+  mktmp
+  # Gitea's go.mod carries replace directives, so `go install gitea@ver` is refused: our module
+  # repeats them. The sqlite tags are what Gitea's own release builds use.
+  (cd "$GITEA_MOD_DIR" && CGO_ENABLED=1 go build -o "$d/gitea" -tags "sqlite sqlite_unlock_notify" \
+    -ldflags "-X 'main.Version=${GITEA_VERSION#v}' -X 'main.Tags=sqlite sqlite_unlock_notify'" \
+    code.gitea.io/gitea >&2) ||
+    die "go build of Gitea $GITEA_VERSION failed (is the Go module proxy reachable? gcc installed?)"
+  # Without the bindata tag Gitea reads options/, templates/ and public/ from STATIC_ROOT_PATH at
+  # run time: copy them from the module next to the binary, so the tools dir is all it needs.
+  src=$(cd "$GITEA_MOD_DIR" && go list -m -f '{{.Dir}}' code.gitea.io/gitea) || die "cannot locate the Gitea module source"
+  cp -R "$src/options" "$src/templates" "$src/public" "$d/" && chmod -R u+w "$d"
+  rm -rf "$GITEA_DIR"
+  mv -f "$d" "$GITEA_DIR"
+fi
+
 # ---------------------------------------------------------------- schemathesis (PyPI, in a venv)
 # Debian's python3 (not whatever python3 is first on PATH, e.g. a user's pyenv). A venv records its
 # own absolute path, so it is built in place; the `.complete` marker says the install finished.
@@ -219,4 +248,4 @@ if [[ ! -f $ST_DIR/.complete || ! -x $ST_DIR/bin/st ]]; then
 fi
 
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, stargz-snapshotter $STARGZ_VERSION + containerd $(containerd --version 2>/dev/null | awk '{print $3}'), busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}'), schemathesis $SCHEMATHESIS_VERSION — $TOOLS"
+echo "setup-tools: ok in ${elapsed}s — temporal $TEMPORAL_VERSION, buildkit $BUILDKIT_VERSION, stargz-snapshotter $STARGZ_VERSION + containerd $(containerd --version 2>/dev/null | awk '{print $3}'), busybox amd64+arm64, binfmt qemu-aarch64 (F), $(basename "$(dirname "$PG_BIN")" | sed 's/^/postgres /'), registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}'), gitea $GITEA_VERSION, schemathesis $SCHEMATHESIS_VERSION — $TOOLS"

@@ -15,14 +15,8 @@ import { startRegistry, type RegistryTokenAuth } from './registry-server.js';
 import { startBuildkitd, type RegistryMirrors } from './buildkitd.js';
 import { startPostgres } from './postgres.js';
 
-export type { ProcessHandle } from './supervisor.js';
-export { run } from './process-run.js';
-// One module per service; this module starts them together (and re-exports them for its importers).
-export * from './stack-common.js';
-export * from './temporal-dev-server.js';
-export * from './registry-server.js';
-export * from './buildkitd.js';
-export * from './postgres.js';
+// One module per service (stack-common, temporal-dev-server, registry-server, buildkitd,
+// postgres); this module starts them together. Import a service's own parts from its module.
 
 export interface StackOptions {
   dataDir: string;
@@ -61,8 +55,6 @@ export interface Stack {
   components: Record<string, ProcessHandle>;
   stop(): Promise<void>;
 }
-
-// ------------------------------------------------------------------ small helpers
 
 // ------------------------------------------------------------------ the whole stack
 
@@ -162,23 +154,4 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       (stack.postgresUrl ? `, postgres ${stack.postgresUrl}` : ''),
   );
   return stack;
-}
-
-/** Stops the stack on SIGINT/SIGTERM, then exits (for long-running entry points like npm start). */
-export function stopOnSignals(stack: Pick<Stack, 'stop'>, before?: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (sig: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    void (async () => {
-      try {
-        await before?.();
-      } finally {
-        await stack.stop();
-        process.exit(sig === 'SIGINT' ? 130 : 143);
-      }
-    })();
-  };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
 }

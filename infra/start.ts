@@ -95,14 +95,24 @@ const kiln = await startKiln({
   apiToken: apiToken.value,
   secretKey: secretKey.value,
   publicUrl,
+  gitApiUrls: env.KILN_GIT_API_URLS,
   maxBodyBytes: env.KILN_MAX_BODY_BYTES,
   maxContextBytes: env.KILN_MAX_CONTEXT_BYTES,
   contextRetentionMs: env.KILN_CONTEXT_RETENTION_HOURS * 3600_000,
   maxLogBytes: env.KILN_MAX_LOG_BYTES,
+  buildConcurrency: env.KILN_BUILD_CONCURRENCY,
   metricsToken: env.KILN_METRICS_TOKEN,
   metricsPort: env.KILN_METRICS_PORT,
   logFollowers: { perBuild: env.KILN_MAX_LOG_FOLLOWERS_PER_BUILD, perToken: env.KILN_MAX_LOG_FOLLOWERS_PER_TOKEN },
   components: env.KILN_COMPONENTS,
+  quotaDefaults: {
+    maxConcurrentBuilds: env.KILN_NAMESPACE_MAX_CONCURRENT_BUILDS,
+    maxTimeoutMinutes: env.KILN_NAMESPACE_MAX_TIMEOUT_MINUTES,
+    maxRepositories: env.KILN_NAMESPACE_MAX_REPOSITORIES,
+    maxRules: env.KILN_NAMESPACE_MAX_RULES,
+  },
+  buildCapacity: env.KILN_MAX_CONCURRENT_BUILDS,
+  submissionRate: { perMinute: env.KILN_SUBMISSIONS_PER_MINUTE, burst: env.KILN_SUBMISSION_BURST },
   readiness: runsBuilds
     ? Object.fromEntries(
         Object.entries(stack.buildkit).map(([platform, addr]) => [

@@ -7,11 +7,6 @@ import { startProcess, type ProcessHandle } from './supervisor.js';
 import { toolPaths } from './tools.js';
 import { DEFAULT_PORTS, assertPortFree, logsDir, tcpOpen } from './stack-common.js';
 
-/** Kiln's search attributes by name and CLI type (domain/temporal.ts). */
-export const SEARCH_ATTRIBUTES: Record<string, string> = Object.fromEntries(
-  searchAttributeFlags().map((flag) => flag.split('=') as [string, string]),
-);
-
 // ------------------------------------------------------------------ Temporal
 
 export interface TemporalDevServerOptions {

@@ -13,6 +13,7 @@ export const REPO_ROOT = dirname(INFRA_DIR);
 export const SETUP_SCRIPT = join(INFRA_DIR, 'setup-tools.sh');
 const BUILDKIT_GO_MOD = join(INFRA_DIR, 'tools', 'buildkit', 'go.mod');
 const STARGZ_GO_MOD = join(INFRA_DIR, 'tools', 'stargz', 'go.mod');
+const GITEA_GO_MOD = join(INFRA_DIR, 'tools', 'gitea', 'go.mod');
 
 export const TEMPORAL_CLI_VERSION = '1.5.1';
 /** Pinned in infra/setup-tools.sh (SCHEMATHESIS_VERSION), installed into a venv in the tools dir. */
@@ -34,6 +35,14 @@ export function readStargzVersion(goModPath = STARGZ_GO_MOD): string {
 }
 export const STARGZ_VERSION: string = readStargzVersion();
 
+/** The Gitea version pinned in infra/tools/gitea/go.mod (the real git host of the e2e tests). */
+export function readGiteaVersion(goModPath = GITEA_GO_MOD): string {
+  const m = /^\s*(?:require\s+)?code\.gitea\.io\/gitea\s+(v\S+)/m.exec(readFileSync(goModPath, 'utf8'));
+  if (!m?.[1]) throw new Error(`no code.gitea.io/gitea requirement in ${goModPath}`);
+  return m[1];
+}
+export const GITEA_VERSION: string = readGiteaVersion();
+
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 
 export interface ToolPaths {
@@ -48,6 +57,8 @@ export interface ToolPaths {
   pgBin: string;
   /** schemathesis' `st`, for the OpenAPI conformance test. */
   schemathesis: string;
+  /** Gitea for the tests: the binary, and the dir of its run-time assets (its STATIC_ROOT_PATH). */
+  gitea: { bin: string; staticRoot: string };
 }
 
 export function toolsDir(): string {
@@ -91,6 +102,7 @@ export function toolPaths(): ToolPaths {
       ctrRemote: onPath('ctr-remote'),
     },
     schemathesis: join(dir, `schemathesis-${SCHEMATHESIS_VERSION}`, 'bin', 'st'),
+    gitea: { bin: join(dir, `gitea-${GITEA_VERSION}`, 'gitea'), staticRoot: join(dir, `gitea-${GITEA_VERSION}`) },
   };
 }
 

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Client } from '@temporalio/client';
 import {
   DefaultLogger,
   NativeConnection,
@@ -13,19 +14,24 @@ import {
 } from '@temporalio/worker';
 import { createAccelerateActivities } from '../activities/accelerate';
 import { createBuildActivities } from '../activities/build';
+import { createCommitStatusActivities } from '../activities/commit-status';
+import type { GitHostProvider } from '../domain/git-hosts';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
 import { createNotifyActivities, createTemporalDeliveryStarter } from '../activities/notify';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { startScheduledRuleBuild } from '../api/rule-builds';
-import { Client } from '@temporalio/client';
+import { createSchedulingActivities } from '../activities/scheduling';
 import type { RegistryClient } from '../activities/registry';
+import { createPushActivities } from '../activities/push';
 import { createSourceAccess } from '../activities/source';
 import type { Db } from '../db/client';
 import type { Component } from '../env';
 import { PLATFORMS, platformSlug, type Platform } from '../domain/platforms';
 import { rootLogger } from '../observability/log';
 import { buildTaskQueue, CONTROL_TASK_QUEUE } from '../domain/temporal';
+import { claimWorkRoot } from './work-dirs';
+import type { NamespaceQuotas } from '../domain/quotas';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const WORKFLOWS_PATH = createRequire(import.meta.url).resolve(path.join(here, '../workflows/index.ts'));
@@ -73,6 +79,16 @@ export interface WorkerOptions {
   maxLogBytes?: number;
   /** Concurrent builds one build worker runs. */
   buildConcurrency?: number;
+  /** KILN_PUBLIC_URL, for the build links in commit statuses (read when a status is sent). */
+  publicUrl?: () => string;
+  /** KILN_GIT_API_URLS: a git host API base per provider instead of the one derived from the clone URL. */
+  gitApiUrls?: Partial<Record<GitHostProvider, string>>;
+  /** KILN_NAMESPACE_MAX_*: quotas of namespaces that have none of their own. */
+  quotaDefaults?: NamespaceQuotas;
+  /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per build pool, all namespaces together. */
+  buildCapacity?: number;
+  /** The build scheduler's workflow id (default `kiln-build-scheduler`). */
+  schedulerWorkflowId?: string;
   controlActivities?: Partial<Parameters<typeof createControlActivities>[0]>;
   buildActivities?: Partial<Parameters<typeof createBuildActivities>[0]>;
 }
@@ -151,6 +167,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
         namespace: opts.namespace,
         taskQueue: CONTROL_TASK_QUEUE,
         workflowBundle: await workflowBundle(),
+        // The index pushes learn of a cancel in a heartbeat's answer, as the builds do.
+        maxHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
+        defaultHeartbeatThrottleInterval: BUILD_HEARTBEAT_THROTTLE,
         interceptors: { activity: [buildIdLogAttributes] },
         activities: {
           ...createControlActivities({
@@ -161,12 +180,28 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           }),
           ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
           ...notifyActivities(opts),
+          ...createPushActivities({ db: opts.db, source }),
+          ...createCommitStatusActivities({
+            db: opts.db,
+            secretKey: opts.secretKey,
+            publicUrl: opts.publicUrl ?? (() => 'http://127.0.0.1:3000'),
+            apiUrls: opts.gitApiUrls,
+          }),
+          ...createSchedulingActivities({
+            db: opts.db,
+            client: new Client({ connection, namespace: opts.namespace }),
+            quotaDefaults: opts.quotaDefaults,
+            capacity: opts.buildCapacity,
+            schedulerWorkflowId: opts.schedulerWorkflowId,
+          }),
         },
       }),
     );
   }
-  for (const platform of PLATFORMS) {
-    if (!opts.components.includes(`build-${platformSlug(platform)}` as Component)) continue;
+  const buildPlatforms = PLATFORMS.filter((p) => opts.components.includes(`build-${platformSlug(p)}` as Component));
+  const workRoot = buildPlatforms.length ? await claimWorkRoot(opts.workRoot) : undefined;
+  if (workRoot?.removed.length) rootLogger().child({ component: 'worker' }).warn({ removed: workRoot.removed }, 'removed work directories left by stopped workers');
+  for (const platform of buildPlatforms) {
     workers.push(
       await Worker.create({
         connection,
@@ -183,7 +218,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
           buildctl: opts.buildctl,
           buildkitAddr: opts.buildkit[platform],
           registry: opts.registryHost,
-          workRoot: opts.workRoot,
+          workRoot: workRoot!.dir,
           checkoutSource: source.checkoutSource,
           fetchContext: contexts.fetchContext,
           secretKey: opts.secretKey,

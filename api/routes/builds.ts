@@ -7,14 +7,16 @@ import {
   getBuild,
   insertBuild,
   getBuildStatus,
-  isTerminal,
   listBuilds,
   type BuildWithDetails,
+  getQueuePosition,
 } from '../../db/queries/builds';
+import { isTerminal } from '../../domain/builds';
 import { getRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { useBuildContext } from '../../db/queries/contexts';
 import { randomUUID } from 'node:crypto';
 import { startBuildOrFail } from '../start-build';
+import { submissionLimiter } from '../submission-limits';
 import { getLogStreamEnd } from '../../db/queries/logs';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
@@ -40,7 +42,7 @@ import { buildView } from '../views';
 
 const submit = createRoute({
   method: 'post',
-  path: '/builds',
+  path: '/',
   tags: ['builds'],
   summary: 'Build an inline Dockerfile',
   description:
@@ -49,13 +51,13 @@ const submit = createRoute({
   request: { body: { required: true, content: jsonContent(BuildSubmit) } },
   responses: {
     202: { description: 'Accepted; the build runs asynchronously', content: jsonContent(BuildAccepted) },
-    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 503),
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
   },
 });
 
 const list = createRoute({
   method: 'get',
-  path: '/builds',
+  path: '/',
   tags: ['builds'],
   summary: 'List builds, newest first',
   request: { query: BuildListQuery },
@@ -64,7 +66,7 @@ const list = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/builds/{id}',
+  path: '/{id}',
   tags: ['builds'],
   summary: 'Get a build',
   request: { params: IdParams },
@@ -73,7 +75,7 @@ const get = createRoute({
 
 const logs = createRoute({
   method: 'get',
-  path: '/builds/{id}/logs',
+  path: '/{id}/logs',
   tags: ['builds'],
   summary: 'Build log',
   description: [
@@ -122,7 +124,7 @@ const logs = createRoute({
 
 const cancel = createRoute({
   method: 'post',
-  path: '/builds/{id}/cancel',
+  path: '/{id}/cancel',
   tags: ['builds'],
   summary: 'Cancel a build',
   description:
@@ -137,7 +139,7 @@ const cancel = createRoute({
 
 const rebuild = createRoute({
   method: 'post',
-  path: '/builds/{id}/rebuild',
+  path: '/{id}/rebuild',
   tags: ['builds'],
   summary: 'Run a build again',
   description:
@@ -146,7 +148,7 @@ const rebuild = createRoute({
   request: { params: IdParams },
   responses: {
     202: { description: 'Accepted', content: jsonContent(BuildAccepted) },
-    ...pickErrors(401, 403, 404, 409, 503),
+    ...pickErrors(401, 403, 404, 409, 429, 503),
   },
 });
 
@@ -158,7 +160,7 @@ const KEEPALIVE_MS = 15_000;
 
 export function buildRoutes(deps: AppDeps) {
   const { db, config } = deps;
-  const view = (b: BuildWithDetails) => buildView(b, config);
+  const view = async (b: BuildWithDetails) => buildView(b, config, await getQueuePosition(db, b));
   const followers = new FollowerLimits(config.logFollowers ?? { perBuild: 100, perToken: 100 });
 
   async function loadBuild(c: Context<AppEnv>, id: string): Promise<BuildWithDetails> {
@@ -169,6 +171,7 @@ export function buildRoutes(deps: AppDeps) {
   }
 
   const inline = inlineBuilds(deps);
+  const limiter = submissionLimiter(deps);
 
   function submitBuild(c: Context<AppEnv>, body: BuildSubmitInput) {
     const { namespace, name } = splitRepositoryPath(body.repository);
@@ -186,6 +189,7 @@ export function buildRoutes(deps: AppDeps) {
       tags: body.tags,
       noCache: body.noCache,
       accelerated: body.accelerated,
+      provenance: body.provenance,
       timeoutMinutes: body.timeoutMinutes,
       clientToken: body.clientToken,
       requestHash: sha256Hex(canonicalJson(body)),
@@ -224,9 +228,9 @@ export function buildRoutes(deps: AppDeps) {
       const repositoryId = await resolveListFilter(c, q);
       if (repositoryId === null) return c.json({ items: [], nextCursor: null }, 200);
       const pageOut = await listBuilds(db, { repositoryId, namespace: q.namespace, status: q.status, trigger: q.trigger, cursor, limit: q.limit });
-      return c.json({ items: pageOut.items.map(view), nextCursor: pageOut.nextCursor }, 200);
+      return c.json({ items: await Promise.all(pageOut.items.map(view)), nextCursor: pageOut.nextCursor }, 200);
     })
-    .openapi(get, async (c) => c.json(view(await loadBuild(c, c.req.valid('param').id)), 200))
+    .openapi(get, async (c) => c.json(await view(await loadBuild(c, c.req.valid('param').id)), 200))
     .openapi(logs, async (c) => {
       const build = await loadBuild(c, c.req.valid('param').id);
       const q = c.req.valid('query');
@@ -308,6 +312,7 @@ export function buildRoutes(deps: AppDeps) {
     })
     .openapi(rebuild, async (c) => {
       const old = await loadBuild(c, c.req.valid('param').id);
+      limiter.take(splitRepositoryPath(old.repository).namespace);
       const id = randomUUID();
       const context = old.contextDigest ? await useBuildContext(db, old.repository, old.contextDigest) : undefined;
       if (old.contextDigest && !context) {
@@ -336,6 +341,7 @@ export function buildRoutes(deps: AppDeps) {
         tags: old.ruleId ? [] : old.tags,
         noCache: old.noCache,
         accelerated: old.accelerated,
+        provenance: old.provenance,
         overwriteTags: old.overwriteTags,
         registryAuthsEnc: old.registryAuthsEnc,
         timeoutMinutes: old.timeoutMinutes,

@@ -16,7 +16,7 @@ export const CONTEXT_MEDIA_TYPES = ['application/x-tar', 'application/gzip', 'ap
 
 const upload = createRoute({
   method: 'post',
-  path: CONTEXTS_PATH,
+  path: '/',
   tags: ['builds'],
   summary: 'Upload a local build context',
   description:

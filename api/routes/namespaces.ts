@@ -5,13 +5,14 @@ import { deleteApiToken, insertApiToken, listApiTokens } from '../../db/queries/
 import type { AppDeps } from '../types';
 import { namespaceScope, requireAdmin, requireNamespace } from '../auth';
 import { ApiError, pickErrors } from '../errors';
-import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceUpdate, NamespaceView } from '../schemas';
+import { NamespaceCreate, NamespaceName, NamespacePage, NamespaceUpdate, NamespaceView, TokenCreate, TokenCreated, TokenView } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { namespaceView } from '../views';
+import type { Namespace } from '../../db/schema';
 
 const create = createRoute({
   method: 'post',
-  path: '/namespaces',
+  path: '/',
   tags: ['namespaces'],
   summary: 'Create a namespace (admin only)',
   request: { body: { required: true, content: jsonContent(NamespaceCreate) } },
@@ -23,7 +24,7 @@ const create = createRoute({
 
 const list = createRoute({
   method: 'get',
-  path: '/namespaces',
+  path: '/',
   tags: ['namespaces'],
   summary: 'List namespaces',
   responses: {
@@ -36,9 +37,9 @@ const NameParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name
 
 const update = createRoute({
   method: 'patch',
-  path: '/namespaces/{name}',
+  path: '/{name}',
   tags: ['namespaces'],
-  summary: "Change a namespace's defaults or bind it to a dedicated build pool (admin only)",
+  summary: "Change a namespace's defaults and quotas or bind it to a dedicated build pool (admin only)",
   request: { params: NameParams, body: { required: true, content: jsonContent(NamespaceUpdate) } },
   responses: {
     200: { description: 'Updated', content: jsonContent(NamespaceView) },
@@ -47,17 +48,9 @@ const update = createRoute({
 });
 
 const TokenParams = z.object({ name: NamespaceName.openapi({ param: { name: 'name', in: 'path' }, example: 'team-a' }) });
-const TokenCreate = z.object({ name: z.string().min(1).max(64).openapi({ example: 'ci' }) }).strict().openapi('ApiTokenCreate');
-const TokenView = z
-  .object({ id: z.string(), name: z.string(), namespace: z.string(), createdAt: z.string() })
-  .openapi('ApiToken');
-const TokenCreated = TokenView.extend({
-  token: z.string().openapi({ description: 'Shown only in this response; only its hash is stored' }),
-}).openapi('ApiTokenCreated');
-
 const createToken = createRoute({
   method: 'post',
-  path: '/namespaces/{name}/tokens',
+  path: '/{name}/tokens',
   tags: ['namespaces'],
   summary: 'Create an API token limited to one namespace (admin only)',
   request: { params: TokenParams, body: { required: true, content: jsonContent(TokenCreate) } },
@@ -69,9 +62,9 @@ const createToken = createRoute({
 
 const listTokens = createRoute({
   method: 'get',
-  path: '/namespaces/{name}/tokens',
+  path: '/{name}/tokens',
   tags: ['namespaces'],
-  summary: "List a namespace's API tokens (never the tokens themselves)",
+  summary: "List a namespace's API tokens (never the tokens themselves), with expiry and last use",
   request: { params: TokenParams },
   responses: {
     200: { description: 'Tokens', content: jsonContent(z.object({ items: z.array(TokenView), nextCursor: z.null() })) },
@@ -81,14 +74,15 @@ const listTokens = createRoute({
 
 const revokeToken = createRoute({
   method: 'delete',
-  path: '/namespaces/{name}/tokens/{id}',
+  path: '/{name}/tokens/{id}',
   tags: ['namespaces'],
   summary: 'Revoke a namespace API token (admin only)',
   request: { params: TokenParams.extend({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }) }) },
   responses: { 204: { description: 'Revoked' }, ...pickErrors(400, 401, 403, 404) },
 });
 
-export function namespaceRoutes({ db }: AppDeps) {
+export function namespaceRoutes({ db, config, builds }: AppDeps) {
+  const view = (n: Namespace) => namespaceView(n, config.quotaDefaults);
   async function loadNamespace(name: string) {
     const ns = await getNamespaceByName(db, name);
     if (!ns) throw new ApiError('not_found', `Namespace "${name}" not found`);
@@ -101,7 +95,7 @@ export function namespaceRoutes({ db }: AppDeps) {
       const body = c.req.valid('json');
       try {
         const row = await insertNamespace(db, body);
-        return c.json(namespaceView(row), 201);
+        return c.json(view(row), 201);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ApiError('conflict', `Namespace "${body.name}" already exists`);
         throw err;
@@ -110,20 +104,30 @@ export function namespaceRoutes({ db }: AppDeps) {
     .openapi(list, async (c) => {
       const scope = namespaceScope(c);
       const rows = (await listNamespaces(db)).filter((n) => !scope || n.name === scope);
-      return c.json({ items: rows.map(namespaceView), nextCursor: null }, 200);
+      return c.json({ items: rows.map(view), nextCursor: null }, 200);
     })
     .openapi(update, async (c) => {
       requireAdmin(c);
       const ns = await loadNamespace(c.req.valid('param').name);
-      const row = await updateNamespace(db, ns.id, c.req.valid('json'));
-      return c.json(namespaceView(row), 200);
+      const body = c.req.valid('json');
+      const row = await updateNamespace(db, ns.id, body);
+      const limit = view(row).maxConcurrentBuilds;
+      // Builds waiting for a slot see a changed limit at once (a raised one starts them now).
+      if (body.maxConcurrentBuilds !== undefined && builds.setNamespaceLimit) {
+        await builds.setNamespaceLimit(row.name, limit).catch((err: unknown) => {
+          c.get('log').warn({ err }, 'the build scheduler did not get the new limit; the next build of the namespace brings it');
+        });
+      }
+      return c.json(view(row), 200);
     })
     .openapi(createToken, async (c) => {
       requireAdmin(c);
       const ns = await loadNamespace(c.req.valid('param').name);
+      const body = c.req.valid('json');
       const token = `kiln_${randomBytes(24).toString('base64url')}`;
-      const row = await insertApiToken(db, { namespaceId: ns.id, name: c.req.valid('json').name, token });
-      return c.json({ id: row.id, name: row.name, namespace: ns.name, createdAt: row.createdAt.toISOString(), token }, 201);
+      const expiresAt = body.expiresInDays ? new Date(Date.now() + body.expiresInDays * 86_400_000) : null;
+      const row = await insertApiToken(db, { namespaceId: ns.id, name: body.name, token, expiresAt });
+      return c.json({ ...tokenView(row, ns.name), token }, 201);
     })
     .openapi(revokeToken, async (c) => {
       requireAdmin(c);
@@ -137,8 +141,22 @@ export function namespaceRoutes({ db }: AppDeps) {
       requireNamespace(c, ns.name);
       const rows = await listApiTokens(db, ns.id);
       return c.json(
-        { items: rows.map((r) => ({ id: r.id, name: r.name, namespace: ns.name, createdAt: r.createdAt.toISOString() })), nextCursor: null },
+        { items: rows.map((r) => tokenView(r, ns.name)), nextCursor: null },
         200,
       );
     });
+}
+
+type TokenRow = Awaited<ReturnType<typeof listApiTokens>>[number];
+
+function tokenView(row: TokenRow, namespace: string): z.infer<typeof TokenView> {
+  return {
+    id: row.id,
+    name: row.name,
+    namespace,
+    createdAt: row.createdAt.toISOString(),
+    expiresAt: row.expiresAt?.toISOString() ?? null,
+    lastUsedAt: row.lastUsedAt?.toISOString() ?? null,
+    expired: !!row.expiresAt && row.expiresAt.getTime() <= Date.now(),
+  };
 }

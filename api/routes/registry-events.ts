@@ -12,6 +12,7 @@ import { getNamespaceByName } from '../../db/queries/namespaces';
 import { ensureRepository, getRepositoryByPath } from '../../db/queries/repositories';
 import { findImageTags, upsertImageTags } from '../../db/queries/tags';
 import type { AppDeps } from '../types';
+import { rebuildForBaseChange, type BaseImageRebuild } from '../base-image-rebuilds';
 import { tokensEqual } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NAMESPACE_NAME_RE, OCI_TAG_RE, REPOSITORY_NAME_RE } from '../schemas';
@@ -57,12 +58,15 @@ const RegistryEventsResult = z
   .object({
     recorded: z.array(z.object({ repository: z.string(), tag: z.string(), digest: z.string() })),
     ignored: z.number().int(),
+    rebuilds: z
+      .array(z.object({ buildId: z.string(), ruleId: z.string(), ref: z.string(), created: z.boolean() }))
+      .openapi({ description: 'Builds of rules with rebuildOnBaseChange whose base image this push moved' }),
   })
   .openapi('RegistryEventsResult');
 
 const route = createRoute({
   method: 'post',
-  path: '/webhooks/registry',
+  path: '/registry',
   tags: ['webhooks'],
   summary: 'Registry notifications (CNCF Distribution)',
   description:
@@ -77,8 +81,8 @@ const route = createRoute({
   },
 });
 
-/** A pushed tag worth recording, or null with nothing to do. */
-function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: string; digest: string } | null {
+/** A tag pushed into a Kiln namespace's repository (by Kiln or by hand), or null with nothing to do. */
+function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: string; digest: string; byKiln: boolean } | null {
   if (e.action !== 'push' || !e.target) return null;
   const { mediaType, digest, repository, tag } = e.target;
   if (!tag || !OCI_TAG_RE.test(tag) || !digest || !DIGEST_RE.test(digest) || !repository) return null;
@@ -86,10 +90,10 @@ function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: s
   // Who pushed: with token auth the registry reports the token's subject, which only Kiln's realm
   // can set. A registry without auth knows nobody; there the User-Agent is all there is.
   const actor = e.actor?.name;
-  if (actor ? isKilnSubject(actor) : e.request?.useragent?.startsWith(KILN_AGENT)) return null;
+  const byKiln = !!(actor ? isKilnSubject(actor) : e.request?.useragent?.startsWith(KILN_AGENT));
   const [namespace, name, ...rest] = repository.split('/');
   if (rest.length || !namespace || !name || !NAMESPACE_NAME_RE.test(namespace) || !REPOSITORY_NAME_RE.test(name)) return null;
-  return { namespace, name, tag, digest };
+  return { namespace, name, tag, digest, byKiln };
 }
 
 type Recorded = { namespaceId: string; repositoryId: string };
@@ -135,40 +139,44 @@ export function registryEventRoutes(deps: AppDeps) {
 
     const recorded: { repository: string; tag: string; digest: string }[] = [];
     let ignored = 0;
+    const rebuilds: BaseImageRebuild[] = [];
     for (const event of parsed.data.events) {
       const p = pushedTag(event);
-      // A failure here answers 500 and the registry redelivers: recording and enqueuing are idempotent.
-      const stored = p && (await record(db, p));
-      if (!p || !stored) {
-        ignored++;
-        continue;
-      }
-      const repository = `${p.namespace}/${p.name}`;
-      recorded.push({ repository, tag: p.tag, digest: p.digest });
-      if (deps.deliveries) {
-        await enqueueNotifications({ db, deliveries: deps.deliveries }, {
-          ...stored,
-          namespace: p.namespace,
-          repository,
-          event: 'image.pushed',
-          // The registry's event id names this push; a redelivered notification carries the same.
-          eventKey: `image.pushed:registry:${event.id ?? `${p.tag}@${p.digest}`}`,
-          data: {
-            image: {
-              repository,
-              tags: [p.tag],
-              digest: p.digest,
-              reference: `${config.registry}/${repository}@${p.digest}`,
-              creationMethod: 'user push',
-              buildId: null,
+      // A failure here answers 500 and the registry redelivers: recording, enqueuing and rebuilds are idempotent.
+      const stored = p && !p.byKiln ? await record(db, p) : null;
+      if (p && stored) {
+        const repository = `${p.namespace}/${p.name}`;
+        recorded.push({ repository, tag: p.tag, digest: p.digest });
+        if (deps.deliveries) {
+          await enqueueNotifications({ db, deliveries: deps.deliveries }, {
+            ...stored,
+            namespace: p.namespace,
+            repository,
+            event: 'image.pushed',
+            // The registry's event id names this push; a redelivered notification carries the same.
+            eventKey: `image.pushed:registry:${event.id ?? `${p.tag}@${p.digest}`}`,
+            data: {
+              image: {
+                repository,
+                tags: [p.tag],
+                digest: p.digest,
+                reference: `${config.registry}/${repository}@${p.digest}`,
+                creationMethod: 'user push',
+                buildId: null,
+              },
             },
-          },
-        });
-      }
+          });
+        }
+      } else ignored++;
+      // Kiln's own pushes move tags too: a base image built by Kiln triggers its dependents.
+      if (p) rebuilds.push(...(await rebuildForBaseChange(deps, { repository: `${p.namespace}/${p.name}`, tag: p.tag, digest: p.digest })));
+    }
+    if (rebuilds.some((r) => r.created)) {
+      c.get('log').info({ rebuilds }, `registry: base image changed, rebuilding ${rebuilds.filter((r) => r.created).length} rule ref(s)`);
     }
     if (recorded.length) {
       c.get('log').info({ pushed: recorded }, `registry: user push ${recorded.map((r) => `${r.repository}:${r.tag}@${r.digest.slice(0, 19)}`).join(', ')}`);
     }
-    return c.json({ recorded, ignored }, 200);
+    return c.json({ recorded, ignored, rebuilds }, 200);
   });
 }

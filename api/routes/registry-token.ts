@@ -61,7 +61,7 @@ const description =
 
 const getRoute = createRoute({
   method: 'get',
-  path: '/registry/token',
+  path: '/token',
   tags: ['registry'],
   summary: 'Registry token realm',
   description,
@@ -76,7 +76,7 @@ const getRoute = createRoute({
 
 const postRoute = createRoute({
   method: 'post',
-  path: '/registry/token',
+  path: '/token',
   tags: ['registry'],
   summary: 'Registry token realm (OAuth2 password grant, as containerd sends it)',
   description,

@@ -18,6 +18,7 @@ import { listRules } from '../../db/queries/rules';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { ApiError, pickErrors } from '../errors';
+import { assertRepositoryQuota } from '../submission-limits';
 import {
   IdParams,
   ImageTagPage,
@@ -27,6 +28,7 @@ import {
   RepositoryPage,
   RepositoryUpdate,
   RepositoryView,
+  SourceRotate,
 } from '../schemas';
 import { createRouter, isUniqueViolation, isUuid, jsonContent } from '../util';
 import { imageTagView, repositoryView, webhookUrl } from '../views';
@@ -34,7 +36,7 @@ import { imageTagView, repositoryView, webhookUrl } from '../views';
 
 const create = createRoute({
   method: 'post',
-  path: '/repositories',
+  path: '/',
   tags: ['repositories'],
   summary: 'Create an image repository (and its namespace when missing)',
   description:
@@ -43,13 +45,13 @@ const create = createRoute({
   request: { body: { required: true, content: jsonContent(RepositoryCreate) } },
   responses: {
     201: { description: 'Created', content: jsonContent(RepositoryCreated) },
-    ...pickErrors(400, 401, 403, 409, 413, 415),
+    ...pickErrors(400, 401, 403, 409, 413, 415, 422),
   },
 });
 
 const list = createRoute({
   method: 'get',
-  path: '/repositories',
+  path: '/',
   tags: ['repositories'],
   summary: 'List image repositories',
   request: { query: RepositoryListQuery },
@@ -58,7 +60,7 @@ const list = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/repositories/{id}',
+  path: '/{id}',
   tags: ['repositories'],
   summary: 'Get an image repository',
   request: { params: IdParams },
@@ -67,7 +69,7 @@ const get = createRoute({
 
 const patch = createRoute({
   method: 'patch',
-  path: '/repositories/{id}',
+  path: '/{id}',
   tags: ['repositories'],
   summary: 'Change an image repository',
   request: { params: IdParams, body: { required: true, content: jsonContent(RepositoryUpdate) } },
@@ -79,7 +81,7 @@ const patch = createRoute({
 
 const remove = createRoute({
   method: 'delete',
-  path: '/repositories/{id}',
+  path: '/{id}',
   tags: ['repositories'],
   summary: 'Delete an image repository, its builds and tag records',
   description: 'Refused (409) while a build of the repository is queued or running.',
@@ -89,13 +91,27 @@ const remove = createRoute({
 
 const tags = createRoute({
   method: 'get',
-  path: '/repositories/{id}/tags',
+  path: '/{id}/tags',
   tags: ['repositories'],
   summary: 'Image versions (tags) of a repository with their creation method',
   request: { params: IdParams },
   responses: { 200: { description: 'Tags by name', content: jsonContent(ImageTagPage) }, ...pickErrors(401, 403, 404) },
 });
 
+const rotate = createRoute({
+  method: 'post',
+  path: '/{id}/source/rotate',
+  tags: ['repositories'],
+  summary: "Replace a repository source's webhook secret or git token",
+  description:
+    'For a leaked secret or an expiring token. A generated webhook secret is returned once, in this response; set it ' +
+    'on the git host. Builds already running keep the token they started with.',
+  request: { params: IdParams, body: { required: true, content: jsonContent(SourceRotate) } },
+  responses: {
+    200: { description: 'The repository, with the generated secret when one was asked for', content: jsonContent(RepositoryCreated) },
+    ...pickErrors(400, 401, 403, 404, 409, 413, 415),
+  },
+});
 
 export async function loadRepository(c: Context<AppEnv>, db: AppDeps['db'], id: string): Promise<RepositoryWithNamespace> {
   const repo = isUuid(id) ? await getRepository(db, id) : undefined;
@@ -124,6 +140,7 @@ export function repositoryRoutes(deps: AppDeps) {
 
       const created = await db.transaction(async (tx) => {
         const ns = await ensureNamespace(tx, body.namespace);
+        await assertRepositoryQuota(tx, ns, config.quotaDefaults);
         try {
           const row = await insertRepository(tx, {
             namespaceId: ns.id,
@@ -180,6 +197,20 @@ export function repositoryRoutes(deps: AppDeps) {
       });
       if (!row) throw new ApiError('not_found', `Repository ${repo.id} not found`);
       return c.json(view({ ...row, namespace: repo.namespace, buildPool: repo.buildPool }), 200);
+    })
+    .openapi(rotate, async (c) => {
+      const repo = await loadRepository(c, db, c.req.valid('param').id);
+      if (!repo.sourceProvider) throw new ApiError('conflict', `Repository ${repo.namespace}/${repo.name} has no source to rotate credentials of`);
+      const body = c.req.valid('json');
+      const generated = body.webhookSecret === 'generate' ? randomBytes(32).toString('hex') : undefined;
+      const secret = generated ?? body.webhookSecret;
+      const row = await updateRepository(db, repo.id, {
+        ...(secret !== undefined ? { webhookSecretEnc: encryptSecret(config.secretKey, secret) } : {}),
+        ...(body.token !== undefined ? { sourceTokenEnc: body.token === null ? null : encryptSecret(config.secretKey, body.token) } : {}),
+      });
+      if (!row) throw new ApiError('not_found', `Repository ${repo.id} not found`);
+      const out = view({ ...row, namespace: repo.namespace, buildPool: repo.buildPool });
+      return c.json({ ...out, source: out.source && (generated ? { ...out.source, webhookSecret: generated } : out.source) }, 200);
     })
     .openapi(remove, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);

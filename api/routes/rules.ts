@@ -22,7 +22,6 @@ import { ApiError, pickErrors } from '../errors';
 import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
 import {
   RuleCreate,
-  RuleIdParams,
   ruleIssues,
   RulePreview,
   RulePreviewRequest,
@@ -36,12 +35,15 @@ import { z } from '@hono/zod-openapi';
 import { loadRepository } from './repositories';
 import { ScheduleRejectedError } from '../rule-schedules';
 import type { RuleSchedule } from '../../domain/schedules';
+import { getNamespaceByName } from '../../db/queries/namespaces';
+import type { Db } from '../../db/client';
+import { assertRuleQuota, assertTimeoutWithinQuota, submissionLimiter } from '../submission-limits';
 
 const RulePage = z.object({ items: z.array(RuleView), nextCursor: z.null() }).openapi('RulePage');
 
 const create = createRoute({
   method: 'post',
-  path: '/repositories/{id}/rules',
+  path: '/{id}/rules',
   tags: ['rules'],
   summary: 'Add a build rule to a repository with a code source',
   request: { params: IdParams, body: { required: true, content: jsonContent(RuleCreate) } },
@@ -50,7 +52,7 @@ const create = createRoute({
 
 const list = createRoute({
   method: 'get',
-  path: '/repositories/{id}/rules',
+  path: '/{id}/rules',
   tags: ['rules'],
   summary: "List a repository's build rules",
   request: { params: IdParams },
@@ -59,46 +61,46 @@ const list = createRoute({
 
 const get = createRoute({
   method: 'get',
-  path: '/rules/{id}',
+  path: '/{id}',
   tags: ['rules'],
   summary: 'Get a build rule',
-  request: { params: RuleIdParams },
+  request: { params: IdParams },
   responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(401, 403, 404) },
 });
 
 const patch = createRoute({
   method: 'patch',
-  path: '/rules/{id}',
+  path: '/{id}',
   tags: ['rules'],
   summary: 'Change a build rule',
-  request: { params: RuleIdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
+  request: { params: IdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
   responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422, 503) },
 });
 
 const remove = createRoute({
   method: 'delete',
-  path: '/rules/{id}',
+  path: '/{id}',
   tags: ['rules'],
   summary: 'Delete a build rule (and its schedules)',
-  request: { params: RuleIdParams },
+  request: { params: IdParams },
   responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404, 503) },
 });
 
 const trigger = createRoute({
   method: 'post',
-  path: '/rules/{id}/builds',
+  path: '/{id}/builds',
   tags: ['rules'],
   summary: 'Build a rule now',
   description:
     'A literal rule builds its own branch or tag. A regex rule (or any rule) builds the named `ref` when it ' +
     'matches the rule, evaluated exactly as a push would be; the commit is pinned when the build starts.',
-  request: { params: RuleIdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
-  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 503) },
+  request: { params: IdParams, body: { required: false, content: jsonContent(RuleTrigger) } },
+  responses: { 202: { description: 'Accepted', content: jsonContent(BuildAccepted) }, ...pickErrors(400, 401, 403, 404, 409, 422, 429, 503) },
 });
 
 const preview = createRoute({
   method: 'post',
-  path: '/repositories/{id}/rules/preview',
+  path: '/{id}/rules/preview',
   tags: ['rules'],
   summary: 'Preview a rule against a ref',
   description:
@@ -112,13 +114,13 @@ const preview = createRoute({
 const schedulePause = (paused: boolean) =>
   createRoute({
     method: 'post',
-    path: `/rules/{id}/schedule/${paused ? 'pause' : 'unpause'}`,
+    path: `/{id}/schedule/${paused ? 'pause' : 'unpause'}`,
     tags: ['rules'],
     summary: paused ? "Pause a rule's cron schedules" : "Resume a rule's cron schedules",
     description: paused
       ? 'The Temporal Schedules of the rule start nothing until unpaused (the Temporal UI shows them paused). Idempotent.'
       : 'The Temporal Schedules of the rule start builds again at their next times. Idempotent.',
-    request: { params: RuleIdParams },
+    request: { params: IdParams },
     responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(401, 403, 404, 503) },
   });
 const pause = schedulePause(true);
@@ -136,10 +138,44 @@ export function ruleView(rule: BuildRule) {
   };
 }
 
-export function ruleRoutes(deps: AppDeps) {
-  const { db } = deps;
+async function loadRule(c: Context<AppEnv>, db: AppDeps['db'], id: string): Promise<{ rule: BuildRule; repo: RepositoryWithNamespace }> {
+  const rule = isUuid(id) ? await getRule(db, id) : undefined;
+  const repo = rule && (await getRepository(db, rule.repositoryId));
+  if (!rule || !repo) throw new ApiError('not_found', `Rule ${id} not found`);
+  requireNamespace(c, repo.namespace);
+  return { rule, repo };
+}
 
-  /** Runs a change of the rule's Temporal schedules; refusals and an unreachable engine become API errors. */
+/** A rule's timeoutMinutes when it gives none (the column's default). */
+const RULE_DEFAULT_TIMEOUT_MINUTES = 60;
+
+async function namespaceOf(tx: Db, repo: RepositoryWithNamespace) {
+  const ns = await getNamespaceByName(tx, repo.namespace);
+  if (!ns) throw new ApiError('not_found', `Namespace "${repo.namespace}" not found`);
+  return ns;
+}
+
+/** The ref a manual build uses: the one named, or a literal rule's own. */
+function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
+  const regex = isRegexMatch(rule.match);
+  if (!named && regex) {
+    throw new ApiError('unprocessable', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
+      match: rule.match,
+    });
+  }
+  const ref: RefName = { type: rule.type, name: named ?? rule.match };
+  const matched = matchRef(rule, ref);
+  if (!matched) {
+    throw new ApiError('unprocessable', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
+      ref: ref.name,
+      match: rule.match,
+    });
+  }
+  return { ref, groups: matched.groups };
+}
+
+/** Changes of a rule's Temporal schedules; refusals and an unreachable engine become API errors. */
+function ruleScheduling(deps: AppDeps) {
   async function scheduling(what: string, change: (scheduler: NonNullable<AppDeps['schedules']>) => Promise<void>): Promise<void> {
     if (!deps.schedules) throw new ApiError('service_unavailable', `Schedules are not available here (${what})`);
     try {
@@ -150,37 +186,15 @@ export function ruleRoutes(deps: AppDeps) {
     }
   }
   const syncSchedules = (ruleId: string, schedules: RuleSchedule[], paused: boolean, previousCount: number) =>
-    schedules.length || previousCount
-      ? scheduling('sync', (s) => s.sync(ruleId, schedules, paused, previousCount))
-      : Promise.resolve();
+    schedules.length || previousCount ? scheduling('sync', (s) => s.sync(ruleId, schedules, paused, previousCount)) : Promise.resolve();
+  return { scheduling, syncSchedules };
+}
 
-  async function loadRule(c: Context<AppEnv>, id: string): Promise<{ rule: BuildRule; repo: RepositoryWithNamespace }> {
-    const rule = isUuid(id) ? await getRule(db, id) : undefined;
-    const repo = rule && (await getRepository(db, rule.repositoryId));
-    if (!rule || !repo) throw new ApiError('not_found', `Rule ${id} not found`);
-    requireNamespace(c, repo.namespace);
-    return { rule, repo };
-  }
-
-  /** The ref a manual build uses: the one named, or a literal rule's own. */
-  function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; groups: Record<string, string> } {
-    const regex = isRegexMatch(rule.match);
-    if (!named && regex) {
-      throw new ApiError('unprocessable', `Rule ${rule.id} matches ${rule.type}es by a pattern: name the ref to build`, {
-        match: rule.match,
-      });
-    }
-    const ref: RefName = { type: rule.type, name: named ?? rule.match };
-    const matched = matchRef(rule, ref);
-    if (!matched) {
-      throw new ApiError('unprocessable', `${rule.type} "${ref.name}" does not match the rule's "${rule.match}"`, {
-        ref: ref.name,
-        match: rule.match,
-      });
-    }
-    return { ref, groups: matched.groups };
-  }
-
+/** A repository's rules, mounted under `/repositories`: `/{id}/rules` and its preview. */
+export function repositoryRuleRoutes(deps: AppDeps) {
+  const { db } = deps;
+  const quotaDefaults = deps.config.quotaDefaults;
+  const { syncSchedules } = ruleScheduling(deps);
   return createRouter()
     .openapi(create, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
@@ -196,7 +210,12 @@ export function ruleRoutes(deps: AppDeps) {
       await syncSchedules(id, schedules, false, 0);
       let rule: BuildRule;
       try {
-        rule = await insertRule(db, { ...body, id, repositoryId: repo.id });
+        rule = await db.transaction(async (tx) => {
+          const ns = await namespaceOf(tx, repo);
+          assertTimeoutWithinQuota(ns, body.timeoutMinutes ?? RULE_DEFAULT_TIMEOUT_MINUTES, quotaDefaults);
+          await assertRuleQuota(tx, ns, quotaDefaults);
+          return insertRule(tx, { ...body, id, repositoryId: repo.id });
+        });
       } catch (err) {
         await deps.schedules?.remove(id, schedules.length).catch(() => undefined);
         throw err;
@@ -207,49 +226,63 @@ export function ruleRoutes(deps: AppDeps) {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
       return c.json({ items: (await listRules(db, repo.id)).map(ruleView), nextCursor: null }, 200);
     })
-    .openapi(get, async (c) => c.json(ruleView((await loadRule(c, c.req.valid('param').id)).rule), 200))
-    .openapi(patch, async (c) => {
-      const { rule } = await loadRule(c, c.req.valid('param').id);
-      const changes = c.req.valid('json');
-      const issues = ruleIssues({ ...rule, ...changes });
-      if (issues.length) throw new ApiError('unprocessable', 'The rule would not be valid after this change', issues);
-      if (changes.schedules) await syncSchedules(rule.id, changes.schedules, rule.schedulesPaused, rule.schedules.length);
-      const updated = await updateRule(db, rule.id, changes);
-      if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
-      return c.json(ruleView(updated), 200);
-    })
-    .openapi(remove, async (c) => {
-      const { rule } = await loadRule(c, c.req.valid('param').id);
-      if (rule.schedules.length) await scheduling('delete', (s) => s.remove(rule.id, rule.schedules.length));
-      await deleteRule(db, rule.id);
-      return c.body(null, 204);
-    })
-    .openapi(pause, async (c) => {
-      const { rule } = await loadRule(c, c.req.valid('param').id);
-      await syncSchedules(rule.id, rule.schedules, true, rule.schedules.length);
-      return c.json(ruleView((await updateRule(db, rule.id, { schedulesPaused: true }))!), 200);
-    })
-    .openapi(unpause, async (c) => {
-      const { rule } = await loadRule(c, c.req.valid('param').id);
-      await syncSchedules(rule.id, rule.schedules, false, rule.schedules.length);
-      return c.json(ruleView((await updateRule(db, rule.id, { schedulesPaused: false }))!), 200);
-    })
     .openapi(preview, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
       const body = c.req.valid('json');
       let spec: RuleSpec & { enabled: boolean };
       if (typeof body.rule === 'string') {
-        const { rule } = await loadRule(c, body.rule);
+        const { rule } = await loadRule(c, db, body.rule);
         if (rule.repositoryId !== repo.id) throw new ApiError('not_found', `Rule ${body.rule} is not a rule of this repository`);
         spec = rule;
       } else {
         spec = { semver: false, paths: [], enabled: true, ...body.rule } as RuleSpec & { enabled: boolean };
       }
       return c.json(previewRule(spec, body), 200);
+    });
+}
+
+/** One rule, mounted under `/rules`: `/{id}` and its manual builds. */
+export function ruleRoutes(deps: AppDeps) {
+  const { db } = deps;
+  const limiter = submissionLimiter(deps);
+  const quotaDefaults = deps.config.quotaDefaults;
+  const { scheduling, syncSchedules } = ruleScheduling(deps);
+  return createRouter()
+    .openapi(get, async (c) => c.json(ruleView((await loadRule(c, db, c.req.valid('param').id)).rule), 200))
+    .openapi(patch, async (c) => {
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      const changes = c.req.valid('json');
+      const issues = ruleIssues({ ...rule, ...changes });
+      if (issues.length) throw new ApiError('unprocessable', 'The rule would not be valid after this change', issues);
+      if (changes.timeoutMinutes !== undefined) {
+        const repo = await getRepository(db, rule.repositoryId);
+        if (repo) assertTimeoutWithinQuota(await namespaceOf(db, repo), changes.timeoutMinutes, quotaDefaults);
+      }
+      if (changes.schedules) await syncSchedules(rule.id, changes.schedules, rule.schedulesPaused, rule.schedules.length);
+      const updated = await updateRule(db, rule.id, changes);
+      if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
+      return c.json(ruleView(updated), 200);
+    })
+    .openapi(remove, async (c) => {
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      if (rule.schedules.length) await scheduling('delete', (s) => s.remove(rule.id, rule.schedules.length));
+      await deleteRule(db, rule.id);
+      return c.body(null, 204);
+    })
+    .openapi(pause, async (c) => {
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      await syncSchedules(rule.id, rule.schedules, true, rule.schedules.length);
+      return c.json(ruleView((await updateRule(db, rule.id, { schedulesPaused: true }))!), 200);
+    })
+    .openapi(unpause, async (c) => {
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      await syncSchedules(rule.id, rule.schedules, false, rule.schedules.length);
+      return c.json(ruleView((await updateRule(db, rule.id, { schedulesPaused: false }))!), 200);
     })
     .openapi(trigger, async (c) => {
-      const { rule, repo } = await loadRule(c, c.req.valid('param').id);
+      const { rule, repo } = await loadRule(c, db, c.req.valid('param').id);
       if (!rule.enabled) throw new ApiError('conflict', `Rule ${rule.id} is disabled`);
+      limiter.take(repo.namespace);
       let named: string | undefined;
       if (c.req.header('content-type')?.includes('application/json')) named = c.req.valid('json')?.ref;
       const { ref } = manualRef(rule, named);

@@ -1,43 +1,32 @@
 import { z } from '@hono/zod-openapi';
-import { changedFiles } from '../../activities/git';
 import { decryptSecret } from '../../db/crypto';
-import { insertBuild } from '../../db/queries/builds';
-import { claimDelivery, getDelivery } from '../../db/queries/deliveries';
-import { listSourceRepositories, type RepositoryWithNamespace } from '../../db/queries/repositories';
-import { listEnabledRulesFor } from '../../db/queries/rules';
-import type { Build, BuildRule } from '../../db/schema';
-import { fullRefName, matchesPathFilters, matchRef } from '../../domain/rules';
+import { getDelivery, recordDelivery } from '../../db/queries/deliveries';
+import { findRepositoriesBySourceUrl, type RepositoryWithNamespace } from '../../db/queries/repositories';
+import type { PushRefUpdate } from '../../domain/push';
 import type { AppDeps } from '../types';
 import { ApiError, pickErrors } from '../errors';
-import { ruleBuildValues, startRuleBuilds } from '../rule-builds';
-import { createRouter } from '../util';
-import {
-  normalizeGitUrl,
-  PROVIDERS,
-  WEBHOOK_PROVIDERS,
-  WebhookPayloadError,
-  type RefUpdate,
-  type WebhookProvider,
-} from '../webhooks/providers';
-
-interface Skipped {
-  repository: string;
-  ruleId?: string;
-  ref: string;
-  reason: string;
-}
+import { pushWorkflowId } from '../push-starter';
+import { createRouter, errorMessage } from '../util';
+import { PROVIDERS, WEBHOOK_PROVIDERS, WebhookPayloadError, type RefUpdate, type WebhookProvider } from '../webhooks/providers';
 
 /**
- * `POST /webhooks/{github,gitlab,gitee,bitbucket}`: verifies the delivery against the secret of
- * the repository it names before anything else, de-duplicates it by delivery id, and starts one
- * build per matching enabled rule.
+ * A push's file list travels in the workflow's input; past this many paths the workflow asks git
+ * instead, so the Temporal payload (and the answer's latency) stays bounded at any body size.
+ */
+export const MAX_INLINE_CHANGED_FILES = 2_000;
+
+/**
+ * `POST /webhooks/{github,gitlab,gitee,bitbucket,gitea,forgejo}`: finds the repositories the delivery names by
+ * their indexed clone-URL key, verifies it against their secrets before anything else, records
+ * it and starts its PushWorkflow, then answers. Everything slow (git, rules, builds) happens in
+ * the workflow; a duplicate delivery id is refused by Temporal (same workflow id).
  */
 export function webhookRoutes(deps: AppDeps) {
   const { db, config } = deps;
   const app = createRouter();
   documentWebhooks(app);
 
-  app.post('/webhooks/:provider', async (c) => {
+  app.post('/:provider', async (c) => {
     const name = c.req.param('provider') as WebhookProvider;
     if (!WEBHOOK_PROVIDERS.includes(name)) throw new ApiError('not_found', `No webhook receiver for "${name}"`);
     const provider = PROVIDERS[name];
@@ -61,8 +50,7 @@ export function webhookRoutes(deps: AppDeps) {
       }
     })();
 
-    const keys = new Set(parsed.repoUrls.map(normalizeGitUrl));
-    const candidates = (await listSourceRepositories(db, name)).filter((r) => r.sourceUrl && keys.has(normalizeGitUrl(r.sourceUrl)));
+    const candidates = await findRepositoriesBySourceUrl(db, name, parsed.repoUrls);
     if (candidates.length === 0) {
       throw new ApiError('not_found', `No repository is bound to this ${name} repository`, { urls: parsed.repoUrls.slice(0, 3) });
     }
@@ -76,90 +64,34 @@ export function webhookRoutes(deps: AppDeps) {
 
     if (parsed.kind === 'ping') return c.json({ pong: true }, 200);
     if (parsed.kind === 'ignored') return c.json({ ignored: parsed.reason, builds: [] }, 202);
+    if (!deps.pushes) throw new ApiError('service_unavailable', 'This API node cannot start push workflows');
 
-    const seen = await getDelivery(db, name, parsed.deliveryId);
-    if (seen) return c.json({ duplicate: true, builds: seen.buildIds.map((buildId) => ({ buildId })) }, 200);
-
-    const { planned, skipped } = await planBuilds(verified, parsed.updates);
-    const inserted = await db.transaction(async (tx) => {
-      const claimed = await claimDelivery(tx, name, parsed.deliveryId, planned.map((p) => p.values.id));
-      if (!claimed) return null; // a concurrent copy of this delivery won
-      const rows: { build: Build; rule: BuildRule; repository: string }[] = [];
-      for (const p of planned) rows.push({ build: (await insertBuild(tx, p.values)).build, rule: p.rule, repository: p.repository });
-      return rows;
-    });
-    if (!inserted) {
-      const winner = await getDelivery(db, name, parsed.deliveryId);
-      return c.json({ duplicate: true, builds: (winner?.buildIds ?? []).map((buildId) => ({ buildId })) }, 200);
+    const { deliveryId } = parsed;
+    const workflowId = pushWorkflowId(name, deliveryId);
+    const repositoryIds = verified.map((r) => r.id);
+    await recordDelivery(db, { provider: name, deliveryId, workflowId, repositoryIds });
+    let outcome: 'started' | 'duplicate';
+    try {
+      outcome = await deps.pushes.start(workflowId, { provider: name, deliveryId, repositoryIds, updates: parsed.updates.map(boundedUpdate) });
+    } catch (err) {
+      // Nothing was started: the git host's redelivery (or a manual one) finds the row and retries.
+      throw new ApiError('service_unavailable', `The build engine could not be reached: ${errorMessage(err)}`);
     }
-    const { failed } = await startRuleBuilds(deps, inserted);
-    return c.json(
-      {
-        builds: inserted.map(({ build, rule, repository }) => ({
-          buildId: build.id,
-          workflowId: build.workflowId,
-          repository,
-          ruleId: rule.id,
-          ref: build.sourceRef,
-          commit: build.sourceCommit,
-          status: failed.some((f) => f.build.id === build.id) ? 'failed' : 'queued',
-        })),
-        skipped,
-      },
-      202,
-    );
+    if (outcome === 'duplicate') {
+      const seen = await getDelivery(db, name, deliveryId);
+      return c.json(
+        { duplicate: true, deliveryId, workflowId, status: seen?.status ?? 'received', builds: (seen?.buildIds ?? []).map((buildId) => ({ buildId })) },
+        200,
+      );
+    }
+    return c.json({ deliveryId, workflowId, status: 'received' as const }, 202);
   });
 
-  /** Which enabled rules of which repositories this push builds, after path filters. */
-  async function planBuilds(repos: RepositoryWithNamespace[], updates: RefUpdate[]) {
-    const planned: { values: ReturnType<typeof ruleBuildValues>; rule: BuildRule; repository: string }[] = [];
-    const skipped: Skipped[] = [];
-    const rules = await listEnabledRulesFor(db, repos.filter((r) => r.autoBuild).map((r) => r.id));
-    for (const repo of repos) {
-      const repository = `${repo.namespace}/${repo.name}`;
-      for (const update of updates) {
-        const ref = fullRefName(update.ref);
-        if (!repo.autoBuild) {
-          skipped.push({ repository, ref, reason: 'auto build is off for this repository' });
-          continue;
-        }
-        if (update.deleted || !update.after) {
-          skipped.push({ repository, ref, reason: 'the ref was deleted' });
-          continue;
-        }
-        let files: string[] | null | undefined;
-        for (const rule of rules) {
-          if (rule.repositoryId !== repo.id || rule.type !== update.ref.type || !matchRef(rule, update.ref)) continue;
-          if (rule.paths.length > 0) {
-            files ??= update.changedFiles ?? (await changedFilesFromGit(repo, update));
-            if (files !== null && !matchesPathFilters(rule.paths, files)) {
-              skipped.push({ repository, ruleId: rule.id, ref, reason: `no changed file matches paths ${rule.paths.join(', ')}` });
-              continue;
-            }
-          }
-          const values = ruleBuildValues({
-            repo,
-            rule,
-            ref: update.ref,
-            commit: update.after,
-            trigger: update.ref.type === 'tag' ? 'tag' : 'push',
-            creationMethod: 'auto build',
-          });
-          planned.push({ values, rule, repository });
-        }
-      }
-    }
-    return { planned, skipped };
-  }
-
-  /** The payload listed no files: ask the git host. Unknown (null) builds, as a filter cannot be applied. */
-  async function changedFilesFromGit(repo: RepositoryWithNamespace, update: RefUpdate): Promise<string[] | null> {
-    if (!update.before || !update.after || !repo.sourceUrl) return null;
-    const token = repo.sourceTokenEnc ? decryptSecret(config.secretKey, repo.sourceTokenEnc) : undefined;
-    return changedFiles({ url: repo.sourceUrl, before: update.before, after: update.after, token, timeoutMs: 30_000 }).catch(() => null);
-  }
-
   return app;
+}
+
+function boundedUpdate(u: RefUpdate): PushRefUpdate {
+  return { ...u, changedFiles: u.changedFiles && u.changedFiles.length > MAX_INLINE_CHANGED_FILES ? null : u.changedFiles };
 }
 
 /** How each git host proves a delivery: checked against the webhook secret of the repository it names. */
@@ -168,29 +100,24 @@ const WEBHOOK_SECURITY_SCHEMES = {
   gitlabToken: { header: 'X-Gitlab-Token', description: 'GitLab: the secret token itself' },
   giteeSignature: { header: 'X-Gitee-Token', description: 'Gitee: HMAC-SHA256 of X-Gitee-Timestamp and the secret (5 minutes max age)' },
   bitbucketSignature: { header: 'X-Hub-Signature', description: 'Bitbucket: sha256=HMAC-SHA256 of the body' },
+  giteaSignature: { header: 'X-Gitea-Signature', description: 'Gitea: hex HMAC-SHA256 of the body (no prefix)' },
+  forgejoSignature: { header: 'X-Forgejo-Signature', description: 'Forgejo: hex HMAC-SHA256 of the body (no prefix; X-Gitea-Signature also accepted)' },
 } as const;
 
-const WebhookBuild = z
-  .object({
-    buildId: z.string(),
-    workflowId: z.string().optional(),
-    repository: z.string().optional(),
-    ruleId: z.string().optional(),
-    ref: z.string().nullable().optional(),
-    commit: z.string().nullable().optional(),
-    status: z.enum(['queued', 'failed']).optional(),
-  })
-  .openapi('WebhookBuild');
+const WebhookBuild = z.object({ buildId: z.string() }).openapi('WebhookBuild');
 
 export const WebhookResult = z
   .object({
     pong: z.boolean().optional().openapi({ description: 'A ping (hook set-up) was verified' }),
-    duplicate: z.boolean().optional().openapi({ description: 'This delivery id was handled before; its builds are listed' }),
     ignored: z.string().optional().openapi({ description: 'Why this event starts no build' }),
-    builds: z.array(WebhookBuild).optional(),
-    skipped: z
-      .array(z.object({ repository: z.string(), ruleId: z.string().optional(), ref: z.string(), reason: z.string() }))
-      .optional(),
+    duplicate: z.boolean().optional().openapi({ description: 'This delivery id was received before: Temporal refused a second push workflow' }),
+    deliveryId: z.string().optional(),
+    workflowId: z.string().optional().openapi({ description: "The delivery's PushWorkflow (`push-<provider>-<delivery id>`)" }),
+    status: z
+      .enum(['received', 'done', 'failed'])
+      .optional()
+      .openapi({ description: 'received: the push workflow runs; done/failed: it finished (see GET /api/v1/repositories/{id}/deliveries)' }),
+    builds: z.array(WebhookBuild).optional().openapi({ description: 'Builds the delivery started so far (duplicate), or none (ignored)' }),
   })
   .openapi('WebhookResult');
 
@@ -206,21 +133,26 @@ function documentWebhooks(app: ReturnType<typeof createRouter>) {
   }
   app.openAPIRegistry.registerPath({
     method: 'post',
-    path: '/webhooks/{provider}',
+    path: '/{provider}',
     tags: ['webhooks'],
     summary: 'Push and tag events from a git host',
     description:
-      'Verified against the webhook secret of the repository the event names before anything else; de-duplicated by ' +
-      'delivery id; starts one build per matching enabled rule. No Kiln token is involved.',
+      'Verified against the webhook secret of the repository the event names before anything else, recorded, and handed ' +
+      'to a PushWorkflow whose id comes from the delivery id (a duplicate is refused). The workflow matches the rules, ' +
+      'skips a push whose commit is no longer the head of its ref, applies path filters and starts one build per ' +
+      'matching enabled rule; what it did is listed by GET /api/v1/repositories/{id}/deliveries. No Kiln token is involved.',
     security: Object.keys(WEBHOOK_SECURITY_SCHEMES).map((name) => ({ [name]: [] })),
     request: {
       params: z.object({ provider: z.enum(WEBHOOK_PROVIDERS).openapi({ param: { name: 'provider', in: 'path' } }) }),
       body: { required: true, content: { 'application/json': { schema: z.object({}).passthrough().openapi({ description: "The host's push event" }) } } },
     },
     responses: {
-      200: { description: 'A ping, or a delivery seen before', content: { 'application/json': { schema: WebhookResult } } },
-      202: { description: 'Builds started (or the event ignored)', content: { 'application/json': { schema: WebhookResult } } },
-      ...pickErrors(400, 401, 404, 413, 422),
+      200: { description: 'A ping, or a delivery received before (duplicate)', content: { 'application/json': { schema: WebhookResult } } },
+      202: {
+        description: 'The push workflow was started (deliveryId, workflowId, status received), or the event ignored',
+        content: { 'application/json': { schema: WebhookResult } },
+      },
+      ...pickErrors(400, 401, 404, 413, 422, 503),
     },
   });
 }

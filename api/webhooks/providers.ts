@@ -2,10 +2,12 @@
 // repository, which refs); nothing is trusted until `verify` passes with that repository's secret.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Webhooks } from '@octokit/webhooks';
+import { GIT_HOST_PROVIDERS, type GitHostProvider } from '../../domain/git-hosts';
 import { parseFullRef, type RefName } from '../../domain/rules';
 
-export const WEBHOOK_PROVIDERS = ['github', 'gitlab', 'gitee', 'bitbucket'] as const;
-export type WebhookProvider = (typeof WEBHOOK_PROVIDERS)[number];
+/** Every git host Kiln knows sends webhooks (domain/git-hosts.ts). */
+export const WEBHOOK_PROVIDERS = GIT_HOST_PROVIDERS;
+export type WebhookProvider = GitHostProvider;
 
 export interface RefUpdate {
   ref: RefName;
@@ -167,23 +169,56 @@ const bitbucket: Provider = {
   },
 };
 
-export const PROVIDERS: Record<WebhookProvider, Provider> = { github, gitlab, gitee, bitbucket };
-
 /**
- * A comparable key for a clone URL: host and path, lowercased, without scheme, credentials,
- * `.git` or trailing slash, so `git@host:a/b.git` and `https://host/a/b` are one repository.
+ * Gitea and its fork Forgejo: GitHub-shaped push payloads (tags arrive as pushes to refs/tags/...),
+ * `X-<Host>-Signature` = hex HMAC-SHA256 of the body, no prefix. Forgejo also sends the X-Gitea-*
+ * headers, which it accepts as a fallback.
  */
-export function normalizeGitUrl(url: string): string {
-  let hostPath: string;
-  const scp = /^[A-Za-z0-9._-]+@([A-Za-z0-9.-]+):(?!\/\/)(.+)$/.exec(url);
-  if (scp) hostPath = `${scp[1]}/${scp[2]}`;
-  else {
-    try {
-      const u = new URL(url);
-      hostPath = `${u.hostname}${u.port && !['80', '443', '22'].includes(u.port) ? `:${u.port}` : ''}${u.pathname}`;
-    } catch {
-      hostPath = url;
+function giteaLike(names: readonly string[]): Provider {
+  const first = (headers: Headers, suffix: string) => {
+    for (const n of names) {
+      const v = headers.get(`x-${n}-${suffix}`);
+      if (v) return v;
     }
-  }
-  return hostPath.toLowerCase().replace(/\/+$/, '').replace(/\.git$/, '').replace(/\/+$/, '');
+    return null;
+  };
+  const required = (headers: Headers, suffix: string) => {
+    const v = first(headers, suffix);
+    if (!v) throw new WebhookPayloadError(`missing X-${names[0]}-${suffix} header`);
+    return v;
+  };
+  return {
+    parse(headers, body) {
+      const deliveryId = required(headers, 'delivery');
+      const event = required(headers, 'event');
+      const r = body?.repository ?? {};
+      const repoUrls = strings(r.clone_url, r.html_url, r.ssh_url);
+      if (event !== 'push') return { kind: 'ignored', deliveryId, repoUrls, reason: `event "${event}" starts no build` };
+      const commits = body.commits;
+      const ref = parseFullRef(body?.ref);
+      // A tag push lists no commits: its files are unknown (path filters then ask git), not "none".
+      const complete =
+        ref?.type === 'branch' &&
+        Array.isArray(commits) &&
+        commits.length > 0 &&
+        (typeof body.total_commits !== 'number' || body.total_commits <= commits.length);
+      const updates = pushUpdate(body, filesOfCommits(commits, complete));
+      // An annotated tag's push names the tag object; the build (and its commit status) needs the commit.
+      const tagged = ref?.type === 'tag' ? sha(body.head_commit?.id) : null;
+      if (tagged && updates[0]?.after) updates[0].after = tagged;
+      return { kind: 'push', deliveryId, repoUrls, updates };
+    },
+    async verify(headers, rawBody, secret) {
+      const signature = first(headers, 'signature');
+      return signature !== null && safeEqual(signature.toLowerCase(), hmacHex(secret, rawBody));
+    },
+  };
 }
+
+const gitea = giteaLike(['gitea']);
+const forgejo = giteaLike(['forgejo', 'gitea']);
+
+export const PROVIDERS: Record<WebhookProvider, Provider> = { github, gitlab, gitee, bitbucket, gitea, forgejo };
+
+// Moved to domain/git-url.ts (the repositories table indexes the same key).
+export { normalizeGitUrl } from '../../domain/git-url';

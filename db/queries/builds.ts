@@ -1,17 +1,7 @@
 import { and, asc, count, desc, eq, getTableColumns, inArray, notInArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
-import {
-  buildPlatforms,
-  builds,
-  namespaces,
-  repositories,
-  BUILD_STATUSES,
-  TERMINAL_STATUSES,
-  type Build,
-  type BuildPlatform,
-  type BuildStatus,
-  type NewBuild,
-} from '../schema';
+import { buildPlatforms, builds, namespaces, repositories, type Build, type BuildPlatform, type NewBuild } from '../schema';
+import { BUILD_STATUSES, TERMINAL_STATUSES, type BuildStatus } from '../../domain/builds';
 
 export type BuildWithDetails = Build & { repository: string; platformStates: BuildPlatform[] };
 
@@ -24,11 +14,14 @@ export async function insertBuild(db: Db, values: NewBuild): Promise<{ build: Bu
     const inserted = await tx
       .insert(builds)
       .values(values)
-      .onConflictDoNothing({ target: builds.clientToken })
+      .onConflictDoNothing({ target: [builds.clientTokenNamespaceId, builds.clientToken] })
       .returning();
     const build = inserted[0];
     if (!build) {
-      const [existing] = await tx.select().from(builds).where(eq(builds.clientToken, values.clientToken!));
+      const [existing] = await tx
+        .select()
+        .from(builds)
+        .where(and(eq(builds.clientTokenNamespaceId, values.clientTokenNamespaceId!), eq(builds.clientToken, values.clientToken!)));
       return { build: existing!, created: false };
     }
     await tx.insert(buildPlatforms).values(build.platforms.map((platform) => ({ buildId: build.id, platform })));
@@ -36,9 +29,24 @@ export async function insertBuild(db: Db, values: NewBuild): Promise<{ build: Bu
   });
 }
 
-export async function findBuildByClientToken(db: Db, clientToken: string): Promise<Build | undefined> {
-  const [row] = await db.select().from(builds).where(eq(builds.clientToken, clientToken));
-  return row;
+/** Inserts a build with its own id at most once (a retried insert returns the first row). */
+export async function insertBuildOnce(db: Db, values: NewBuild & { id: string }): Promise<Build> {
+  return db.transaction(async (tx) => {
+    const [inserted] = await tx.insert(builds).values(values).onConflictDoNothing({ target: builds.id }).returning();
+    if (!inserted) return (await tx.select().from(builds).where(eq(builds.id, values.id)))[0]!;
+    await tx.insert(buildPlatforms).values(inserted.platforms.map((platform) => ({ buildId: inserted.id, platform })));
+    return inserted;
+  });
+}
+
+/** A build submitted earlier with this clientToken in this namespace (tokens are unique per namespace). */
+export async function findBuildByClientToken(db: Db, namespace: string, clientToken: string): Promise<Build | undefined> {
+  const [row] = await db
+    .select({ build: builds })
+    .from(builds)
+    .innerJoin(namespaces, eq(builds.clientTokenNamespaceId, namespaces.id))
+    .where(and(eq(namespaces.name, namespace), eq(builds.clientToken, clientToken)));
+  return row?.build;
 }
 
 /**
@@ -172,7 +180,6 @@ export async function updateBuildPlatform(
     .where(and(eq(buildPlatforms.buildId, buildId), eq(buildPlatforms.platform, platform)));
 }
 
-export { isTerminal } from '../../domain/builds';
 
 export async function getBuildStatus(db: Db, id: string): Promise<BuildStatus | undefined> {
   const [row] = await db.select({ status: builds.status }).from(builds).where(eq(builds.id, id));
@@ -193,4 +200,26 @@ export async function countActiveBuilds(db: Db, repositoryId: string): Promise<n
     .from(builds)
     .where(and(eq(builds.repositoryId, repositoryId), notInArray(builds.status, [...TERMINAL_STATUSES])));
   return Number(row?.n ?? 0);
+}
+
+/**
+ * A queued build's place among its namespace's builds waiting for a slot (1 = next), in the
+ * scheduler's order (slotRequestedAt, then id; domain/build-slots.ts); null when it is not waiting.
+ */
+export async function getQueuePosition(db: Db, build: Pick<Build, 'id' | 'status' | 'slotRequestedAt' | 'repositoryId'>): Promise<number | null> {
+  if (build.status !== 'queued' || !build.slotRequestedAt) return null;
+  const at = build.slotRequestedAt.toISOString();
+  const [row] = await db
+    .select({ n: count() })
+    .from(builds)
+    .innerJoin(repositories, eq(builds.repositoryId, repositories.id))
+    .where(
+      and(
+        eq(builds.status, 'queued'),
+        sql`${builds.slotRequestedAt} is not null`,
+        sql`${repositories.namespaceId} = (select r.namespace_id from repositories r where r.id = ${build.repositoryId}::uuid)`,
+        sql`(${builds.slotRequestedAt}, ${builds.id}) <= (${at}::timestamptz, ${build.id}::uuid)`,
+      ),
+    );
+  return Number(row?.n ?? 0) || null;
 }

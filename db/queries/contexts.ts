@@ -1,6 +1,7 @@
 import { and, eq, lt, notExists, notInArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
-import { buildContexts, builds, namespaces, repositories, TERMINAL_STATUSES, type BuildContextRow } from '../schema';
+import { buildContexts, builds, namespaces, repositories, type BuildContextRow } from '../schema';
+import { TERMINAL_STATUSES } from '../../domain/builds';
 
 /** Records an uploaded context; an upload of the same bytes again only refreshes it. */
 export async function recordBuildContext(db: Db, values: { repository: string; digest: string; size: number }): Promise<BuildContextRow> {

@@ -1,4 +1,5 @@
-import { and, asc, eq, gt } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNotNull, isNull } from 'drizzle-orm';
+import { normalizeGitUrl } from '../../domain/git-url';
 import type { Db } from '../client';
 import { ensureNamespace } from './namespaces';
 import { namespaces, repositories, type Namespace, type Repository } from '../schema';
@@ -11,8 +12,14 @@ const withNamespace = (r: { repositories: Repository; namespaces: Namespace }): 
   buildPool: r.namespaces.buildPool,
 });
 
+/** The indexed lookup key follows the source URL wherever it is written. */
+function withSourceKey<T extends Partial<typeof repositories.$inferInsert>>(values: T): T {
+  if (values.sourceUrl === undefined) return values;
+  return { ...values, sourceUrlKey: values.sourceUrl === null ? null : normalizeGitUrl(values.sourceUrl) };
+}
+
 export async function insertRepository(db: Db, values: typeof repositories.$inferInsert): Promise<Repository> {
-  const [row] = await db.insert(repositories).values(values).returning();
+  const [row] = await db.insert(repositories).values(withSourceKey(values)).returning();
   return row!;
 }
 
@@ -62,7 +69,7 @@ export async function updateRepository(
 ): Promise<Repository | undefined> {
   const [row] = await db
     .update(repositories)
-    .set({ ...values, updatedAt: new Date() })
+    .set({ ...withSourceKey(values), updatedAt: new Date() })
     .where(eq(repositories.id, id))
     .returning();
   return row;
@@ -99,12 +106,29 @@ export async function ensurePublicRepository(db: Db, path: string): Promise<void
   if (repo.visibility !== 'public') await db.update(repositories).set({ visibility: 'public', updatedAt: new Date() }).where(eq(repositories.id, repo.id));
 }
 
-/** Repositories bound to a code source on one provider (webhooks match them by clone URL). */
-export async function listSourceRepositories(db: Db, provider: string): Promise<RepositoryWithNamespace[]> {
+/**
+ * Repositories bound on `provider` to any of these clone URLs, through the indexed
+ * `source_url_key` (normalizeGitUrl), however the host spelled the URL.
+ */
+export async function findRepositoriesBySourceUrl(db: Db, provider: string, urls: string[]): Promise<RepositoryWithNamespace[]> {
+  const keys = [...new Set(urls.map(normalizeGitUrl))];
+  if (keys.length === 0) return [];
   const rows = await db
     .select()
     .from(repositories)
     .innerJoin(namespaces, eq(repositories.namespaceId, namespaces.id))
-    .where(eq(repositories.sourceProvider, provider as NonNullable<Repository['sourceProvider']>));
+    .where(and(inArray(repositories.sourceUrlKey, keys), eq(repositories.sourceProvider, provider as NonNullable<Repository['sourceProvider']>)));
   return rows.map(withNamespace);
+}
+
+/** Fills source_url_key for rows written before the column existed (run at start-up; idempotent). */
+export async function backfillSourceUrlKeys(db: Db): Promise<number> {
+  const rows = await db
+    .select({ id: repositories.id, sourceUrl: repositories.sourceUrl })
+    .from(repositories)
+    .where(and(isNotNull(repositories.sourceUrl), isNull(repositories.sourceUrlKey)));
+  for (const r of rows) {
+    await db.update(repositories).set({ sourceUrlKey: normalizeGitUrl(r.sourceUrl!) }).where(eq(repositories.id, r.id));
+  }
+  return rows.length;
 }

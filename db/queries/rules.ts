@@ -1,6 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, lt, ne } from 'drizzle-orm';
 import type { Db } from '../client';
-import { buildRules, builds, type BuildRule, type NewBuildRule } from '../schema';
+import type { CreationMethod, Trigger } from '../../domain/builds';
+import { fullRefName, type RefName } from '../../domain/rules';
+import type { RepositoryWithNamespace } from './repositories';
+import { buildRules, builds, type BuildRule, type NewBuild, type NewBuildRule } from '../schema';
 
 export async function insertRule(db: Db, values: NewBuildRule): Promise<BuildRule> {
   const [row] = await db.insert(buildRules).values(values).returning();
@@ -60,4 +64,44 @@ export async function findSupersededBuilds(
         lt(builds.createdAt, build.createdAt),
       ),
     );
+}
+
+/**
+ * The row for one build of a rule. Tags stay empty here: they are rendered by the workflow once
+ * the commit is pinned, since templates may embed the commit id and the build time.
+ */
+export function ruleBuildValues(input: {
+  repo: RepositoryWithNamespace;
+  rule: BuildRule;
+  ref: RefName;
+  commit: string | null;
+  trigger: Trigger;
+  creationMethod: Exclude<CreationMethod, 'user push'>;
+  /** The build id; a fresh UUID unless given (a workflow gives its own, for idempotent retries). */
+  id?: string;
+}): NewBuild & { id: string } {
+  const { repo, rule } = input;
+  const id = input.id ?? randomUUID();
+  return {
+    id,
+    repositoryId: repo.id,
+    ruleId: rule.id,
+    status: 'queued',
+    trigger: input.trigger,
+    creationMethod: input.creationMethod,
+    sourceUrl: repo.sourceUrl,
+    sourceRef: fullRefName(input.ref),
+    sourceCommit: input.commit,
+    contextDir: rule.contextDir,
+    dockerfilePath: rule.dockerfile,
+    platforms: rule.platforms,
+    buildArgs: rule.buildArgs,
+    target: rule.target,
+    tags: [],
+    noCache: rule.noCache || repo.noCache,
+    accelerated: rule.accelerated || repo.acceleratedImages,
+    provenance: rule.provenance,
+    timeoutMinutes: rule.timeoutMinutes,
+    workflowId: `build-${id}`,
+  };
 }

@@ -1,6 +1,7 @@
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../client';
-import { CREATION_METHODS, imageTags, type ImageTag } from '../schema';
+import { imageTags, type ImageTag } from '../schema';
+import { CREATION_METHODS } from '../../domain/builds';
 
 type TagValues = {
   repositoryId: string;

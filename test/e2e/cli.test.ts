@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestKiln, type TestKiln } from '../support/kiln';
-import { fetchManifest, unpackImage } from '../support/registry';
+import { fetchManifest, unpackImage, platformEntries } from '../support/registry';
 
 const BIN = path.resolve(__dirname, '../../bin/kiln.mjs');
 const LIMIT = 1024 * 1024;
@@ -79,8 +79,8 @@ describe('kiln CLI', () => {
     expect(tagLines.sort()).toEqual(['cli/app:latest', 'cli/app:v1']);
     expect((await fetchManifest(kiln.registry, 'cli/app', 'latest'))!.digest).toBe(index.digest);
     const arches: Record<string, string> = { amd64: 'x86_64', arm64: 'aarch64' };
-    expect(index.json.manifests.map((m: any) => m.platform.architecture).sort()).toEqual(['amd64', 'arm64']);
-    for (const entry of index.json.manifests) {
+    expect(platformEntries(index.json).map((m: any) => m.platform.architecture).sort()).toEqual(['amd64', 'arm64']);
+    for (const entry of platformEntries(index.json)) {
       const { rootfs } = await unpackImage(kiln.registry, 'cli/app', entry.digest);
       expect(await readFile(path.join(rootfs, 'arch'), 'utf8')).toBe(`built on ${arches[entry.platform.architecture]}\n`);
       expect(await readFile(path.join(rootfs, 'ctx/app/main.sh'), 'utf8')).toBe('echo hi\n');

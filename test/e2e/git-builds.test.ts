@@ -3,7 +3,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatBuildTime } from '../../domain/rules';
+import type { PushWorkflowResult } from '../../domain/push';
+import { formatBuildTime } from '../../domain/time-zones';
 import { startGitServer, type GitServer } from '../support/git-server';
 import { startTestKiln, waitForBuild, type ApiResponse, type TestKiln } from '../support/kiln';
 import { fetchManifest, listTags, unpackImage } from '../support/registry';
@@ -43,6 +44,22 @@ async function deliver(provider: string, d: SignedDelivery): Promise<ApiResponse
   return fetch(`${kiln.url}/webhooks/${provider}`, { method: 'POST', headers: d.headers, body: d.body }) as Promise<ApiResponse>;
 }
 
+/** Sends a delivery, expects 202, and waits for its PushWorkflow: what it built and skipped. */
+async function push(provider: string, d: SignedDelivery): Promise<PushWorkflowResult & { workflowId: string }> {
+  const res = await deliver(provider, d);
+  const body = await res.json();
+  expect(res.status, JSON.stringify(body)).toBe(202);
+  expect(body.status).toBe('received');
+  const result: PushWorkflowResult = await kiln.client.workflow.getHandle(body.workflowId).result();
+  return { ...result, workflowId: body.workflowId };
+}
+
+/** The delivery as GET /repositories/:id/deliveries shows it. */
+async function deliveryRecord(repoId: string, deliveryId: string) {
+  const list = await (await kiln.api(`/api/v1/repositories/${repoId}/deliveries`)).json();
+  return list.items.find((d: any) => d.deliveryId === deliveryId);
+}
+
 const dockerfile = (extra = '') => `FROM ${kiln.registry}/base/busybox\nCOPY hello.txt /hello.txt\n${extra}`;
 
 async function fileInImage(repo: string, tag: string, file: string): Promise<string> {
@@ -67,14 +84,17 @@ describe('git sources, rules and webhooks', () => {
       branch: 'release-v7',
       files: { 'svc/Dockerfile.release': dockerfile(), 'svc/hello.txt': 'from the pushed commit\n' },
     });
-    // The branch moves on before the build runs: the build must still use the pushed commit.
-    await git.commit('app', { branch: 'release-v7', files: { 'svc/hello.txt': 'a later commit\n' } });
 
-    const res = await deliver('github', githubPush({ repoUrl: git.url('app'), ref: 'refs/heads/release-v7', after: pushed, secret: SECRET, files: { added: ['svc/hello.txt'] } }));
-    expect(res.status).toBe(202);
-    const { builds } = await res.json();
-    expect(builds).toHaveLength(1);
-    const build = await waitForBuild(kiln, builds[0].buildId);
+    const { buildIds, workflowId } = await push('github', githubPush({ repoUrl: git.url('app'), ref: 'refs/heads/release-v7', after: pushed, secret: SECRET, files: { added: ['svc/hello.txt'] } }));
+    expect(buildIds).toHaveLength(1);
+    // The build is a child of the push workflow, which it outlives.
+    const child = await kiln.client.workflow.getHandle(`build-${buildIds[0]}`).describe();
+    expect(child.type).toBe('ImageBuildWorkflow');
+    expect(child.parentExecution?.workflowId).toBe(workflowId);
+    expect((await kiln.client.workflow.getHandle(workflowId).describe()).type).toBe('PushWorkflow');
+    // The branch moves on once the push was taken: the build still uses the pushed commit.
+    await git.commit('app', { branch: 'release-v7', files: { 'svc/hello.txt': 'a later commit\n' } });
+    const build = await waitForBuild(kiln, buildIds[0]!);
     expect(build.error).toBeUndefined();
     expect(build.status).toBe('succeeded');
     expect(build.trigger).toBe('push');
@@ -96,9 +116,8 @@ describe('git sources, rules and webhooks', () => {
     await addRule(repoId, { type: 'tag', match: 'v\\d+\\.\\d+\\.\\d+.*', tags: [{ template: '${tag}' }], semver: true });
     const sha = await git.commit('lib', { branch: 'main', files: { Dockerfile: dockerfile(), 'hello.txt': 'lib 1.4.2\n' } });
     await git.tag('lib', 'v1.4.2', sha, { annotated: true });
-    const res = await deliver('gitlab', gitlabPush({ repoUrl: git.url('lib'), ref: 'refs/tags/v1.4.2', after: sha, secret: SECRET }));
-    expect(res.status).toBe(202);
-    const build = await waitForBuild(kiln, (await res.json()).builds[0].buildId);
+    const { buildIds } = await push('gitlab', gitlabPush({ repoUrl: git.url('lib'), ref: 'refs/tags/v1.4.2', after: sha, secret: SECRET }));
+    const build = await waitForBuild(kiln, buildIds[0]!);
     expect(build.status).toBe('succeeded');
     expect(build.trigger).toBe('tag');
     expect([...build.tags].sort()).toEqual(['1', '1.4', '1.4.2', 'v1.4.2']);
@@ -107,7 +126,7 @@ describe('git sources, rules and webhooks', () => {
     expect(new Set(digests).size).toBe(1);
   });
 
-  it('Gitee: the same delivery five times starts one build; a stale or wrong signature starts none', async () => {
+  it('Gitee: the same delivery five times starts one push workflow and one build; a stale or wrong signature starts none', async () => {
     await git.createRepo('gitee-app');
     const repoId = await bindRepository('gitee-app', 'gitee', 'gitee-app');
     await addRule(repoId, { type: 'branch', match: 'main', tags: [{ template: 'latest' }] });
@@ -115,12 +134,24 @@ describe('git sources, rules and webhooks', () => {
     const delivery = giteePush({ repoUrl: git.url('gitee-app'), ref: 'refs/heads/main', after: sha, secret: SECRET, files: { added: ['hello.txt'] } });
     const answers = await Promise.all(Array.from({ length: 5 }, () => deliver('gitee', delivery)));
     const bodies = await Promise.all(answers.map((a) => a.json()));
-    const ids = new Set(bodies.flatMap((b: any) => b.builds.map((x: any) => x.buildId)));
-    expect(ids.size).toBe(1);
     expect(answers.filter((a) => a.status === 202)).toHaveLength(1);
-    await waitForBuild(kiln, [...ids][0] as string);
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(4);
+    expect(bodies.filter((b: any) => b.duplicate)).toHaveLength(4);
+    const workflowIds = new Set(bodies.map((b: any) => b.workflowId));
+    expect(workflowIds.size).toBe(1);
+    const [workflowId] = workflowIds as Set<string>;
+    const runs = [];
+    for await (const wf of kiln.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(wf);
+    expect(runs).toHaveLength(1);
+    const { buildIds }: PushWorkflowResult = await kiln.client.workflow.getHandle(workflowId!).result();
+    expect(buildIds).toHaveLength(1);
+    await waitForBuild(kiln, buildIds[0]!);
     const list = await (await kiln.api(`/api/v1/builds?repositoryId=${repoId}`)).json();
     expect(list.items).toHaveLength(1);
+    // A copy after the workflow ended is still refused, and names the build it started.
+    const late = await deliver('gitee', delivery);
+    expect(late.status).toBe(200);
+    expect(await late.json()).toMatchObject({ duplicate: true, workflowId, status: 'done', builds: [{ buildId: buildIds[0] }] });
 
     const stale = giteePush({ repoUrl: git.url('gitee-app'), ref: 'refs/heads/main', after: sha, secret: SECRET, timestamp: Date.now() - 3_600_000, hookId: 2 });
     expect((await deliver('gitee', stale)).status).toBe(401);
@@ -135,17 +166,19 @@ describe('git sources, rules and webhooks', () => {
     await addRule(repoId, { type: 'branch', match: 'main', contextDir: 'svc', paths: ['svc/**'], tags: [{ template: 'svc', commitId: true }] });
     const first = await git.commit('mono', { branch: 'main', files: { 'svc/Dockerfile': dockerfile(), 'svc/hello.txt': 'svc\n', 'docs/readme.md': 'v1' } });
     const docsOnly = await git.commit('mono', { branch: 'main', files: { 'docs/readme.md': 'v2' } });
-    const skip = await deliver('bitbucket', bitbucketPush({ repoUrl: git.url('mono'), ref: 'refs/heads/main', before: first, after: docsOnly, secret: SECRET }));
-    expect(skip.status).toBe(202);
-    const skipped = await skip.json();
-    expect(skipped.builds).toEqual([]);
-    expect(skipped.skipped[0].reason).toMatch(/no changed file matches paths svc\/\*\*/);
+    const skipDelivery = bitbucketPush({ repoUrl: git.url('mono'), ref: 'refs/heads/main', before: first, after: docsOnly, secret: SECRET });
+    const skipped = await push('bitbucket', skipDelivery);
+    expect(skipped.buildIds).toEqual([]);
+    expect(skipped.results).toEqual([expect.objectContaining({ outcome: 'skipped', code: 'paths', reason: expect.stringMatching(/no changed file matches paths svc\/\*\*/) })]);
+    expect(await deliveryRecord(repoId, skipDelivery.headers['x-request-uuid']!)).toMatchObject({
+      status: 'done',
+      results: [{ code: 'paths', reason: expect.stringContaining('svc/**') }],
+    });
 
     const svc = await git.commit('mono', { branch: 'main', files: { 'svc/hello.txt': 'svc v2\n' } });
-    const build = await deliver('bitbucket', bitbucketPush({ repoUrl: git.url('mono'), ref: 'refs/heads/main', before: docsOnly, after: svc, secret: SECRET }));
-    const started = await build.json();
-    expect(started.builds).toHaveLength(1);
-    const done = await waitForBuild(kiln, started.builds[0].buildId);
+    const started = await push('bitbucket', bitbucketPush({ repoUrl: git.url('mono'), ref: 'refs/heads/main', before: docsOnly, after: svc, secret: SECRET }));
+    expect(started.buildIds).toHaveLength(1);
+    const done = await waitForBuild(kiln, started.buildIds[0]!);
     expect(done.status).toBe('succeeded');
     expect(done.tags).toEqual([`svc-${svc.slice(0, 6)}`]);
     expect(await fileInImage('git/mono', `svc-${svc.slice(0, 6)}`, 'hello.txt')).toBe('svc v2\n');
@@ -156,8 +189,8 @@ describe('git sources, rules and webhooks', () => {
     const repoId = await bindRepository('busy', 'github', 'busy');
     await addRule(repoId, { type: 'branch', match: 'main', tags: [{ template: 'main', commitId: true }] });
     const slow = await git.commit('busy', { branch: 'main', files: { Dockerfile: dockerfile('RUN sleep 60\n'), 'hello.txt': 'slow\n' } });
-    const first = await (await deliver('github', githubPush({ repoUrl: git.url('busy'), ref: 'refs/heads/main', after: slow, secret: SECRET, files: { added: ['Dockerfile'] } }))).json();
-    const oldId = first.builds[0].buildId;
+    const first = await push('github', githubPush({ repoUrl: git.url('busy'), ref: 'refs/heads/main', after: slow, secret: SECRET, files: { added: ['Dockerfile'] } }));
+    const oldId = first.buildIds[0]!;
     for (let i = 0; ; i++) {
       const b = await (await kiln.api(`/api/v1/builds/${oldId}`)).json();
       if (b.platforms[0].status === 'running') break;
@@ -165,8 +198,9 @@ describe('git sources, rules and webhooks', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     const fast = await git.commit('busy', { branch: 'main', files: { Dockerfile: dockerfile(), 'hello.txt': 'fast\n' } });
-    const second = await (await deliver('github', githubPush({ repoUrl: git.url('busy'), ref: 'refs/heads/main', before: slow, after: fast, secret: SECRET, files: { modified: ['Dockerfile'] } }))).json();
-    const newId = second.builds[0].buildId;
+    const second = await push('github', githubPush({ repoUrl: git.url('busy'), ref: 'refs/heads/main', before: slow, after: fast, secret: SECRET, files: { modified: ['Dockerfile'] } }));
+    const newId = second.buildIds[0]!;
+    expect(second.results.filter((r) => r.outcome === 'failed')).toEqual([]);
 
     const old = await waitForBuild(kiln, oldId, 30_000);
     expect(old.status).toBe('canceled');
@@ -217,18 +251,44 @@ describe('git sources, rules and webhooks', () => {
     expect((await deliver('github', unsigned)).status).toBe(401);
     const unknown = githubPush({ repoUrl: git.url('nobody'), ref: 'refs/heads/main', after: sha, secret: SECRET });
     expect((await deliver('github', unknown)).status).toBe(404);
-    const deleted = await deliver('github', githubPush({ repoUrl: git.url('guarded'), ref: 'refs/heads/main', before: sha, after: null, secret: SECRET }));
-    expect(deleted.status).toBe(202);
-    expect((await deleted.json()).builds).toEqual([]);
+    const deleted = await push('github', githubPush({ repoUrl: git.url('guarded'), ref: 'refs/heads/main', before: sha, after: null, secret: SECRET }));
+    expect(deleted.buildIds).toEqual([]);
+    expect(deleted.results).toEqual([expect.objectContaining({ outcome: 'skipped', code: 'ref_deleted' })]);
     expect((await (await kiln.api(`/api/v1/builds?repositoryId=${repoId}`)).json()).items).toEqual([]);
+  });
+
+  it('a captured delivery replayed with a new delivery id after the branch moved is skipped as stale and builds nothing', async () => {
+    await git.createRepo('replayed');
+    const repoId = await bindRepository('replayed', 'github', 'replayed');
+    await addRule(repoId, { type: 'branch', match: 'main', tags: [{ template: 'main', commitId: true }] });
+    const old = await git.commit('replayed', { branch: 'main', files: { Dockerfile: dockerfile(), 'hello.txt': 'old\n' } });
+    const captured = githubPush({ repoUrl: git.url('replayed'), ref: 'refs/heads/main', after: old, secret: SECRET, files: { added: ['hello.txt'] } });
+    const original = await push('github', captured);
+    expect(original.buildIds).toHaveLength(1);
+    expect((await waitForBuild(kiln, original.buildIds[0]!)).status).toBe('succeeded');
+
+    const moved = await git.commit('replayed', { branch: 'main', files: { 'hello.txt': 'new\n' } });
+    // Same signed body, a fresh delivery id: the signature still verifies (it covers the body only).
+    const replay = { ...captured, headers: { ...captured.headers, 'x-github-delivery': `replay-${Date.now()}` } };
+    const replayed = await push('github', replay);
+    expect(replayed.buildIds).toEqual([]);
+    expect(replayed.results).toEqual([
+      expect.objectContaining({ outcome: 'skipped', code: 'stale', commit: old, reason: expect.stringContaining(`now ${moved}`) }),
+    ]);
+    expect(await deliveryRecord(repoId, replay.headers['x-github-delivery'])).toMatchObject({
+      status: 'done',
+      buildIds: [],
+      results: [{ code: 'stale', reason: expect.stringMatching(/^stale: /) }],
+    });
+    expect((await (await kiln.api(`/api/v1/builds?repositoryId=${repoId}`)).json()).items).toHaveLength(1);
   });
 
   it('manual builds of a regex rule need a matching ref', async () => {
     await git.createRepo('manual');
     const repoId = await bindRepository('manual', 'git', 'manual');
     const ruleId = await addRule(repoId, { type: 'branch', match: 'feature/(?<name>[a-z]+)', tags: [{ template: '${name}', commitId: true }] });
-    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: {} })).status).toBe(400);
-    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: { ref: 'main' } })).status).toBe(400);
+    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: {} })).status).toBe(422); // unprocessable since the document-is-the-API merge
+    expect((await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: { ref: 'main' } })).status).toBe(422); // unprocessable since the document-is-the-API merge
     const sha = await git.commit('manual', { branch: 'feature/login', files: { Dockerfile: dockerfile(), 'hello.txt': 'login\n' } });
     const res = await kiln.api(`/api/v1/rules/${ruleId}/builds`, { json: { ref: 'feature/login' } });
     expect(res.status).toBe(202);

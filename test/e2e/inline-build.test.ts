@@ -2,7 +2,7 @@
 // succeed, then check the registry's own view of the image and run what it built.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
-import { fetchManifest, listTags, runInRootfs, unpackImage } from '../support/registry';
+import { fetchManifest, listTags, runInRootfs, unpackImage, platformEntries } from '../support/registry';
 
 describe.each(['pglite', 'postgres'] as const)('inline multi-arch build (%s)', (dbKind) => {
   let kiln: TestKiln;
@@ -46,11 +46,11 @@ describe.each(['pglite', 'postgres'] as const)('inline multi-arch build (%s)', (
     expect(index.digest).toBe(build.manifestDigest);
     expect((await fetchManifest(kiln.registry, repo, 'latest'))!.digest).toBe(index.digest);
     expect((await listTags(kiln.registry, repo)).sort()).toEqual(['latest', 'v1']);
-    const platforms = index.json.manifests.map((m: any) => `${m.platform.os}/${m.platform.architecture}`).sort();
+    const platforms = platformEntries(index.json).map((m: any) => `${m.platform.os}/${m.platform.architecture}`).sort();
     expect(platforms).toEqual(['linux/amd64', 'linux/arm64']);
 
     const expected: Record<string, string> = { amd64: 'hi x86_64', arm64: 'hi aarch64' };
-    for (const entry of index.json.manifests) {
+    for (const entry of platformEntries(index.json)) {
       const arch = entry.platform.architecture as string;
       expect(entry.digest).toBe(build.platforms.find((p: any) => p.platform === `linux/${arch}`).digest);
       const { rootfs, config } = await unpackImage(kiln.registry, repo, entry.digest);

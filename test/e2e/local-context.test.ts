@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sweepBuildContexts } from '../../activities/context';
 import { RegistryClient } from '../../activities/registry';
 import { startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
-import { fetchManifest, unpackImage } from '../support/registry';
+import { fetchManifest, unpackImage, platformEntries } from '../support/registry';
 import { readFile } from 'node:fs/promises';
 
 const LIMIT = 256 * 1024;
@@ -66,7 +66,7 @@ describe('local build contexts', () => {
     expect(build.context).toEqual({ digest, size: body.length, contextDir: '/', dockerfile: 'Dockerfile' });
     const index = (await fetchManifest(kiln.registry, repo, 'v1'))!;
     expect(index.digest).toBe(build.manifestDigest);
-    for (const entry of index.json.manifests) {
+    for (const entry of platformEntries(index.json)) {
       const { rootfs } = await unpackImage(kiln.registry, repo, entry.digest);
       expect(await readFile(path.join(rootfs, 'copied'), 'utf8')).toBe('hello from a local dir\n');
     }

@@ -6,10 +6,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startRegistry, type ProcessHandle } from '../../infra/stack';
+import { startRegistry } from '../../infra/registry-server';
+import type { ProcessHandle } from '../../infra/supervisor';
 import { startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
 import { copyImage, freePort, startBuildHost } from '../support/oci';
-import { fetchManifest, runInRootfs, unpackImage } from '../support/registry';
+import { fetchManifest, runInRootfs, unpackImage, platformEntries } from '../support/registry';
 
 let kiln: TestKiln | undefined;
 let mirror: { handle: ProcessHandle; address: string; dataDir: string } | undefined;
@@ -57,7 +58,7 @@ describe('registry mirrors', () => {
     // The image's base layer is the mirrored busybox, and it runs on both architectures.
     const index = (await fetchManifest(kiln!.registry, repo, 'v1'))!;
     const base = (await fetchManifest(mirror!.address, 'library/busybox', 'latest'))!;
-    for (const entry of index.json.manifests) {
+    for (const entry of platformEntries(index.json)) {
       const arch = entry.platform.architecture as string;
       const { rootfs, config, manifest } = await unpackImage(kiln!.registry, repo, entry.digest);
       const baseEntry = base.json.manifests.find((m: any) => m.platform.architecture === arch);

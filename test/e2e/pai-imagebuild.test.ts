@@ -2,7 +2,7 @@
 // pulled with RegistryAuths from a registry that demands credentials.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,8 @@ import { toolPaths } from '../../infra/tools';
 import { startAuthProxy, type AuthProxy } from '../support/auth-proxy';
 import { startTestKiln, type TestKiln } from '../support/kiln';
 import { waitFor } from '../support/processes';
-import { fetchBlob, fetchManifest } from '../support/registry';
+import { PAI_EXAMPLE_CLIENT_TOKEN, PAI_EXAMPLE_REGISTRY, paiDocumentExample } from '../support/pai-example';
+import { fetchBlob, fetchManifest, platformEntries, unpackImage } from '../support/registry';
 
 const run = promisify(execFile);
 let kiln: TestKiln;
@@ -113,6 +114,58 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     const winner = ids[ends.findIndex((e) => e.Status === 'Succeeded')];
     const winnerView = await (await kiln.api(`/api/v1/builds/${winner}`)).json();
     expect((await fetchManifest(kiln.registry, repo, `race-${nonce}`))!.digest).toBe(winnerView.manifestDigest);
+  });
+});
+
+describe("the PAI document's example request", () => {
+  // The example, as it stands, builds `FROM ubuntu:18:04 RUN pip3 install numpy==1.19.5`: one line
+  // (so FROM has too many arguments) naming a base on Docker Hub, which no build here can reach.
+  // It is accepted and stored, and its build ends with BuildKit's reason. The same request with
+  // the Dockerfile a PackageInstallation gives for the stack's own base image is then built to
+  // the example's Uri, i.e. pai-test/pai-test:test-v1 in Kiln's registry (busybox has no pip and
+  // RUN steps have no network here, so its install step writes the requirement instead).
+  it('as it stands: accepted, stored and shown, and its build fails with the reason', async () => {
+    const res = await kiln.api(`/api/v1/imagebuilds?ClientToken=${PAI_EXAMPLE_CLIENT_TOKEN}`, { json: paiDocumentExample() });
+    expect(res.status).toBe(200);
+    const { ImageBuildId } = await res.json();
+    const done = await waitForImageBuild(ImageBuildId);
+    const example = paiDocumentExample();
+    expect(done).toMatchObject({
+      Status: 'Failed',
+      BuildType: 'PackageInstallation',
+      ImageBuildJobName: 'build-my-image',
+      WorkspaceId: '12345',
+      RegionId: 'cn-wulanchabu',
+      Accessibility: 'PUBLIC',
+      Resource: example.Resource,
+      UserVpc: example.UserVpc,
+      Image: { Name: 'test-v1', Description: '构建测试镜像', Uri: `${kiln.registry}/pai-test/pai-test:test-v1`, RequestedUri: example.Image.Uri, Digest: null },
+    });
+    expect(done.ReasonCode).toBe('dockerfile_syntax');
+    expect(done.ReasonMessage).toMatch(/FROM/);
+  });
+
+  it('with the local base image: built for the example\'s Uri, with its labels and a provenance attestation', async () => {
+    const example = paiDocumentExample();
+    const body = {
+      ...example,
+      BuildConfig: { ...example.BuildConfig, Dockerfile: `FROM ${kiln.registry}/base/busybox\nRUN mkdir -p /opt/pai && echo "numpy==1.19.5" > /opt/pai/requirements.txt\n` },
+    };
+    const res = await kiln.api(`/api/v1/imagebuilds?ClientToken=${PAI_EXAMPLE_CLIENT_TOKEN}-local`, { json: body });
+    expect(res.status).toBe(200);
+    const done = await waitForImageBuild((await res.json()).ImageBuildId);
+    expect(done.ReasonMessage).toBeNull();
+    expect(done).toMatchObject({ Status: 'Succeeded', BuildType: 'PackageInstallation', Image: { Name: 'test-v1', RequestedUri: `${PAI_EXAMPLE_REGISTRY}/pai-test/pai-test:test-v1` } });
+
+    const index = (await fetchManifest(kiln.registry, 'pai-test/pai-test', 'test-v1'))!;
+    expect(index.digest).toBe(done.Image.Digest);
+    const [amd64] = platformEntries(index.json);
+    expect(amd64.platform).toMatchObject({ os: 'linux', architecture: 'amd64' });
+    expect(index.json.manifests.filter((m: any) => m.annotations?.['vnd.docker.reference.digest'] === amd64.digest)).toHaveLength(1);
+    const { rootfs, config } = await unpackImage(kiln.registry, 'pai-test/pai-test', amd64.digest);
+    expect(config.config.Labels).toMatchObject({ key1: 'value1' });
+    expect(readFileSync(path.join(rootfs, 'opt/pai/requirements.txt'), 'utf8')).toBe('numpy==1.19.5\n');
+    rmSync(rootfs, { recursive: true, force: true });
   });
 });
 

@@ -8,10 +8,14 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildActivities } from '../../activities/build';
 import type { ControlActivities } from '../../activities/control';
+import type { SchedulingActivities } from '../../activities/scheduling';
 import { toolPaths } from '../../infra/tools';
 import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
 import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
-import type { BuildPlan, PlatformBuildRequest, PlatformImage, PlatformName } from '../../domain/build-plan';
+import type { BuildPlan, PlatformBuildRequest } from '../../activities/build-plan';
+import type { PlatformImage } from '../../domain/images';
+import type { Platform } from '../../domain/platforms';
+import { ImageBuildWorkflow } from '../../workflows/image-build';
 
 let env: TestWorkflowEnvironment;
 
@@ -43,6 +47,7 @@ function plan(overrides: Partial<BuildPlan> = {}): BuildPlan {
     noCache: false,
     accelerated: false,
     immutableTags: false,
+    provenance: 'min',
     overwriteTags: true,
     timeoutMinutes: 60,
     trigger: 'api',
@@ -52,50 +57,82 @@ function plan(overrides: Partial<BuildPlan> = {}): BuildPlan {
 }
 
 interface Recorder {
-  calls: { name: string; args: unknown[] }[];
+  /** Every control activity called, and whether it ran as a local activity. */
+  calls: { name: string; args: unknown[]; local: boolean }[];
 }
 
 function controlStub(p: BuildPlan, rec: Recorder): ControlActivities {
   const record = (name: string) => async (...args: unknown[]) => {
-    rec.calls.push({ name, args });
+    rec.calls.push({ name, args, local: Context.current().info.isLocal });
   };
   return {
     startBuild: async (id: string) => {
-      rec.calls.push({ name: 'startBuild', args: [id] });
+      rec.calls.push({ name: 'startBuild', args: [id], local: Context.current().info.isLocal });
       return p;
     },
+    pinSource: async (unpinned: BuildPlan) => {
+      rec.calls.push({ name: 'pinSource', args: [unpinned], local: Context.current().info.isLocal });
+      if (unpinned.source.kind !== 'git') throw new Error('pinSource called for a non-git source');
+      if (unpinned.ref === 'refs/heads/missing') {
+        throw ApplicationFailure.create({ type: 'ref_not_found', message: 'refs/heads/missing does not exist', nonRetryable: true });
+      }
+      return { ...unpinned, source: { ...unpinned.source, commit: 'c'.repeat(40) } };
+    },
     assembleImageIndex: async (input: { images: PlatformImage[] }) => {
-      rec.calls.push({ name: 'assembleImageIndex', args: [input] });
+      rec.calls.push({ name: 'assembleImageIndex', args: [input], local: Context.current().info.isLocal });
       return { digest: 'sha256:index' };
     },
     recordBuildSucceeded: record('recordBuildSucceeded'),
     recordBuildFailed: record('recordBuildFailed'),
     // activities/notify.ts: the announcements of the build's status (enqueued, never awaited).
     notifyBuildStatus: record('notifyBuildStatus'),
+    // activities/commit-status.ts: these builds report no commit status.
+    commitStatusReporting: async () => null,
     // activities/accelerate.ts, registered on the same control worker.
     prepareAcceleratedIndex: async (input: unknown) => {
-      rec.calls.push({ name: 'prepareAcceleratedIndex', args: [input] });
+      rec.calls.push({ name: 'prepareAcceleratedIndex', args: [input], local: Context.current().info.isLocal });
       return { digest: 'sha256:accelerated', tags: [] };
     },
     pushAcceleratedIndex: async (input: unknown) => {
-      rec.calls.push({ name: 'pushAcceleratedIndex', args: [input] });
+      rec.calls.push({ name: 'pushAcceleratedIndex', args: [input], local: Context.current().info.isLocal });
       return { digest: 'sha256:accelerated', tags: [] };
     },
   } as unknown as ControlActivities;
 }
 
+/**
+ * The build asks the real scheduler workflow for its slot (plenty of room here): what the
+ * scheduling activities do, without the database that tells them the namespace.
+ */
+function slotsFromTheRealScheduler(): Partial<SchedulingActivities> {
+  return {
+    requestBuildSlot: async ({ buildId, workflowId }) => {
+      await env.client.workflow.signalWithStart('BuildSchedulerWorkflow', {
+        workflowId: 'kiln-build-scheduler',
+        taskQueue: 'kiln-control',
+        args: [{}],
+        signal: 'requestBuildSlot',
+        signalArgs: [{ workflowId, buildId, namespace: 'demo', pool: null, maxConcurrentBuilds: 100, capacity: 100, requestedAt: Date.now() }],
+      });
+      return { namespace: 'demo', maxTimeoutMinutes: 1440, schedulerWorkflowId: 'kiln-build-scheduler' };
+    },
+    recordSlotWait: async () => {},
+    findEndedWorkflows: async () => [],
+  };
+}
+
 type BuildFn = (req: PlatformBuildRequest) => Promise<PlatformImage>;
 
-async function withWorkers<T>(p: BuildPlan, builds: Record<PlatformName, BuildFn>, rec: Recorder, fn: () => Promise<T>): Promise<T> {
+async function withWorkers<T>(p: BuildPlan, builds: Record<Platform, BuildFn>, rec: Recorder, fn: () => Promise<T>): Promise<T> {
   const bundle = await workflowBundle();
   const control = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'kiln-control',
     workflowBundle: bundle,
-    activities: controlStub(p, rec),
+    activities: { ...controlStub(p, rec), ...slotsFromTheRealScheduler() },
   });
   const buildWorkers = await Promise.all(
-    (Object.keys(builds) as PlatformName[]).map((platform) =>
+    (Object.keys(builds) as Platform[]).map((platform) =>
       Worker.create({
         connection: env.nativeConnection,
         taskQueue: `kiln-build-${platform.replace('/', '-')}`,
@@ -115,7 +152,7 @@ async function withWorkers<T>(p: BuildPlan, builds: Record<PlatformName, BuildFn
   }
 }
 
-const image = (platform: PlatformName): PlatformImage => ({
+const image = (platform: Platform): PlatformImage => ({
   platform,
   digest: `sha256:${platform === 'linux/amd64' ? 'a'.repeat(64) : 'b'.repeat(64)}`,
   mediaType: 'application/vnd.oci.image.manifest.v1+json',
@@ -145,7 +182,7 @@ describe('ImageBuildWorkflow', () => {
     const entered = new Set<string>();
     let release!: () => void;
     const bothEntered = new Promise<void>((r) => (release = r));
-    const build = (platform: PlatformName): BuildFn => async (req) => {
+    const build = (platform: Platform): BuildFn => async (req) => {
       expect(req.platform).toBe(platform);
       entered.add(platform);
       if (entered.size === 2) release();
@@ -154,7 +191,7 @@ describe('ImageBuildWorkflow', () => {
       return image(platform);
     };
     const result = await withWorkers(p, { 'linux/amd64': build('linux/amd64'), 'linux/arm64': build('linux/arm64') }, rec, () =>
-      env.client.workflow.execute('ImageBuildWorkflow', {
+      env.client.workflow.execute(ImageBuildWorkflow, {
         taskQueue: 'kiln-control',
         workflowId: `build-${p.buildId}`,
         args: [{ buildId: p.buildId }],
@@ -176,7 +213,7 @@ describe('ImageBuildWorkflow', () => {
       return { ...image(req.platform), accelerated: variant };
     };
     await withWorkers(p, { 'linux/amd64': build, 'linux/arm64': build }, rec, () =>
-      env.client.workflow.execute('ImageBuildWorkflow', { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] }),
+      env.client.workflow.execute(ImageBuildWorkflow, { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] }),
     );
     expect(rec.calls.map((c) => c.name)).toEqual([
       'startBuild',
@@ -187,6 +224,7 @@ describe('ImageBuildWorkflow', () => {
       'recordBuildSucceeded',
       'notifyBuildStatus',
     ]);
+    expect(rec.calls.filter((c) => !c.local).map((c) => c.name)).toEqual(['prepareAcceleratedIndex', 'assembleImageIndex', 'pushAcceleratedIndex']);
     const push = rec.calls.find((c) => c.name === 'pushAcceleratedIndex')!.args[0] as { images: PlatformImage[]; tags: string[] };
     expect(push.tags).toEqual(['v1', 'latest']);
     expect(push.images.map((i) => i.accelerated?.digest)).toEqual([variant.digest, variant.digest]);
@@ -210,7 +248,7 @@ describe('ImageBuildWorkflow', () => {
       rec,
       () =>
         env.client.workflow
-          .execute('ImageBuildWorkflow', { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] })
+          .execute(ImageBuildWorkflow, { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] })
           .catch((e) => e),
     );
     expect(err).toBeInstanceOf(WorkflowFailedError);
@@ -233,7 +271,7 @@ describe('ImageBuildWorkflow', () => {
       return waitForCancel(m);
     };
     const err = await withWorkers(p, { 'linux/amd64': build(marks.amd64), 'linux/arm64': build(marks.arm64) }, rec, async () => {
-      const handle = await env.client.workflow.start('ImageBuildWorkflow', {
+      const handle = await env.client.workflow.start(ImageBuildWorkflow, {
         taskQueue: 'kiln-control',
         workflowId: `build-${p.buildId}`,
         args: [{ buildId: p.buildId }],
@@ -255,13 +293,42 @@ describe('ImageBuildWorkflow', () => {
     const mark = { canceled: false };
     const err = await withWorkers(p, { 'linux/amd64': () => waitForCancel(mark), 'linux/arm64': async () => image('linux/arm64') }, rec, () =>
       env.client.workflow
-        .execute('ImageBuildWorkflow', { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] })
+        .execute(ImageBuildWorkflow, { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] })
         .catch((e) => e),
     );
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect(((err as WorkflowFailedError).cause as ApplicationFailure).type).toBe('timed_out');
     expect(mark.canceled).toBe(true);
     expect(rec.calls.find((c) => c.name === 'recordBuildFailed')!.args[0]).toMatchObject({ status: 'timed_out' });
+  }, 60_000);
+
+  it('pins a git source in its own activity before any platform builds, and records a pinning fault', async () => {
+    const gitSource = { kind: 'git' as const, url: 'http://127.0.0.1:1/demo.git', commit: '', repositoryId: randomUUID(), contextDir: '.', dockerfilePath: 'Dockerfile' };
+    const p = plan({ platforms: ['linux/amd64'], source: gitSource, ref: 'refs/heads/main' });
+    const rec: Recorder = { calls: [] };
+    const commits: string[] = [];
+    const build: BuildFn = async (req) => {
+      commits.push(req.source.kind === 'git' ? req.source.commit : '');
+      return image(req.platform);
+    };
+    await withWorkers(p, { 'linux/amd64': build, 'linux/arm64': build }, rec, () =>
+      env.client.workflow.execute(ImageBuildWorkflow, { taskQueue: 'kiln-control', workflowId: `build-${p.buildId}`, args: [{ buildId: p.buildId }] }),
+    );
+    expect(rec.calls.map((c) => c.name)).toEqual(['startBuild', 'pinSource', 'assembleImageIndex', 'recordBuildSucceeded']);
+    expect(commits).toEqual(['c'.repeat(40)]);
+    // Only the database steps are local activities; the git host is reached from a normal one.
+    expect(rec.calls.filter((c) => c.local).map((c) => c.name)).toEqual(['startBuild', 'recordBuildSucceeded']);
+
+    const missing = plan({ platforms: ['linux/amd64'], source: gitSource, ref: 'refs/heads/missing' });
+    const failed: Recorder = { calls: [] };
+    const err = await withWorkers(missing, { 'linux/amd64': build, 'linux/arm64': build }, failed, () =>
+      env.client.workflow
+        .execute(ImageBuildWorkflow, { taskQueue: 'kiln-control', workflowId: `build-${missing.buildId}`, args: [{ buildId: missing.buildId }] })
+        .catch((e) => e),
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(failed.calls.map((c) => c.name)).toEqual(['startBuild', 'pinSource', 'recordBuildFailed']);
+    expect(failed.calls.at(-1)!.args[0]).toMatchObject({ status: 'failed', code: 'ref_not_found' });
   }, 60_000);
 
   it('retries a transient fault and still succeeds', async () => {
@@ -280,7 +347,7 @@ describe('ImageBuildWorkflow', () => {
       },
       rec,
       () =>
-        env.client.workflow.execute('ImageBuildWorkflow', {
+        env.client.workflow.execute(ImageBuildWorkflow, {
           taskQueue: 'kiln-control',
           workflowId: `build-${p.buildId}`,
           args: [{ buildId: p.buildId }],

@@ -8,7 +8,11 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { indexPlatforms } from '../../infra/base-image';
-import { buildkitPlatforms, run, startRegistry, startStack, SEARCH_ATTRIBUTES, type Stack } from '../../infra/stack';
+import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
+import { buildkitPlatforms } from '../../infra/buildkitd';
+import { run } from '../../infra/process-run';
+import { startRegistry } from '../../infra/registry-server';
+import { startStack, type Stack } from '../../infra/stack';
 import { startProcess, type ProcessHandle } from '../../infra/supervisor';
 import { toolPaths } from '../../infra/tools';
 
@@ -89,7 +93,7 @@ describe('local stack', () => {
     const r = await run(tools.temporal, ['operator', 'search-attribute', 'list', '--address', stack.temporalAddress, '-o', 'json'], { timeoutMs: 30_000 });
     expect(r.code, r.stderr).toBe(0);
     const text = r.stdout;
-    for (const key of Object.keys(SEARCH_ATTRIBUTES)) expect(text).toContain(key);
+    for (const key of KILN_SEARCH_ATTRIBUTES.map((a) => a.name)) expect(text).toContain(key);
   }, 60_000);
 
   it('postgres accepts connections to the kiln database', async () => {

@@ -5,6 +5,9 @@ import type { Db } from '../../db/client';
 
 export type DbSnapshot = Record<string, { rows: number; hash: string }>;
 
+/** Columns that record a use (a token's last use), which any authenticated call may move: not state. */
+const USE_RECORD_COLUMNS = ['last_used_at'];
+
 /** PGlite answers `{ rows }`, postgres-js an array. */
 const rowsOf = (result: unknown) => (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as Record<string, unknown>[];
 
@@ -19,7 +22,8 @@ export async function snapshotDatabase(db: Db): Promise<DbSnapshot> {
   const perTable = tables.map((t) => {
     const ident = `"${t.replace(/"/g, '""')}"`;
     const literal = `'${t.replace(/'/g, "''")}'`;
-    return `select ${literal} as t, count(*)::int as n, coalesce(md5(string_agg(x::text, E'\\n' order by x::text)), '') as h from ${ident} x`;
+    const row = `(to_jsonb(x) - array[${USE_RECORD_COLUMNS.map((c) => `'${c}'`).join(', ')}]::text[])::text`;
+    return `select ${literal} as t, count(*)::int as n, coalesce(md5(string_agg(${row}, E'\\n' order by ${row})), '') as h from ${ident} x`;
   });
   const rows = rowsOf(await db.execute(sql.raw(perTable.join(' union all '))));
   return Object.fromEntries(rows.map((r) => [String(r.t), { rows: Number(r.n), hash: String(r.h) }]));

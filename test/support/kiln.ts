@@ -1,13 +1,15 @@
 // Runs Kiln in-process (API, control worker, build workers) against the shared test stack.
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { inject } from 'vitest';
 import type { RegistryTokenSigner } from '../../api/routes/registry-token';
 import { openDatabase, type DbHandle } from '../../db/client';
 import type { Component } from '../../env';
+import type { GitHostProvider } from '../../domain/git-hosts';
 import { installQuietRuntime } from '../../infra/workers';
-import { startKiln, type Kiln } from '../../infra/kiln';
+import { startKiln, type Kiln, type KilnOptions } from '../../infra/kiln';
 import { toolPaths } from '../../infra/tools';
 import type { TestStack } from './global-setup';
 
@@ -22,6 +24,8 @@ export interface TestKiln extends Kiln {
   workRoot: string;
   /** KILN_SECRET_KEY of this instance (e.g. to derive the registry notification token). */
   secretKey: string;
+  /** The build scheduler workflow of this instance's deployment. */
+  schedulerWorkflowId: string;
   /** fetch against the API with the bearer token. */
   api(pathname: string, init?: RequestInit & { json?: unknown }): Promise<ApiResponse>;
 }
@@ -56,10 +60,20 @@ export interface TestKilnOptions {
   components?: Component[];
   /** KILN_BUILD_POOL of this instance's build workers. */
   buildPool?: string;
+  /** Postgres database URL to use (e.g. one other processes of the test use too). */
+  databaseUrl?: string;
   /** Share another instance's database (a second process of the same deployment); not closed here. */
   shareDatabaseOf?: TestKiln;
   /** KILN_METRICS_TOKEN of this instance. */
   metricsToken?: string;
+  /** KILN_GIT_API_URLS of this instance (local receivers standing in for the git hosts' APIs). */
+  gitApiUrls?: Partial<Record<GitHostProvider, string>>;
+  /** KILN_NAMESPACE_MAX_* of this instance. */
+  quotaDefaults?: KilnOptions['quotaDefaults'];
+  /** KILN_MAX_CONCURRENT_BUILDS of this instance. */
+  buildCapacity?: number;
+  /** KILN_SUBMISSIONS_PER_MINUTE / KILN_SUBMISSION_BURST of this instance. */
+  submissionRate?: KilnOptions['submissionRate'];
 }
 
 export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKiln> {
@@ -68,8 +82,12 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
   const token = randomBytes(24).toString('hex');
   const secretKey = opts.shareDatabaseOf?.secretKey ?? randomBytes(32).toString('hex');
   const registry = opts.registry ?? stack.registry;
-  const db = opts.shareDatabaseOf?.db ?? (await openTestDatabase(opts.db ?? 'pglite'));
+  const db =
+    opts.shareDatabaseOf?.db ?? (opts.databaseUrl ? await openDatabase({ url: opts.databaseUrl }) : await openTestDatabase(opts.db ?? 'pglite'));
   const dataDir = path.join(stack.dataDir, `kiln-${randomBytes(4).toString('hex')}`);
+  // Test files share one Temporal: a scheduler of its own per instance (and per deployment when
+  // a second process shares the database), so builds a finished file left behind hold no slot here.
+  const schedulerWorkflowId = opts.shareDatabaseOf?.schedulerWorkflowId ?? `kiln-build-scheduler-${randomBytes(4).toString('hex')}`;
   const kiln = await startKiln({
     dataDir,
     host: opts.host ?? '127.0.0.1',
@@ -90,6 +108,11 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     components: opts.components ?? ['api', 'control', 'build-linux-amd64', 'build-linux-arm64'],
     buildPool: opts.buildPool,
     metricsToken: opts.metricsToken,
+    gitApiUrls: opts.gitApiUrls,
+    quotaDefaults: opts.quotaDefaults,
+    buildCapacity: opts.buildCapacity,
+    schedulerWorkflowId,
+    submissionRate: opts.submissionRate,
   });
   const url = kiln.url ?? opts.shareDatabaseOf?.url ?? '';
   return {
@@ -98,7 +121,9 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
     token,
     registry,
     secretKey,
-    workRoot: path.join(dataDir, 'work'),
+    schedulerWorkflowId,
+    // In-process build workers: this process's own directory (infra/work-dirs.ts).
+    workRoot: path.join(dataDir, 'work', `${hostname()}-${process.pid}`),
     async close() {
       await kiln.close();
       if (!opts.shareDatabaseOf) await db.close();

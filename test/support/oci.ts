@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { BuildNetwork, NetworkAllowEntry } from '../../infra/build-network';
-import { startBuildkitd, type RegistryMirrors } from '../../infra/stack';
+import { startBuildkitd, type RegistryMirrors } from '../../infra/buildkitd';
 import type { ProcessHandle } from '../../infra/supervisor';
 import { fetchBlob, MANIFEST_ACCEPT } from './registry';
 

@@ -62,3 +62,11 @@ export async function runInRootfs(rootfs: string, argv: string[]): Promise<strin
   const { stdout } = await run('chroot', [rootfs, ...argv], { timeout: 30_000 });
   return stdout;
 }
+
+/**
+ * The platform images of an index, as a pull chooses among them: without BuildKit's provenance
+ * attestation manifests (platform unknown/unknown, `vnd.docker.reference.type: attestation-manifest`).
+ */
+export function platformEntries(index: { manifests: any[] }): any[] {
+  return index.manifests.filter((m) => m.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+}

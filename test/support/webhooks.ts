@@ -122,3 +122,29 @@ export function bitbucketPush(s: PushSpec): SignedDelivery {
     },
   };
 }
+
+/** Gitea's push (GitHub-shaped body), signed as Gitea signs it: hex HMAC-SHA256 of the body, no prefix. */
+function giteaLikePush(host: 'gitea' | 'forgejo', s: PushSpec): SignedDelivery {
+  const body = JSON.stringify({
+    ref: s.ref,
+    before: s.before ?? ZERO,
+    after: s.after ?? ZERO,
+    commits: commits(s),
+    total_commits: commits(s).length,
+    head_commit: commits(s)[0] ?? null,
+    repository: { clone_url: s.repoUrl, html_url: s.repoUrl.replace(/\.git$/, '') },
+  });
+  return {
+    body,
+    headers: {
+      'content-type': 'application/json',
+      [`x-${host}-event`]: 'push',
+      [`x-${host}-delivery`]: s.deliveryId ?? randomUUID(),
+      [`x-${host}-signature`]: hmacHex(s.secret, body),
+    },
+  };
+}
+
+export const giteaPush = (s: PushSpec) => giteaLikePush('gitea', s);
+/** Forgejo's own headers only (it also sends X-Gitea-*, which Kiln accepts as a fallback). */
+export const forgejoPush = (s: PushSpec) => giteaLikePush('forgejo', s);

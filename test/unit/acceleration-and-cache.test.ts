@@ -7,8 +7,9 @@ import { buildctlArgs, dockerfileSteps, registryCacheRef } from '../../activitie
 import { ProgressTracker } from '../../activities/progress';
 import type { Db } from '../../db/client';
 import { parseEnv } from '../../env';
-import { buildkitdToml, parseMirror } from '../../infra/stack';
-import type { PlatformBuildRequest, PlatformImage } from '../../domain/build-plan';
+import { buildkitdToml, parseMirror } from '../../infra/buildkitd';
+import type { PlatformBuildRequest } from '../../activities/build-plan';
+import type { PlatformImage } from '../../domain/images';
 
 const req: PlatformBuildRequest = {
   buildId: 'b1',

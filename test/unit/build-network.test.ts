@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildNetworkFor, cniConfList, COMPOSE_BUILD_NETWORK, firewallRuleset, hostResolvers, parseNetworkAllow } from '../../infra/build-network';
-import { buildkitdToml } from '../../infra/stack';
+import { buildkitdToml } from '../../infra/buildkitd';
 
 describe('KILN_BUILD_NETWORK_ALLOW', () => {
   it('takes CIDRs, bare addresses and host:port', () => {

@@ -11,8 +11,7 @@ import { BUILD_ERROR_CODES, BUILD_ERRORS, isBuildErrorCode, USER_FAULT_CODES, us
 import { OCI_TAG_RE } from '../../domain/oci';
 import { isValidOciTag } from '../../domain/rules';
 import { KILN_SEARCH_ATTRIBUTES, searchAttributeFlags } from '../../domain/temporal';
-import { BUILD_WORKFLOW_TYPE } from '../../api/build-starter';
-import { ImageBuildWorkflow, USER_FAULT_TYPES } from '../../workflows/image-build';
+import { USER_FAULT_TYPES } from '../../workflows/image-build';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -22,12 +21,6 @@ describe('search attributes', () => {
     const registered = [...compose.matchAll(/--search-attribute=(\S+)/g)].map((m) => m[1]);
     expect(registered).toEqual(searchAttributeFlags());
     expect(searchAttributeFlags()).toEqual(KILN_SEARCH_ATTRIBUTES.map((a) => `${a.name}=Keyword`));
-  });
-});
-
-describe('the build workflow', () => {
-  it('is started by the name its function has', () => {
-    expect(ImageBuildWorkflow.name).toBe(BUILD_WORKFLOW_TYPE);
   });
 });
 
@@ -85,5 +78,27 @@ describe('the OCI tag grammar', () => {
     }
     expect(OCI_TAG_RE.test('a'.repeat(128))).toBe(true);
     expect(OCI_TAG_RE.test('a'.repeat(129))).toBe(false);
+  });
+});
+
+describe('baseImagesFromSteps', () => {
+  it("reads the images a build pulled from BuildKit's FROM vertexes, once each", async () => {
+    const { baseImagesFromSteps } = await import('../../domain/oci');
+    const d1 = `sha256:${'a'.repeat(64)}`;
+    const d2 = `sha256:${'b'.repeat(64)}`;
+    expect(
+      baseImagesFromSteps([
+        '[internal] load metadata for 127.0.0.1:5000/base/busybox:latest',
+        `[1/3] FROM 127.0.0.1:5000/base/busybox:latest@${d1}`,
+        `[builder 1/2] FROM 127.0.0.1:5000/team/tools:v2@${d2}`,
+        `[stage-2 1/1] FROM 127.0.0.1:5000/base/busybox:latest@${d1}`,
+        `[2/3] RUN echo FROM x:y@${d2}`,
+        `[3/3] FROM pinned.example/app@${d2}`,
+      ]),
+    ).toEqual([
+      { image: '127.0.0.1:5000/base/busybox:latest', digest: d1 },
+      { image: '127.0.0.1:5000/team/tools:v2', digest: d2 },
+      { image: 'pinned.example/app', digest: d2 },
+    ]);
   });
 });

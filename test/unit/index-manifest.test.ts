@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assembleIndexManifest } from '../../activities/control';
+import { assembleIndexManifest } from '../../activities/publish';
 import { redactLine } from '../../activities/log-sink';
 
 describe('assembleIndexManifest', () => {

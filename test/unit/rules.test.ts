@@ -2,10 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   compileRuleMatch,
   expandSemver,
-  formatBuildTime,
   InvalidTagError,
   isRegexMatch,
-  isValidTimeZone,
   matchesPathFilters,
   matchRef,
   renderImageTags,
@@ -14,8 +12,9 @@ import {
   validateRuleSpec,
   validateTagTemplates,
   type RuleSpec,
-  type TagTemplate,
 } from '../../domain/rules';
+import type { TagTemplate } from '../../domain/tag-template';
+import { formatBuildTime, isValidTimeZone } from '../../domain/time-zones';
 
 const COMMIT = 'd4ef3dc3b77a011a5779eec7efdd45e2cb1234ab';
 const TIME = new Date('2020-10-15T08:25:00Z');

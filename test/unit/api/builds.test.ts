@@ -53,13 +53,15 @@ describe('POST /builds — happy path', () => {
       repository: 'happy/web',
       ruleId: null,
       platforms: [
-        { platform: 'linux/amd64', status: 'queued', digest: null, acceleratedDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
-        { platform: 'linux/arm64', status: 'queued', digest: null, acceleratedDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], progress: { completedSteps: 0, totalSteps: 0 } },
+        { platform: 'linux/amd64', status: 'queued', digest: null, acceleratedDigest: null, attestationDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], baseImages: [], progress: { completedSteps: 0, totalSteps: 0 } },
+        { platform: 'linux/arm64', status: 'queued', digest: null, acceleratedDigest: null, attestationDigest: null, cacheHits: 0, startedAt: null, finishedAt: null, steps: [], baseImages: [], progress: { completedSteps: 0, totalSteps: 0 } },
       ],
       manifestDigest: null,
       tags: ['v1', 'latest'],
       pushedTags: [],
+      provenance: 'min',
       logIncomplete: false,
+      queuePosition: null, // it has not asked the scheduler for a slot yet
       workflowId,
       temporalUiUrl: `http://temporal-ui.test:8233/namespaces/default/workflows/${workflowId}`,
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
@@ -163,7 +165,8 @@ describe('POST /builds — clientToken', () => {
     const other = await submit({ ...body, tags: ['v2'] });
     expect(other.status).toBe(409);
     expect(other.body.error.code).toBe('conflict');
-    const elsewhere = await submit({ ...body, repository: 'idem-other/web' });
+    // Tokens are unique per namespace: another repository of the same namespace is the same token.
+    const elsewhere = await submit({ ...body, repository: 'idem/api' });
     expect(elsewhere.status).toBe(409);
     expect(await h.counts()).toEqual(before);
 

@@ -1,6 +1,7 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
 import { BuildNotRunningError, createTemporalBuildStarter } from '../../../api/build-starter';
+import { ImageBuildWorkflow } from '../../../workflows/image-build';
 import { canonicalJson } from '../../../api/util';
 import { decryptSecret, encryptSecret } from '../../../db/crypto';
 import { KilnRepository, KilnStatus, KilnTrigger } from '../../../domain/temporal';
@@ -38,13 +39,17 @@ describe('canonicalJson', () => {
 
 function fakeClient() {
   const starts: [string, any][] = [];
+  /** What start was called with: a workflow function or a name. */
+  const startedWith: unknown[] = [];
   const cancels: string[] = [];
   let startError: Error | null = null;
   let cancelError: Error | null = null;
   const client = {
     workflow: {
-      async start(type: string, opts: any) {
-        starts.push([type, opts]);
+      async start(workflow: string | ((...args: any[]) => unknown), opts: any) {
+        startedWith.push(workflow);
+        // As the Temporal client does: a workflow function is started by its name.
+        starts.push([typeof workflow === 'string' ? workflow : workflow.name, opts]);
         if (startError) throw startError;
       },
       getHandle(id: string) {
@@ -60,6 +65,7 @@ function fakeClient() {
   return {
     client,
     starts,
+    startedWith,
     cancels,
     failStart: (e: Error) => (startError = e),
     failCancel: (e: Error) => (cancelError = e),
@@ -69,18 +75,19 @@ function fakeClient() {
 describe('createTemporalBuildStarter', () => {
   const req = { buildId: 'b-1', workflowId: 'build-b-1', timeoutMinutes: 60, repository: 'ns/web', trigger: 'api' as const };
 
-  it('starts ImageBuildWorkflow on kiln-control with only the build id, a graced timeout and search attributes', async () => {
+  it('starts ImageBuildWorkflow on kiln-control with only the build id, no execution timeout (it may wait for a slot) and search attributes', async () => {
     const f = fakeClient();
     await createTemporalBuildStarter(f.client).start(req);
     expect(f.starts).toHaveLength(1);
     const [type, opts] = f.starts[0]!;
     expect(type).toBe('ImageBuildWorkflow');
+    expect(f.startedWith[0]).toBe(ImageBuildWorkflow); // by its type, not a name string
     expect(opts).toMatchObject({
       taskQueue: 'kiln-control',
       workflowId: 'build-b-1',
       args: [{ buildId: 'b-1' }],
-      workflowExecutionTimeout: 65 * 60_000,
     });
+    expect(opts.workflowExecutionTimeout).toBeUndefined();
     expect(opts.args).toEqual([{ buildId: 'b-1' }]);
     expect(opts.typedSearchAttributes).toEqual([
       { key: KilnRepository, value: 'ns/web' },

@@ -81,8 +81,8 @@ describe('webhooks', () => {
 
   it('are documented with their providers and signature schemes', () => {
     const op = doc.paths['/webhooks/{provider}'].post;
-    expect(op.parameters.find((p: any) => p.in === 'path' && p.name === 'provider').schema.enum).toContain('github');
-    expect(op.security.map((s: any) => Object.keys(s)[0]).sort()).toEqual(['bitbucketSignature', 'giteeSignature', 'githubSignature', 'gitlabToken']);
+    expect(op.parameters.find((p: any) => p.in === 'path' && p.name === 'provider').schema.enum).toEqual(['github', 'gitlab', 'gitee', 'bitbucket', 'gitea', 'forgejo']);
+    expect(op.security.map((s: any) => Object.keys(s)[0]).sort()).toEqual(['bitbucketSignature', 'forgejoSignature', 'giteaSignature', 'giteeSignature', 'githubSignature', 'gitlabToken']);
     expect(op.responses['202'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/WebhookResult' });
   });
 });

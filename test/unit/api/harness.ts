@@ -33,6 +33,8 @@ export class FakeDeliveryStarter implements DeliveryStarter {
     return this.answer;
   }
 }
+import type { PushStarter } from '../../../api/push-starter';
+import type { PushWorkflowInput } from '../../../domain/push';
 
 export const TOKEN = 'test-admin-token-0123456789';
 export const SECRET_KEY = 'unit-test-secret-key';
@@ -46,6 +48,11 @@ export class FakeBuildStarter implements BuildStarter {
   cancelReasons: ({ code: string; message: string } | undefined)[] = [];
   startError: Error | null = null;
   cancelError: Error | null = null;
+  limits: [string, number][] = [];
+
+  async setNamespaceLimit(namespace: string, maxConcurrentBuilds: number): Promise<void> {
+    this.limits.push([namespace, maxConcurrentBuilds]);
+  }
 
   async start(req: StartBuildRequest): Promise<void> {
     this.starts.push(req);
@@ -62,8 +69,29 @@ export class FakeBuildStarter implements BuildStarter {
     this.starts = [];
     this.cancels = [];
     this.cancelReasons = [];
+    this.limits = [];
     this.startError = null;
     this.cancelError = null;
+  }
+}
+
+/** Temporal's part of a push: one workflow per id, a second start of an id refused as Temporal does. */
+export class FakePushStarter implements PushStarter {
+  starts: { workflowId: string; input: PushWorkflowInput }[] = [];
+  private ids = new Set<string>();
+  startError: Error | null = null;
+
+  async start(workflowId: string, input: PushWorkflowInput): Promise<'started' | 'duplicate'> {
+    if (this.startError) throw this.startError;
+    if (this.ids.has(workflowId)) return 'duplicate';
+    this.ids.add(workflowId);
+    this.starts.push({ workflowId, input });
+    return 'started';
+  }
+
+  reset(): void {
+    this.starts = [];
+    this.startError = null;
   }
 }
 
@@ -80,6 +108,7 @@ export interface Harness {
   starter: FakeBuildStarter;
   scheduler: FakeRuleScheduler;
   deliveries: FakeDeliveryStarter;
+  pushes: FakePushStarter;
   app: ReturnType<typeof createApp>;
   /** Calls the app with the admin token unless `token` says otherwise (null: no header). */
   call(path: string, init?: { method?: string; json?: unknown; body?: string; token?: string | null; headers?: Record<string, string> }): Promise<Res>;
@@ -105,6 +134,8 @@ export function makeApp(
       registry: '127.0.0.1:5000',
       secretKey: SECRET_KEY,
       publicUrl: PUBLIC_URL,
+      // The route tests submit hundreds of builds from one namespace; the limiter has tests of its own.
+      submissionRate: { perMinute: 1_000_000, burst: 1_000_000 },
       ...config,
     },
     ...rest,
@@ -150,13 +181,15 @@ export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {
   const starter = new FakeBuildStarter();
   const scheduler = new FakeRuleScheduler();
   const deliveries = new FakeDeliveryStarter();
-  const app = makeApp(handle, starter, { schedules: scheduler, deliveries, ...overrides });
+  const pushes = new FakePushStarter();
+  const app = makeApp(handle, starter, { schedules: scheduler, deliveries, pushes, ...overrides });
   return {
     handle,
     db: handle.db,
     starter,
     scheduler,
     deliveries,
+    pushes,
     app,
     call: (path, init) => request(app, path, init),
     async counts() {

@@ -5,6 +5,7 @@ import { parseImageUri } from '../../../api/routes/imagebuilds';
 import { finishBuild, updateBuild } from '../../../db/queries/builds';
 import { upsertImageTags } from '../../../db/queries/tags';
 import { builds, repositories } from '../../../db/schema';
+import { PAI_EXAMPLE_CLIENT_TOKEN, PAI_EXAMPLE_REGISTRY, paiDocumentExample } from '../../support/pai-example';
 import { createHarness, DB_TIMEOUT, DOCKERFILE, SECRET_KEY, type Harness } from './harness';
 
 let h: Harness;
@@ -38,21 +39,114 @@ function paiBody(overrides: Record<string, unknown> = {}) {
 const create = (body: unknown, query = '') => h.call(`/api/v1/imagebuilds${query}`, { json: body });
 
 describe('parseImageUri', () => {
-  it('takes [registry/]namespace/repository[:tag], the registry being Kiln\'s', () => {
-    expect(parseImageUri('127.0.0.1:5000/a/b:v1', '127.0.0.1:5000')).toEqual({ namespace: 'a', name: 'b', tag: 'v1' });
-    expect(parseImageUri('a/b', '127.0.0.1:5000')).toEqual({ namespace: 'a', name: 'b', tag: 'latest' });
-    expect(parseImageUri('Registry.Example.com/a/b:x', 'registry.example.com')).toMatchObject({ tag: 'x' });
+  it('takes [registry/]namespace/repository[:tag]; the registry part is recorded, the path is what Kiln pushes to', () => {
+    expect(parseImageUri('127.0.0.1:5000/a/b:v1')).toEqual({ namespace: 'a', name: 'b', tag: 'v1', registry: '127.0.0.1:5000' });
+    expect(parseImageUri('a/b')).toEqual({ namespace: 'a', name: 'b', tag: 'latest', registry: null });
+    expect(parseImageUri(`${PAI_EXAMPLE_REGISTRY}/pai-test/pai-test:test-v1`)).toEqual({ namespace: 'pai-test', name: 'pai-test', tag: 'test-v1', registry: PAI_EXAMPLE_REGISTRY });
   });
 
   it.each([
-    ['another registry', 'docker.io/a/b:v1', /not to docker\.io/],
     ['a digest', '127.0.0.1:5000/a/b@sha256:abc', /not a digest/],
     ['one component', 'b:v1', /namespace\/repository/],
     ['three components', '127.0.0.1:5000/a/b/c:v1', /namespace\/repository/],
     ['upper case', 'A/b:v1', /lowercase/],
     ['a bad tag', 'a/b:-x', /not a valid tag/],
   ])('rejects %s', (_what, uri, message) => {
-    expect(() => parseImageUri(uri, '127.0.0.1:5000')).toThrow(expect.objectContaining({ details: [expect.objectContaining({ message: expect.stringMatching(message) })] }));
+    expect(() => parseImageUri(uri)).toThrow(expect.objectContaining({ details: [expect.objectContaining({ message: expect.stringMatching(message) })] }));
+  });
+});
+
+describe("the PAI document's example request, verbatim", () => {
+  it('is accepted: builds its Dockerfile to pai-test/pai-test:test-v1 in Kiln\'s registry; GET shows every field it stored', async () => {
+    const res = await create(paiDocumentExample(), `?ClientToken=${PAI_EXAMPLE_CLIENT_TOKEN}`);
+    expect(res.status, res.text).toBe(200);
+    const [row] = await h.db.select().from(builds).where(eq(builds.id, res.body.ImageBuildId));
+    expect(row).toMatchObject({
+      dockerfile: 'FROM ubuntu:18:04 RUN pip3 install numpy==1.19.5',
+      tags: ['test-v1'],
+      labels: { key1: 'value1' },
+      clientToken: PAI_EXAMPLE_CLIENT_TOKEN,
+      overwriteTags: true,
+      provenance: 'min',
+    });
+    expect(decryptRegistryAuths(SECRET_KEY, row!.registryAuthsEnc!)).toEqual({ [PAI_EXAMPLE_REGISTRY]: { auth: 'dXNlcjp0ZXN0' } });
+    const [repo] = await h.db.select().from(repositories).where(eq(repositories.id, row!.repositoryId));
+    expect(repo).toMatchObject({ name: 'pai-test', visibility: 'public', description: '构建测试镜像' });
+    expect(h.starter.starts).toEqual([expect.objectContaining({ buildId: res.body.ImageBuildId, repository: 'pai-test/pai-test' })]);
+
+    const view = await h.call(`/api/v1/imagebuilds/${res.body.ImageBuildId}`);
+    expect(view.status).toBe(200);
+    const example = paiDocumentExample();
+    expect(view.body).toMatchObject({
+      BuildType: 'PackageInstallation',
+      ImageBuildJobName: 'build-my-image',
+      WorkspaceId: '12345',
+      RegionId: 'cn-wulanchabu',
+      Accessibility: 'PUBLIC',
+      Resource: example.Resource,
+      UserVpc: example.UserVpc,
+      TargetRegistry: { Type: 'AcrEnterprise', InstanceId: 'cri-**abcd' },
+      Image: {
+        Name: 'test-v1',
+        Description: '构建测试镜像',
+        Uri: '127.0.0.1:5000/pai-test/pai-test:test-v1',
+        RequestedUri: example.Image.Uri,
+        Digest: null,
+      },
+    });
+    expect(view.text).not.toContain('dXNlcjp0ZXN0');
+    // The document's idempotency: the same token and request, the same build.
+    const again = await create(paiDocumentExample(), `?ClientToken=${PAI_EXAMPLE_CLIENT_TOKEN}`);
+    expect(again.body.ImageBuildId).toBe(res.body.ImageBuildId);
+  });
+
+  it.each([
+    ['PackageInstallation', 'PackageInstallation'],
+    ['packageinstallation', 'PackageInstallation'],
+    ['PACKAGEINSTALLATION', 'PackageInstallation'],
+    ['CustomDockerfile', 'CustomDockerfile'],
+    ['customDockerFile', 'CustomDockerfile'],
+    ['DOCKERFILE', 'CustomDockerfile'],
+    [undefined, 'CustomDockerfile'],
+  ])('BuildType %s is taken as %s', async (given, stored) => {
+    const body = paiDocumentExample();
+    const res = await create({ ...body, BuildConfig: { ...body.BuildConfig, BuildType: given }, Image: { ...body.Image, Uri: `pai/types:${stored}-${String(given)}`.slice(0, 60) } });
+    expect(res.status, res.text).toBe(200);
+    expect((await h.call(`/api/v1/imagebuilds/${res.body.ImageBuildId}`)).body.BuildType).toBe(stored);
+  });
+
+  it('takes UserVpc inside Resource and OverwriteImageTag inside TargetRegistry or at the top level', async () => {
+    const { UserVpc, ...body } = paiDocumentExample();
+    const res = await create({ ...body, Resource: { ...body.Resource, UserVpc }, Image: { ...body.Image, Uri: 'pai/vpc:v1' }, OverwriteImageTag: false, TargetRegistry: { ...body.TargetRegistry, OverwriteImageTag: false } });
+    expect(res.status, res.text).toBe(200);
+    const view = (await h.call(`/api/v1/imagebuilds/${res.body.ImageBuildId}`)).body;
+    expect(view.UserVpc).toEqual(UserVpc);
+    const [row] = await h.db.select().from(builds).where(eq(builds.id, res.body.ImageBuildId));
+    expect(row!.overwriteTags).toBe(false);
+  });
+
+  it.each([
+    ['OverwriteImageTag in two places that disagree', (b: any) => ({ ...b, OverwriteImageTag: true, TargetRegistry: { ...b.TargetRegistry, OverwriteImageTag: false } })],
+    ['RegistryAuths in BuildConfig and at the top level', (b: any) => ({ ...b, RegistryAuths: b.BuildConfig.RegistryAuths })],
+  ])('422 with %s, creating nothing', async (_what, change) => {
+    const before = await h.counts();
+    const res = await create(change({ ...paiDocumentExample(), Image: { Uri: 'pai/twice:v1' } }));
+    expect(res.status).toBe(422);
+    expect(await h.counts()).toEqual(before);
+  });
+
+  it('the OpenAPI document states the BuildType values (any case), the Resource and UserVpc shapes and the Image.Name rule', async () => {
+    const doc = (await h.call('/api/v1/openapi.json')).body;
+    const schema = doc.components.schemas.PaiCreateImageBuild;
+    const buildType = schema.properties.BuildConfig.properties.BuildType;
+    const pattern = new RegExp(buildType.pattern);
+    for (const ok of ['PackageInstallation', 'packageINSTALLATION', 'CustomDockerfile', 'Dockerfile']) expect(pattern.test(ok)).toBe(true);
+    for (const bad of ['Buildpack', 'PackageInstallation2', '']) expect(pattern.test(bad)).toBe(false);
+    expect(buildType.description).toMatch(/PackageInstallation.*CustomDockerfile/s);
+    expect(doc.components.schemas.PaiResource.properties.ResourceConfig.properties).toHaveProperty('Memory');
+    expect(doc.components.schemas.PaiUserVpc.properties).toHaveProperty('ExtendedCidrs');
+    expect(new RegExp(schema.properties.Image.properties.Name.pattern).test('test-v1')).toBe(true);
+    expect(new RegExp(schema.properties.Image.properties.Uri.pattern).test(paiDocumentExample().Image.Uri)).toBe(true);
   });
 });
 
@@ -168,7 +262,8 @@ describe('POST /imagebuilds (PAI CreateImageBuild)', () => {
     ['another BuildType', (b: any) => ({ ...b, BuildConfig: { ...b.BuildConfig, BuildType: 'BUILDPACK' } })],
     ['an unknown field', (b: any) => ({ ...b, Platform: 'x' })],
     ['a bad Accessibility', (b: any) => ({ ...b, Accessibility: 'WORLD' })],
-    ['a foreign registry', (b: any) => ({ ...b, Image: { Uri: 'quay.io/a/b:v1' } })],
+    ['an Image.Name the document does not allow', (b: any) => ({ ...b, Image: { ...b.Image, Name: 'Trainer_1' } })],
+    ['a Resource field the document does not have', (b: any) => ({ ...b, Resource: { InstanceType: 'ecs.g6.large' } })],
     ['a RegistryAuths value that is not base64 user:pass', (b: any) => ({ ...b, RegistryAuths: { 'r.example.com': { Auth: 'not base64!' } } })],
     ['a RegistryAuths host with a path', (b: any) => ({ ...b, RegistryAuths: { 'r.example.com/v2': { Auth: AUTH } } })],
   ])('400 with %s, creating nothing', async (_what, change) => {

@@ -55,7 +55,7 @@ describe('POST /webhooks/registry', () => {
   it('records a tag pushed by hand as `user push`, creating the repository in a known namespace', async () => {
     const res = await send([pushEvent('hand/app', 'v1', digest('a'), { mediaType: 'application/vnd.docker.distribution.manifest.v2+json' })]);
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ recorded: [{ repository: 'hand/app', tag: 'v1', digest: digest('a') }], ignored: 0 });
+    expect(res.body).toEqual({ recorded: [{ repository: 'hand/app', tag: 'v1', digest: digest('a') }], ignored: 0, rebuilds: [] });
     expect(await tagsOf('hand/app')).toEqual([['v1', digest('a'), 'user push', null]]);
     // Redelivery is harmless; a later hand push moves the tag.
     await send([pushEvent('hand/app', 'v1', digest('a'))]);
@@ -75,7 +75,7 @@ describe('POST /webhooks/registry', () => {
       pushEvent('hand/deep/er', 'v1', digest('c')),
       pushEvent('hand/own', 'v5', 'sha256:short'),
     ]);
-    expect(res.body).toEqual({ recorded: [], ignored: 9 });
+    expect(res.body).toEqual({ recorded: [], ignored: 9, rebuilds: [] });
     expect(await tagsOf('hand/own')).toBeNull();
     expect(await tagsOf('base/busybox')).toBeNull();
     expect(await tagsOf('closed/app')).toBeNull();

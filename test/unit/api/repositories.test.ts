@@ -5,6 +5,7 @@ import { finishBuild } from '../../../db/queries/builds';
 import { insertNamespace } from '../../../db/queries/namespaces';
 import { upsertImageTags } from '../../../db/queries/tags';
 import { repositories } from '../../../db/schema';
+import { githubPush } from '../../support/webhooks';
 import { buildBody, createHarness, DB_TIMEOUT, PUBLIC_URL, SECRET_KEY, type Harness } from './harness';
 
 let h: Harness;
@@ -253,5 +254,59 @@ describe('GET /repositories/:id/tags', () => {
       { tag: 'pushed', digest: `sha256:${'e'.repeat(64)}`, creationMethod: 'user push', buildId: null, createdAt: expect.any(String), updatedAt: expect.any(String) },
       { tag: 'v1', digest: `sha256:${'d'.repeat(64)}`, creationMethod: 'manual build', buildId: build.body.buildId, createdAt: expect.any(String), updatedAt: expect.any(String) },
     ]);
+  });
+});
+
+describe('POST /repositories/:id/source/rotate', () => {
+  const URL = 'https://github.com/acme/rotate.git';
+  const OLD = 'old-webhook-secret-0123456789';
+  const stored = async (id: string) => (await h.db.select().from(repositories).where(eq(repositories.id, id)))[0]!;
+  const delivery = (secret: string) => {
+    const d = githubPush({ repoUrl: URL, ref: 'refs/heads/main', after: 'b'.repeat(40), secret, files: { modified: ['x'] } });
+    return h.call('/webhooks/github', { body: d.body, headers: d.headers, token: null });
+  };
+
+  it('replaces the webhook secret (generated, shown once) and the git token; the old secret is refused after', async () => {
+    const created = await h.call('/api/v1/repositories', {
+      json: { namespace: 'rotate', name: 'app', source: { provider: 'github', url: URL, token: 'ghp_old', webhookSecret: OLD } },
+    });
+    const id = created.body.id;
+    expect((await delivery(OLD)).status).not.toBe(401);
+
+    const res = await h.call(`/api/v1/repositories/${id}/source/rotate`, { json: { webhookSecret: 'generate', token: 'ghp_new' } });
+    expect(res.status).toBe(200);
+    const secret = res.body.source.webhookSecret as string;
+    expect(secret).toMatch(/^[0-9a-f]{64}$/);
+    expect(res.text).not.toContain('ghp_new');
+    const row = await stored(id);
+    expect(decryptSecret(SECRET_KEY, row.webhookSecretEnc!)).toBe(secret);
+    expect(decryptSecret(SECRET_KEY, row.sourceTokenEnc!)).toBe('ghp_new');
+    // Shown once: a later read has no secret.
+    expect((await h.call(`/api/v1/repositories/${id}`)).body.source.webhookSecret).toBeUndefined();
+
+    expect((await delivery(OLD)).status).toBe(401);
+    expect((await delivery(secret)).status).not.toBe(401);
+  });
+
+  it('sets a given secret without returning it, and null removes the token', async () => {
+    const id = (await h.call('/api/v1/repositories', { json: { namespace: 'rotate', name: 'given', source: { provider: 'github', url: 'https://github.com/acme/given.git', token: 't0' } } })).body.id;
+    const res = await h.call(`/api/v1/repositories/${id}/source/rotate`, { json: { webhookSecret: 'a-chosen-secret-of-32-characters', token: null } });
+    expect(res.status).toBe(200);
+    expect(res.body.source).toMatchObject({ hasToken: false });
+    expect(res.body.source.webhookSecret).toBeUndefined();
+    const row = await stored(id);
+    expect(decryptSecret(SECRET_KEY, row.webhookSecretEnc!)).toBe('a-chosen-secret-of-32-characters');
+    expect(row.sourceTokenEnc).toBeNull();
+  });
+
+  it('refuses bad input with 4xx and changes nothing', async () => {
+    const id = (await h.call('/api/v1/repositories', { json: { namespace: 'rotate', name: 'bad', source: { provider: 'github', url: 'https://github.com/acme/bad.git', token: 't0' } } })).body.id;
+    const plain = (await h.call('/api/v1/repositories', { json: { namespace: 'rotate', name: 'nosource' } })).body.id;
+    const before = await stored(id);
+    for (const json of [{}, { webhookSecret: 'short' }, { token: '' }, { other: 1 }]) {
+      expect((await h.call(`/api/v1/repositories/${id}/source/rotate`, { json })).status).toBe(400);
+    }
+    expect((await h.call(`/api/v1/repositories/${plain}/source/rotate`, { json: { token: 'x' } })).status).toBe(409);
+    expect(await stored(id)).toEqual(before);
   });
 });

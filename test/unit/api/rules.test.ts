@@ -125,6 +125,23 @@ describe('rules CRUD', () => {
   });
 });
 
+describe('rule provenance', () => {
+  it('defaults to min; max is set per rule, changed by PATCH, carried into its builds; anything else is a 400', async () => {
+    const plain = await h.call(`/api/v1/repositories/${repoId}/rules`, { json: rule({ match: 'prov-min', tags: [{ template: 'a' }] }) });
+    expect(plain.body.provenance).toBe('min');
+    const max = await h.call(`/api/v1/repositories/${repoId}/rules`, { json: rule({ match: 'prov-max', tags: [{ template: 'b' }], provenance: 'max' }) });
+    expect(max.status).toBe(201);
+    expect(max.body.provenance).toBe('max');
+    const started = await h.call(`/api/v1/rules/${max.body.id}/builds`, { json: {} });
+    expect((await h.call(`/api/v1/builds/${started.body.buildId}`)).body.provenance).toBe('max');
+    expect((await h.call(`/api/v1/rules/${max.body.id}`, { method: 'PATCH', json: { provenance: 'min' } })).body.provenance).toBe('min');
+    const before = await ruleCount();
+    const bad = await h.call(`/api/v1/repositories/${repoId}/rules`, { json: rule({ match: 'prov-bad', provenance: 'full' }) });
+    expect(bad.status).toBe(400);
+    expect(await ruleCount()).toBe(before);
+  });
+});
+
 describe('POST /rules/:id/builds', () => {
   it('builds a literal rule on its own ref, pinned later by the workflow', async () => {
     const id = (await h.call(`/api/v1/repositories/${repoId}/rules`, { json: rule({ match: 'main', tags: [{ template: 'main' }] }) })).body.id;

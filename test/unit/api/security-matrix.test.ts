@@ -12,7 +12,7 @@ import type { RegistryClient } from '../../../activities/registry';
 import { OPENAPI_PATH } from '../../../api/app';
 import { registryNotificationToken } from '../../../api/routes/registry-events';
 import { changedTables, snapshotDatabase } from '../../support/db-snapshot';
-import { bitbucketPush, giteePush, githubPush, gitlabPush, type PushSpec, type SignedDelivery } from '../../support/webhooks';
+import { bitbucketPush, forgejoPush, giteaPush, giteePush, githubPush, gitlabPush, type PushSpec, type SignedDelivery } from '../../support/webhooks';
 import { createHarness, DOCKERFILE, SECRET_KEY, TOKEN, type Res } from './harness';
 
 // ---- the app and its document -------------------------------------------------------------
@@ -111,7 +111,7 @@ const SECURITY_CLASSES = {
   'registry notification token': [['registryNotificationToken']],
   /** Git host webhooks, per provider: missing or wrong signature → 401 with or without any Kiln
    * token, nothing recorded and no build started; the correct signature → 2xx. */
-  'git host signature': [['bitbucketSignature'], ['giteeSignature'], ['githubSignature'], ['gitlabToken']],
+  'git host signature': [['bitbucketSignature'], ['forgejoSignature'], ['giteaSignature'], ['giteeSignature'], ['githubSignature'], ['gitlabToken']],
   /** The registry's token realm: Basic with a Kiln token as the password, or nothing (anonymous).
    * A bearer header is no credential here (anonymous); an unknown password → 401; the token grants
    * the owning namespace and the admin pull+push on a private repository, others nothing; no call
@@ -309,6 +309,7 @@ const EXAMPLES: Record<string, (f: Fixture) => Example | Example[]> = {
     { body: { url: 'http://127.0.0.1:9/hook', events: ['image.pushed'], repository: f.repositoryName } },
   ],
   'PATCH /api/v1/subscriptions/{id}': () => ({ body: { events: ['build.started'], active: false } }),
+  'POST /api/v1/repositories/{id}/source/rotate': () => ({ body: { webhookSecret: 'generate', token: 'rotated-token' } }),
   'PATCH /api/v1/namespaces/{name}': () => ({ body: { defaultImmutableTags: true, buildPool: 'dedicated' } }),
   'POST /api/v1/contexts': (f) => ({
     query: { repository: `${f.namespace}/${f.repositoryName}` },
@@ -360,10 +361,12 @@ async function send(o: Operation, f: Fixture, ex: Example, headers: { token: str
 async function refused(call: () => Promise<Res>, secrets: string[] = []): Promise<Res> {
   const before = await snapshotDatabase(h.db);
   const starts = h.starter.starts.length;
+  const pushes = h.pushes.starts.length;
   const cancels = h.starter.cancels.length;
   const res = await call();
   expect(changedTables(before, await snapshotDatabase(h.db)), `a refused call (${res.status}) changed the database`).toEqual([]);
   expect(h.starter.starts.length, 'a refused call started a build').toBe(starts);
+  expect(h.pushes.starts.length, 'a refused call started a push workflow').toBe(pushes);
   expect(h.starter.cancels.length, 'a refused call canceled a build').toBe(cancels);
   for (const s of secrets) expect(res.text).not.toContain(s);
   return res;
@@ -555,7 +558,14 @@ describe.each(ofClass('registry notification token'))('$key (registry notificati
 
 describe.each(ofClass('git host signature'))('$key (git host signature)', (o) => {
   const providers = o.op.parameters?.find((p) => p.in === 'path' && p.name === 'provider')?.schema?.enum ?? [];
-  const signers: Record<string, (s: PushSpec) => SignedDelivery> = { github: githubPush, gitlab: gitlabPush, gitee: giteePush, bitbucket: bitbucketPush };
+  const signers: Record<string, (s: PushSpec) => SignedDelivery> = {
+    github: githubPush,
+    gitlab: gitlabPush,
+    gitee: giteePush,
+    bitbucket: bitbucketPush,
+    gitea: giteaPush,
+    forgejo: forgejoPush,
+  };
 
   it('documents one signature scheme per provider', () => {
     expect(providers.length).toBeGreaterThan(0);
@@ -582,10 +592,11 @@ describe.each(ofClass('git host signature'))('$key (git host signature)', (o) =>
         expect(res.status, `${provider} as ${who}: ${res.status} ${res.text}`).toBe(401);
       }
     }
-    const starts = h.starter.starts.length;
+    const starts = h.pushes.starts.length;
     const ok = await post(delivery(f.webhookSecret), null);
     expect(is2xx(ok.status), `${provider} signed: ${ok.status} ${ok.text}`).toBe(true);
-    expect(h.starter.starts.length).toBe(starts + 1);
+    // The delivery's push workflow starts the build.
+    expect(h.pushes.starts.length).toBe(starts + 1);
   });
 });
 

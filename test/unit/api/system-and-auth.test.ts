@@ -132,6 +132,8 @@ describe('OpenAPI document and docs', () => {
         'POST /api/v1/imagebuilds',
         'POST /api/v1/contexts',
         'POST /api/v1/builds/{id}/rebuild',
+        'POST /api/v1/repositories/{id}/source/rotate',
+        'GET /api/v1/repositories/{id}/deliveries',
         'POST /api/v1/repositories/{id}/rules/preview',
         'GET /api/v1/imagebuilds/{id}',
         'POST /api/v1/rules/{id}/schedule/pause',
@@ -297,6 +299,11 @@ describe('namespaces', () => {
       defaultAcceleratedImages: false,
       autoCreateRepository: false,
       buildPool: null,
+      // The quotas in force: the deployment's defaults until an admin sets them.
+      maxConcurrentBuilds: 4,
+      maxTimeoutMinutes: 1440,
+      maxRepositories: 1000,
+      maxRules: 1000,
       createdAt: expect.any(String),
     });
     expect((await h.call('/api/v1/namespaces', { json: { name: 'ns.one' } })).status).toBe(409);

@@ -1,5 +1,6 @@
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiTokens } from '../../../db/schema';
+import { apiTokens, builds } from '../../../db/schema';
 import { buildBody, createHarness, DB_TIMEOUT, type Harness } from './harness';
 
 let h: Harness;
@@ -44,5 +45,60 @@ describe('namespace tokens', () => {
 
   it('an unknown token is 401', async () => {
     expect((await h.call('/api/v1/repositories', { token: `${token}x` })).status).toBe(401);
+  });
+});
+
+describe('token expiry and last use', () => {
+  it('a new token shows no use; a use is recorded and listed', async () => {
+    const created = await h.call('/api/v1/namespaces/team-a/tokens', { json: { name: 'audit' } });
+    expect(created.body).toMatchObject({ name: 'audit', expiresAt: null, lastUsedAt: null, expired: false });
+    expect((await h.call('/api/v1/repositories', { token: created.body.token })).status).toBe(200);
+    const listed = (await h.call('/api/v1/namespaces/team-a/tokens')).body.items.find((t: any) => t.id === created.body.id);
+    expect(Date.now() - Date.parse(listed.lastUsedAt)).toBeLessThan(60_000);
+  });
+
+  it('a token with an expiry works until then and is refused after, shown as expired', async () => {
+    const created = await h.call('/api/v1/namespaces/team-a/tokens', { json: { name: 'short', expiresInDays: 1 } });
+    expect(created.status).toBe(201);
+    const days = (Date.parse(created.body.expiresAt) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(0.99);
+    expect(days).toBeLessThanOrEqual(1);
+    expect((await h.call('/api/v1/repositories', { token: created.body.token })).status).toBe(200);
+
+    await h.db.update(apiTokens).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(apiTokens.id, created.body.id));
+    const refused = await h.call('/api/v1/repositories', { token: created.body.token });
+    expect(refused.status).toBe(401);
+    const listed = (await h.call('/api/v1/namespaces/team-a/tokens')).body.items.find((t: any) => t.id === created.body.id);
+    expect(listed.expired).toBe(true);
+  });
+
+  it.each([0, -1, 3651, 1.5, '30'])('expiresInDays %j is a 400 and creates nothing', async (expiresInDays) => {
+    const before = (await h.db.select().from(apiTokens)).length;
+    const res = await h.call('/api/v1/namespaces/team-a/tokens', { json: { name: 'bad', expiresInDays } });
+    expect(res.status).toBe(400);
+    expect((await h.db.select().from(apiTokens)).length).toBe(before);
+  });
+
+  it('a revoked token is refused at once', async () => {
+    const created = await h.call('/api/v1/namespaces/team-a/tokens', { json: { name: 'gone' } });
+    expect((await h.call(`/api/v1/namespaces/team-a/tokens/${created.body.id}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await h.call('/api/v1/repositories', { token: created.body.token })).status).toBe(401);
+  });
+});
+
+describe('clientToken', () => {
+  it('is unique per namespace: the same token in two namespaces makes two builds, a retry in one the same build', async () => {
+    const body = (repository: string) => buildBody({ repository, clientToken: 'shared-token-1' });
+    const a = await h.call('/api/v1/builds', { json: body('ct-a/web') });
+    const b = await h.call('/api/v1/builds', { json: body('ct-b/web') });
+    expect(a.status).toBe(202);
+    expect(b.status).toBe(202);
+    expect(b.body.buildId).not.toBe(a.body.buildId);
+    const retry = await h.call('/api/v1/builds', { json: body('ct-a/web') });
+    expect(retry.body.buildId).toBe(a.body.buildId);
+    // Another repository of the same namespace: the token is taken there for a different request.
+    const clash = await h.call('/api/v1/builds', { json: body('ct-a/api') });
+    expect(clash.status).toBe(409);
+    expect((await h.db.select().from(builds).where(eq(builds.clientToken, 'shared-token-1'))).length).toBe(2);
   });
 });

@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { count } from 'drizzle-orm';
-import { builds, webhookDeliveries } from '../../../db/schema';
+import { count, eq } from 'drizzle-orm';
+import { MAX_INLINE_CHANGED_FILES } from '../../../api/routes/webhooks';
+import { finishDelivery, getDelivery } from '../../../db/queries/deliveries';
+import { backfillSourceUrlKeys } from '../../../db/queries/repositories';
+import { builds, repositories, webhookDeliveries } from '../../../db/schema';
 import { githubPush, gitlabPush, type SignedDelivery } from '../../support/webhooks';
 import { createHarness, DB_TIMEOUT, type Harness } from './harness';
 
@@ -14,60 +17,102 @@ beforeAll(async () => {
   h = await createHarness();
   repoId = (await h.call('/api/v1/repositories', { json: { namespace: 'hooks', name: 'app', source: { provider: 'github', url: URL_A, webhookSecret: SECRET } } })).body.id;
   await h.call(`/api/v1/repositories/${repoId}/rules`, { json: { type: 'branch', match: 'main', platforms: ['linux/amd64'], tags: [{ template: 'main' }] } });
-  await h.call(`/api/v1/repositories/${repoId}/rules`, {
-    json: { type: 'branch', match: 'main', platforms: ['linux/amd64'], paths: ['docs/**'], tags: [{ template: 'docs' }] },
-  });
 }, DB_TIMEOUT);
 afterAll(() => h?.close());
-beforeEach(() => h.starter.reset());
+beforeEach(() => {
+  h.starter.reset();
+  h.pushes.reset();
+});
 
 const send = (provider: string, d: SignedDelivery) => h.call(`/webhooks/${provider}`, { body: d.body, headers: d.headers, token: null });
-const buildCount = async () => Number((await h.db.select({ n: count() }).from(builds))[0]!.n);
+const rows = async (table: typeof builds | typeof webhookDeliveries) => Number((await h.db.select({ n: count() }).from(table))[0]!.n);
 const push = (over: Partial<Parameters<typeof githubPush>[0]> = {}) =>
   githubPush({ repoUrl: URL_A, ref: 'refs/heads/main', after: SHA, secret: SECRET, files: { modified: ['src/x.ts'] }, ...over });
 
 describe('POST /webhooks/github', () => {
-  it('starts one build per matching rule, skipping rules whose path filter matches no changed file', async () => {
-    const res = await send('github', push());
+  it('records the delivery and starts its PushWorkflow, then answers 202; no build is made in the request', async () => {
+    const buildsBefore = await rows(builds);
+    const d = push({ deliveryId: 'delivery-one' });
+    const res = await send('github', d);
     expect(res.status).toBe(202);
-    expect(res.body.builds).toHaveLength(1);
-    expect(res.body.builds[0]).toMatchObject({ repository: 'hooks/app', ref: 'refs/heads/main', commit: SHA, status: 'queued' });
-    expect(res.body.skipped).toEqual([expect.objectContaining({ reason: expect.stringContaining('docs/**') })]);
-    expect(h.starter.starts.map((s) => s.trigger)).toEqual(['push']);
-    const build = await h.call(`/api/v1/builds/${res.body.builds[0].buildId}`);
-    expect(build.body).toMatchObject({ trigger: 'push', creationMethod: 'auto build', source: { commit: SHA } });
+    expect(res.body).toEqual({ deliveryId: 'delivery-one', workflowId: 'push-github-delivery-one', status: 'received' });
+    expect(h.pushes.starts).toEqual([
+      {
+        workflowId: 'push-github-delivery-one',
+        input: {
+          provider: 'github',
+          deliveryId: 'delivery-one',
+          repositoryIds: [repoId],
+          updates: [{ ref: { type: 'branch', name: 'main' }, before: null, after: SHA, deleted: false, changedFiles: ['src/x.ts'] }],
+        },
+      },
+    ]);
+    expect(await rows(builds)).toBe(buildsBefore);
+    expect(h.starter.starts).toEqual([]);
+    expect(await getDelivery(h.db, 'github', 'delivery-one')).toMatchObject({ workflowId: 'push-github-delivery-one', repositoryIds: [repoId], status: 'received' });
   });
 
-  it('answers a redelivery with the first builds and starts nothing', async () => {
+  it('answers a redelivery 200 duplicate: the second start of the same workflow id is refused', async () => {
     const d = push();
-    const first = await send('github', d);
+    expect((await send('github', d)).status).toBe(202);
     const again = await send('github', d);
     expect(again.status).toBe(200);
-    expect(again.body).toEqual({ duplicate: true, builds: first.body.builds.map((b: any) => ({ buildId: b.buildId })) });
-    expect(h.starter.starts).toHaveLength(1);
+    expect(again.body).toMatchObject({ duplicate: true, deliveryId: d.headers['x-github-delivery'], status: 'received', builds: [] });
+    expect(h.pushes.starts).toHaveLength(1);
+  });
+
+  it('answers 503 when Temporal cannot be reached and starts the workflow when the host redelivers', async () => {
+    const d = push();
+    h.pushes.startError = new Error('connection refused');
+    const down = await send('github', d);
+    expect(down.status).toBe(503);
+    expect(down.body.error.message).toContain('connection refused');
+    expect(await getDelivery(h.db, 'github', d.headers['x-github-delivery']!)).toMatchObject({ status: 'received' });
+    h.pushes.startError = null;
+    expect((await send('github', d)).status).toBe(202);
+    expect(h.pushes.starts).toHaveLength(1);
   });
 
   it('refuses bad or missing signatures with 401 and records nothing', async () => {
-    const before = await buildCount();
-    const deliveries = Number((await h.db.select({ n: count() }).from(webhookDeliveries))[0]!.n);
+    const deliveries = await rows(webhookDeliveries);
     expect((await send('github', push({ secret: 'wrong-secret-wrong-secret-00' }))).status).toBe(401);
     const unsigned = push();
     delete unsigned.headers['x-hub-signature-256'];
     expect((await send('github', unsigned)).status).toBe(401);
-    expect(await buildCount()).toBe(before);
-    expect(Number((await h.db.select({ n: count() }).from(webhookDeliveries))[0]!.n)).toBe(deliveries);
+    expect(await rows(webhookDeliveries)).toBe(deliveries);
+    expect(h.pushes.starts).toEqual([]);
   });
 
-  it('answers pings, ignores other events and deletions', async () => {
+  it('answers pings and ignores other events without a workflow; a deletion goes to the workflow, which records it', async () => {
     const ping = push();
     ping.headers['x-github-event'] = 'ping';
     expect((await send('github', ping)).body).toEqual({ pong: true });
     const issue = push();
     issue.headers['x-github-event'] = 'issues';
-    expect((await send('github', issue)).body).toMatchObject({ ignored: expect.stringContaining('issues') });
+    expect((await send('github', issue)).body).toMatchObject({ ignored: expect.stringContaining('issues'), builds: [] });
+    expect(h.pushes.starts).toEqual([]);
     const deleted = await send('github', push({ before: SHA, after: null }));
-    expect(deleted.body.builds).toEqual([]);
-    expect(h.starter.starts).toEqual([]);
+    expect(deleted.status).toBe(202);
+    expect(h.pushes.starts[0]!.input.updates).toEqual([expect.objectContaining({ deleted: true, after: null })]);
+  });
+
+  it('passes a file list of any length as "unknown" past the inline limit, so the workflow asks git', async () => {
+    const many = Array.from({ length: MAX_INLINE_CHANGED_FILES + 1 }, (_, i) => `src/file-${i}.ts`);
+    expect((await send('github', push({ files: { added: many } }))).status).toBe(202);
+    expect(h.pushes.starts[0]!.input.updates[0]!.changedFiles).toBeNull();
+  });
+
+  it('finds the repository by its normalized clone URL, however the host spells it, and keys rows bound before the column', async () => {
+    const spelled = (await h.call('/api/v1/repositories', {
+      json: { namespace: 'hooks', name: 'spelled', source: { provider: 'github', url: 'https://GitHub.com/Acme/Spelled/', webhookSecret: SECRET } },
+    })).body.id;
+    expect((await send('github', push({ repoUrl: 'https://github.com/acme/spelled.git' }))).status).toBe(202);
+    expect(h.pushes.starts.at(-1)!.input.repositoryIds).toEqual([spelled]);
+    // A row written before source_url_key existed is found once start-up has filled its key.
+    await h.db.update(repositories).set({ sourceUrlKey: null }).where(eq(repositories.id, spelled));
+    expect((await send('github', push({ repoUrl: 'https://github.com/acme/spelled.git' }))).status).toBe(404);
+    expect(await backfillSourceUrlKeys(h.db)).toBe(1);
+    expect((await send('github', push({ repoUrl: 'https://github.com/acme/spelled.git' }))).status).toBe(202);
   });
 
   it('answers 404 for an unbound repository, 422 for a delivery without its headers, 400 for a body that is no JSON object, 404 for an unknown provider', async () => {
@@ -76,10 +121,41 @@ describe('POST /webhooks/github', () => {
     delete noDelivery.headers['x-github-delivery'];
     expect((await send('github', noDelivery)).status).toBe(422);
     expect((await send('github', { ...push(), body: '{not json' })).status).toBe(400);
+    expect((await send('github', { ...push(), body: 'null' })).status).toBe(400);
     expect((await send('sourceforge', push())).status).toBe(404);
+    expect(h.pushes.starts).toEqual([]);
   });
 
   it('does not cross providers: a GitLab delivery for a GitHub-bound URL finds no repository', async () => {
     expect((await send('gitlab', gitlabPush({ repoUrl: URL_A, ref: 'refs/heads/main', after: SHA, secret: SECRET }))).status).toBe(404);
+  });
+});
+
+describe('GET /api/v1/repositories/:id/deliveries', () => {
+  it("lists the repository's deliveries with what the push workflow recorded, this repository's part only", async () => {
+    const d = push({ deliveryId: 'listed-delivery' });
+    await send('github', d);
+    const other = '00000000-0000-4000-8000-000000000001';
+    await finishDelivery(h.db, 'github', 'listed-delivery', {
+      status: 'done',
+      buildIds: [],
+      results: [
+        { repositoryId: repoId, repository: 'hooks/app', ref: 'refs/heads/main', ruleId: 'r1', outcome: 'skipped', code: 'stale', reason: 'stale: moved on' },
+        { repositoryId: other, repository: 'other/app', ref: 'refs/heads/main', outcome: 'skipped', code: 'auto_build_off', reason: 'off' },
+      ],
+    });
+    const res = await h.call(`/api/v1/repositories/${repoId}/deliveries?limit=100`);
+    expect(res.status).toBe(200);
+    const item = res.body.items.find((i: any) => i.deliveryId === 'listed-delivery');
+    expect(item).toMatchObject({
+      provider: 'github',
+      workflowId: 'push-github-listed-delivery',
+      status: 'done',
+      buildIds: [],
+      results: [{ repository: 'hooks/app', ref: 'refs/heads/main', outcome: 'skipped', code: 'stale', reason: 'stale: moved on' }],
+    });
+    expect(item.results).toHaveLength(1);
+    expect(item.finishedAt).toEqual(expect.any(String));
+    expect((await h.call(`/api/v1/repositories/${other}/deliveries`)).status).toBe(404);
   });
 });

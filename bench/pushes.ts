@@ -1,0 +1,139 @@
+// Row 4c/4d of `npm run bench` (issue #10 b): webhook ingest when the rules match, so every
+// delivery leads to a build. This checkout (the delivery is recorded and a PushWorkflow started;
+// builds come from the workflow) next to a baseline checkout, by default the commit this branch
+// left main at (the request itself plans the builds, inserts them and starts their workflows),
+// each an API process of its own on its own database, runs interleaved. Neither runs workers:
+// the workflows they start wait in Temporal and are terminated afterwards. Loopback only; every
+// run is bounded in time.
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, symlinkSync } from 'node:fs';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import type { Client } from '@temporalio/client';
+import { REPO_ROOT } from '../infra/tools';
+import { githubPush } from '../test/support/webhooks';
+import { call, type ApiProcess, type Load } from './http';
+import { median } from './stats';
+
+/** `git archive` of `rev` into `dir`, sharing this checkout's node_modules; null when rev is unknown. */
+export function baselineTree(rev: string, dir: string): { root: string; commit: string } | null {
+  let commit: string;
+  try {
+    commit = execFileSync('git', ['-C', REPO_ROOT, 'rev-parse', '--verify', `${rev}^{commit}`], { encoding: 'utf8' }).trim();
+  } catch {
+    return null;
+  }
+  mkdirSync(dir, { recursive: true });
+  execFileSync('bash', ['-c', `git -C "${REPO_ROOT}" archive "${commit}" | tar -x -C "${dir}"`]);
+  symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+  return { root: dir, commit };
+}
+
+export interface PushIngest {
+  small: Load & { statuses: Record<string, number> };
+  large: Load & { statuses: Record<string, number> };
+  largeBytes: number;
+}
+
+/** A repository bound to a loopback URL nobody serves, with a rule that matches every push to main. */
+async function setup(api: ApiProcess, token: string) {
+  const secret = 'bench-webhook-secret-0123456789';
+  const name = `pushes-${randomUUID().slice(0, 8)}`;
+  // Port 9 (discard) on loopback: should a worker ever pick these up, git fails at once, locally.
+  const repoUrl = `http://127.0.0.1:9/bench/${name}.git`;
+  const repo = await call(api.url, token, 'POST', '/api/v1/repositories', {
+    namespace: 'bench',
+    name,
+    source: { provider: 'github', url: repoUrl, webhookSecret: secret },
+  });
+  await call(api.url, token, 'POST', `/api/v1/repositories/${repo.id}/rules`, { type: 'branch', match: 'main', platforms: ['linux/amd64'], tags: [{ template: 'main' }] });
+  const sha = 'a'.repeat(40);
+  const small = githubPush({ repoUrl, ref: 'refs/heads/main', after: sha, secret, files: { modified: ['src/app.ts'] } });
+  // Near the 1 MiB body limit: one commit listing 12,000 changed files (GitHub repeats it as head_commit).
+  const files = Array.from({ length: 12_000 }, (_, i) => `svc-${i % 97}/src/module-${i}/index.ts`);
+  const large = githubPush({ repoUrl, ref: 'refs/heads/main', after: sha, secret, files: { modified: files } });
+  return { url: `${api.url}/webhooks/github`, small, large };
+}
+
+function options(url: string, d: ReturnType<typeof githubPush>, seconds: number): autocannon.Options {
+  const { 'x-github-delivery': _, ...headers } = d.headers;
+  return {
+    url,
+    method: 'POST',
+    headers,
+    body: d.body,
+    connections: 10,
+    duration: seconds,
+    // Every delivery gets its own id (the signature covers the body only).
+    requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) }],
+  };
+}
+
+const summarize = (results: autocannon.Result[], seconds: number): Load & { statuses: Record<string, number> } => ({
+  rps: median(results.map((r) => r.requests.total / (r.duration || seconds))),
+  p50: median(results.map((r) => r.latency.p50)),
+  p99: median(results.map((r) => r.latency.p99)),
+  non2xx: results.reduce((n, r) => n + r.non2xx, 0),
+  errors: results.reduce((n, r) => n + r.errors + r.timeouts, 0),
+  statuses: results.reduce<Record<string, number>>((acc, r) => {
+    for (const [code, { count }] of Object.entries(r.statusCodeStats ?? {})) acc[code] = (acc[code] ?? 0) + (count ?? 0);
+    return acc;
+  }, {}),
+});
+
+/** Interleaved runs of every side: small deliveries, then large ones. */
+export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { token: string; runs: number }): Promise<Record<string, PushIngest>> {
+  const SECONDS = 3;
+  const targets = Object.fromEntries(await Promise.all(Object.entries(sides).map(async ([k, api]) => [k, await setup(api, o.token)] as const)));
+  const small: Record<string, autocannon.Result[]> = {};
+  const large: Record<string, autocannon.Result[]> = {};
+  for (const [k, t] of Object.entries(targets)) {
+    // One delivery at a time first: its answer time with the API otherwise idle.
+    const probe: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const d = { ...t.small.headers, 'x-github-delivery': randomUUID() };
+      const started = performance.now();
+      const res = await fetch(t.url, { method: 'POST', headers: d, body: t.small.body });
+      await res.arrayBuffer();
+      probe.push(`${res.status} ${(performance.now() - started).toFixed(0)} ms`);
+    }
+    console.log(`bench: pushes ${k}, one at a time: ${probe.join(', ')}`);
+  }
+  for (const k of Object.keys(sides)) {
+    // A discarded warm-up per side: V8 compiles the hot paths and the pools fill.
+    await autocannon(options(targets[k]!.url, targets[k]!.small, 2));
+    small[k] = [];
+    large[k] = [];
+  }
+  for (let i = 0; i < o.runs; i++) {
+    for (const k of Object.keys(sides)) small[k]!.push(await autocannon(options(targets[k]!.url, targets[k]!.small, SECONDS)));
+  }
+  for (let i = 0; i < o.runs; i++) {
+    for (const k of Object.keys(sides)) large[k]!.push(await autocannon(options(targets[k]!.url, targets[k]!.large, SECONDS)));
+  }
+  const largeBytes = Buffer.byteLength(Object.values(targets)[0]!.large.body);
+  return Object.fromEntries(
+    Object.keys(sides).map((k) => [k, { small: summarize(small[k]!, SECONDS), large: summarize(large[k]!, SECONDS), largeBytes }]),
+  );
+}
+
+/** Terminates every running workflow (only the ingest rows' are running then) and waits until none is. */
+export async function terminateRunning(temporal: Client, namespace = 'default'): Promise<number> {
+  const query = "ExecutionStatus = 'Running'";
+  const { count } = await temporal.workflow.count(query);
+  if (count === 0) return 0;
+  await temporal.workflowService.startBatchOperation({
+    namespace,
+    jobId: randomUUID(),
+    visibilityQuery: query,
+    reason: 'bench: ingest measured',
+    terminationOperation: {},
+  });
+  const deadline = Date.now() + 300_000;
+  while ((await temporal.workflow.count(query)).count > 0) {
+    if (Date.now() > deadline) throw new Error('bench: workflows still running 5 minutes after the batch terminate');
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
+  return count;
+}

@@ -1,0 +1,2 @@
+ALTER TABLE "build_platforms" ADD COLUMN "base_images" jsonb DEFAULT '[]'::jsonb NOT NULL;--> statement-breakpoint
+ALTER TABLE "build_rules" ADD COLUMN "rebuild_on_base_change" boolean DEFAULT false NOT NULL;
