@@ -252,7 +252,7 @@ export const imageTags = pgTable(
 );
 
 import type { RuleSchedule } from '../domain/schedules';
-import { DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../domain/notifications';
+import { NOTIFICATION_DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../domain/notifications';
 
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
 import type { TagTemplate } from '../domain/tag-template';
@@ -389,7 +389,7 @@ export const notificationDeliveries = pgTable(
     event: text('event', { enum: NOTIFICATION_EVENTS }).notNull(),
     eventKey: text('event_key').notNull(),
     body: text('body').notNull(),
-    status: text('status', { enum: DELIVERY_STATUSES }).notNull().default('pending'),
+    status: text('status', { enum: NOTIFICATION_DELIVERY_STATUSES }).notNull().default('pending'),
     attempts: jsonb('attempts').$type<DeliveryAttempt[]>().notNull().default([]),
     createdAt: createdAt(),
     deliveredAt: ts('delivered_at'),

@@ -4,8 +4,8 @@
 export const NOTIFICATION_EVENTS = ['build.started', 'build.succeeded', 'build.failed', 'build.canceled', 'image.pushed'] as const;
 export type NotificationEvent = (typeof NOTIFICATION_EVENTS)[number];
 
-export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed'] as const;
-export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
+export const NOTIFICATION_DELIVERY_STATUSES = ['pending', 'delivered', 'failed'] as const;
+export type DeliveryStatus = (typeof NOTIFICATION_DELIVERY_STATUSES)[number];
 
 /** `sha256=<hex HMAC-SHA256 of the body>` with the subscription's secret. */
 export const SIGNATURE_HEADER = 'X-Kiln-Signature-256';

@@ -19,7 +19,7 @@ import {
 } from '../../db/queries/notifications';
 import { getRepositoryByPath } from '../../db/queries/repositories';
 import type { NotificationDelivery } from '../../db/schema';
-import { DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../../domain/notifications';
+import { NOTIFICATION_DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../../domain/notifications';
 import { requireNamespace, type AppEnv } from '../auth';
 import { ApiError, pickErrors } from '../errors';
 import { NamespaceName, RepositoryName } from '../schemas';
@@ -97,7 +97,7 @@ const DeliveryView = z
   .object({
     id: z.string().openapi({ description: 'The X-Kiln-Delivery header and the body\'s id' }),
     event: z.enum(NOTIFICATION_EVENTS),
-    status: z.enum(DELIVERY_STATUSES),
+    status: z.enum(NOTIFICATION_DELIVERY_STATUSES),
     attempts: z.array(DeliveryAttemptView).openapi({ description: 'Attempts, oldest first (the newest 20)' }),
     lastAttempt: DeliveryAttemptView.nullable(),
     payload: z.record(z.string(), z.unknown()).openapi({ description: 'The body sent' }),
