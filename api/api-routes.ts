@@ -8,6 +8,7 @@ import { imageBuildRoutes } from './routes/imagebuilds';
 import { namespaceRoutes } from './routes/namespaces';
 import { repositoryRoutes } from './routes/repositories';
 import { repositoryRuleRoutes, ruleRoutes } from './routes/rules';
+import { subscriptionRoutes } from './routes/subscriptions';
 import type { AppDeps } from './types';
 import { createRouter } from './util';
 
@@ -24,7 +25,8 @@ export function apiRoutes(deps: AppDeps) {
     .route('/imagebuilds', imageBuildRoutes(deps))
     .route('/repositories', repositoryRuleRoutes(deps))
     .route('/rules', ruleRoutes(deps))
-    .route('/repositories', deliveryRoutes(deps));
+    .route('/repositories', deliveryRoutes(deps))
+    .route('/', subscriptionRoutes(deps));
 }
 
 export type KilnApi = ReturnType<typeof apiRoutes>;

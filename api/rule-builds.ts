@@ -1,5 +1,8 @@
-import { findSupersededBuilds } from '../db/queries/rules';
+import { insertBuild } from '../db/queries/builds';
+import { getRepository } from '../db/queries/repositories';
+import { findSupersededBuilds, getRule, ruleBuildValues } from '../db/queries/rules';
 import type { Build, BuildRule } from '../db/schema';
+import { isRegexMatch } from '../domain/rules';
 import type { AppDeps } from './types';
 import { startBuildOrFail } from './start-build';
 
@@ -41,4 +44,25 @@ export async function startRuleBuilds(
     }),
   );
   return { started, failed };
+}
+
+/**
+ * One build of a rule's own branch or tag for its schedule, made and started exactly as a manual
+ * trigger is (commit pinned at start), trigger `schedule`. The client token makes it idempotent.
+ */
+export async function startScheduledRuleBuild(
+  deps: Pick<AppDeps, 'db' | 'builds'>,
+  input: { ruleId: string; clientToken: string },
+): Promise<{ buildId: string } | { skipped: string }> {
+  const rule = await getRule(deps.db, input.ruleId);
+  const repo = rule && (await getRepository(deps.db, rule.repositoryId));
+  if (!rule || !repo) return { skipped: 'the rule is gone' };
+  if (!rule.enabled) return { skipped: 'the rule is disabled' };
+  if (isRegexMatch(rule.match) || !repo.sourceUrl) return { skipped: 'the rule names no single ref' };
+  const values = ruleBuildValues({ repo, rule, ref: { type: rule.type, name: rule.match }, commit: null, trigger: 'schedule', creationMethod: 'auto build' });
+  const { build } = await insertBuild(deps.db, { ...values, clientToken: input.clientToken, clientTokenNamespaceId: repo.namespaceId });
+  const { failed } = await startRuleBuilds(deps, [{ build, rule, repository: `${repo.namespace}/${repo.name}` }]);
+  // Transient: the activity retries; the client token finds the same build.
+  if (failed.length) throw new Error(failed[0]!.message);
+  return { buildId: build.id };
 }

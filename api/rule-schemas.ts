@@ -5,6 +5,7 @@ import { PROVENANCE_MODES } from '../domain/builds';
 import { PLATFORMS } from '../domain/platforms';
 import {
   compileRuleMatch,
+  isRegexMatch,
   MAX_MATCH_LENGTH,
   MAX_PATH_FILTERS,
   MAX_TAG_TEMPLATES,
@@ -13,6 +14,8 @@ import {
 } from '../domain/rules';
 import { TagTemplateSchema, type TagTemplate } from '../domain/tag-template';
 import { BUILD_ARG_KEY_RE, MAX_BUILD_ARGS, PROVENANCE_DESCRIPTION, stringMap } from './schemas';
+import { CRON_RE, cronIssues, MAX_RULE_SCHEDULES } from '../domain/schedules';
+import { isValidTimeZone } from '../domain/time-zones';
 
 const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInstance: z });
 
@@ -23,6 +26,33 @@ const { createInsertSchema, createSelectSchema } = createSchemaFactory({ zodInst
 export const REPO_PATH_RE = /^(?![A-Za-z]:)(?!(?:.*\/)?\.\.(?:\/|$))(?!(?:.*\/)?\.[Gg][Ii][Tt](?:\/|$))[^\u0000-\u001f\u007f\\]*$/;
 const repoPath = (what: string) =>
   z.string().max(1024).regex(REPO_PATH_RE, `${what}: a path inside the repository (no "..", ".git", backslash or control character)`);
+
+/** Offsets (`UTC+8`, `UTC-5:30`, `+08:00`, `GMT+1`) up to ±14:00. */
+const UTC_OFFSET_RE = /^(?:UTC|GMT)?[+-](?:(?:0?[0-9]|1[0-3])(?::?[0-5][0-9])?|14(?::?00)?)$/;
+/** The IANA names this runtime knows, plus UTC/GMT/Z: a closed list, so the document states it. */
+const ZONE_NAMES = [...new Set(['UTC', 'GMT', 'Z', ...Intl.supportedValuesOf('timeZone')])].filter(isValidTimeZone) as [string, ...string[]];
+
+export const TimeZone = z
+  .union([z.enum(ZONE_NAMES), z.string().regex(UTC_OFFSET_RE)])
+  .openapi({ description: 'Time zone of buildTime (default UTC+8): an offset such as UTC+8, UTC-5:30 or +08:00, or an IANA name', example: 'UTC+8' });
+
+/** IANA names only for schedules: Temporal reads them from its own time zone database. */
+const SCHEDULE_ZONES = ZONE_NAMES.filter((z) => z !== 'Z') as [string, ...string[]];
+
+export const RuleScheduleSchema = z
+  .object({
+    cron: z
+      .string()
+      .max(512)
+      .regex(CRON_RE, 'a five-field cron line: minute hour day-of-month month day-of-week (numbers, *, ranges, steps, lists)')
+      .openapi({
+        description: 'Five fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-6, 0 = Sunday); each `*`, `*/n`, `a`, `a-b` or `a-b/n`, or a comma list of those. A range must run upwards (else 422).',
+        example: '0 3 * * *',
+      }),
+    timeZone: z.enum(SCHEDULE_ZONES).openapi({ description: 'IANA time zone the cron line is read in', example: 'Europe/Berlin' }),
+  })
+  .strict()
+  .openapi('RuleSchedule');
 
 const ruleFields = {
   match: z.string().min(1).max(MAX_MATCH_LENGTH).openapi({
@@ -41,6 +71,11 @@ const ruleFields = {
   tags: z.array(TagTemplateSchema).min(1).max(MAX_TAG_TEMPLATES),
   paths: z.array(z.string().min(1).max(512)).max(MAX_PATH_FILTERS).optional().openapi({ description: 'Globs; a push touching none starts no build' }),
   timeoutMinutes: z.number().int().min(1).max(1440).optional(),
+  schedules: z
+    .array(RuleScheduleSchema)
+    .max(MAX_RULE_SCHEDULES)
+    .optional()
+    .openapi({ description: 'Cron schedules that build the rule\'s own branch or tag (a literal match only), each a Temporal Schedule `rule-<id>-<n>`' }),
   provenance: z.enum(PROVENANCE_MODES).optional().openapi({ description: PROVENANCE_DESCRIPTION }),
   rebuildOnBaseChange: z.boolean().optional().openapi({
     description:
@@ -67,9 +102,17 @@ const RULE_FIELDS = {
   cancelSuperseded: true,
   rebuildOnBaseChange: true,
   timeoutMinutes: true,
+  schedules: true,
 } as const;
 
-type RuleChecked = { type?: 'branch' | 'tag'; match?: string; tags?: TagTemplate[]; paths?: string[]; semver?: boolean };
+type RuleChecked = {
+  type?: 'branch' | 'tag';
+  match?: string;
+  tags?: TagTemplate[];
+  paths?: string[];
+  semver?: boolean;
+  schedules?: z.infer<typeof RuleScheduleSchema>[];
+};
 
 /**
  * Checks a JSON Schema cannot state: the pattern compiles (linear time), templates can yield tags,
@@ -88,6 +131,12 @@ export function ruleIssues(rule: RuleChecked): { in: 'json'; path: string[]; mes
     }
   }
   if (rule.paths) for (const message of validatePathFilters(rule.paths)) issues.push({ in: 'json', path: ['paths'], message });
+  for (const [i, schedule] of (rule.schedules ?? []).entries()) {
+    for (const message of cronIssues(schedule.cron)) issues.push({ in: 'json', path: ['schedules', String(i), 'cron'], message });
+  }
+  if (rule.schedules?.length && rule.match !== undefined && isRegexMatch(rule.match)) {
+    issues.push({ in: 'json', path: ['schedules'], message: 'a schedule builds the rule\'s own branch or tag: the match must be a literal name, not a pattern' });
+  }
   if (rule.semver && rule.type === 'branch') issues.push({ in: 'json', path: ['semver'], message: 'semver expansion applies to tag rules only' });
   return issues;
 }
@@ -107,6 +156,8 @@ export const RuleView = createSelectSchema(buildRules, {
   updatedAt: z.iso.datetime({ offset: true }),
   tags: z.array(TagTemplateSchema),
   buildArgs: z.record(z.string(), z.string()),
+  schedules: z.array(RuleScheduleSchema),
+  schedulesPaused: z.boolean().openapi({ description: 'The schedules are paused (POST /rules/{id}/schedule/pause and /unpause)' }),
 })
   .extend({ regex: z.boolean().openapi({ description: 'Whether match is read as a regular expression' }) })
   .openapi('Rule');

@@ -9,6 +9,8 @@ import type { NamespaceQuotas } from '../domain/quotas';
 import type { BuildStarter } from './build-starter';
 import type { PushStarter } from './push-starter';
 import type { SubmissionLimiter, SubmissionRate } from './submission-limits';
+import type { DeliveryStarter } from '../domain/notifications';
+import type { RuleScheduler } from './rule-schedules';
 
 /**
  * Who is calling. Only the admin token exists today; a namespace-scoped token resolves to the
@@ -76,6 +78,10 @@ export interface AppDeps {
   authenticate?: Authenticate;
   /** Signs registry tokens when Kiln is its registry's token issuer (unset: /registry/token answers 404). */
   registryTokenSigner?: RegistryTokenSigner;
+  /** Starts notification deliveries (registry pushes, redeliveries); without it those answer 503. */
+  deliveries?: DeliveryStarter;
+  /** Keeps rules' cron schedules as Temporal Schedules; without it a rule with schedules answers 503. */
+  schedules?: RuleScheduler;
   /** Made by createApp from config.submissionRate unless given (one per app: buckets live in memory). */
   submissionLimiter?: SubmissionLimiter;
   /** Where the API logs (a child with each request's id); defaults to the process's root logger. */

@@ -251,6 +251,9 @@ export const imageTags = pgTable(
   (t) => [uniqueIndex('image_tags_repository_tag').on(t.repositoryId, t.tag)],
 );
 
+import type { RuleSchedule } from '../domain/schedules';
+import { NOTIFICATION_DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../domain/notifications';
+
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
 import type { TagTemplate } from '../domain/tag-template';
 import type { PushResultItem } from '../domain/push';
@@ -283,6 +286,10 @@ export const buildRules = pgTable(
     /** Rebuild the rule's ref when an image its last build pulled gets a new digest in Kiln's registry. */
     rebuildOnBaseChange: boolean('rebuild_on_base_change').notNull().default(false),
     timeoutMinutes: integer('timeout_minutes').notNull().default(60),
+    /** Cron schedules, each run by a Temporal Schedule `rule-<id>-<n>` (api/rule-schedules.ts keeps them in sync). */
+    schedules: jsonb('schedules').$type<RuleSchedule[]>().notNull().default([]),
+    /** The schedules are paused (in Temporal too): they start nothing until unpaused. */
+    schedulesPaused: boolean('schedules_paused').notNull().default(false),
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },
@@ -334,6 +341,65 @@ export const webhookDeliveries = pgTable(
   ],
 );
 
+/**
+ * Outbound webhook subscriptions of a namespace, or of one repository in it: where events are
+ * POSTed, signed with the subscription's secret (stored encrypted, shown once at creation).
+ */
+export const notificationSubscriptions = pgTable(
+  'notification_subscriptions',
+  {
+    id: id(),
+    namespaceId: uuid('namespace_id')
+      .notNull()
+      .references(() => namespaces.id, { onDelete: 'cascade' }),
+    /** Null: every repository of the namespace. */
+    repositoryId: uuid('repository_id').references(() => repositories.id, { onDelete: 'cascade' }),
+    url: text('url').notNull(),
+    events: text('events', { enum: NOTIFICATION_EVENTS }).array().notNull(),
+    description: text('description').notNull().default(''),
+    active: boolean('active').notNull().default(true),
+    secretEnc: text('secret_enc').notNull(),
+    createdAt: createdAt(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [index('notification_subscriptions_namespace').on(t.namespaceId)],
+);
+
+export interface DeliveryAttempt {
+  attempt: number;
+  at: string;
+  statusCode: number | null;
+  durationMs: number;
+  error: string | null;
+}
+
+/**
+ * One event for one subscription: the exact body sent (so every attempt and a redelivery sign the
+ * same bytes), and its attempts. `eventKey` makes enqueuing idempotent (a retried activity or a
+ * redelivered registry notification adds nothing).
+ */
+export const notificationDeliveries = pgTable(
+  'notification_deliveries',
+  {
+    /** Also the `X-Kiln-Delivery` header and the body's `id`. */
+    id: id(),
+    subscriptionId: uuid('subscription_id')
+      .notNull()
+      .references(() => notificationSubscriptions.id, { onDelete: 'cascade' }),
+    event: text('event', { enum: NOTIFICATION_EVENTS }).notNull(),
+    eventKey: text('event_key').notNull(),
+    body: text('body').notNull(),
+    status: text('status', { enum: NOTIFICATION_DELIVERY_STATUSES }).notNull().default('pending'),
+    attempts: jsonb('attempts').$type<DeliveryAttempt[]>().notNull().default([]),
+    createdAt: createdAt(),
+    deliveredAt: ts('delivered_at'),
+  },
+  (t) => [
+    uniqueIndex('notification_deliveries_event').on(t.subscriptionId, t.eventKey),
+    index('notification_deliveries_subscription_created').on(t.subscriptionId, t.createdAt),
+  ],
+);
+
 /** Bearer tokens scoped to one namespace (the admin token from the environment sees all). */
 export const apiTokens = pgTable('api_tokens', {
   id: id(),
@@ -359,3 +425,5 @@ export type NewBuild = typeof builds.$inferInsert;
 export type BuildPlatform = typeof buildPlatforms.$inferSelect;
 export type ImageTag = typeof imageTags.$inferSelect;
 export type BuildContextRow = typeof buildContexts.$inferSelect;
+export type NotificationSubscription = typeof notificationSubscriptions.$inferSelect;
+export type NotificationDelivery = typeof notificationDeliveries.$inferSelect;

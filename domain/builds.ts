@@ -4,7 +4,7 @@
 export const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'timed_out'] as const;
 export const TERMINAL_STATUSES = ['succeeded', 'failed', 'canceled', 'timed_out'] as const;
 export const BUILD_PHASES = ['resolving', 'building', 'assembling', 'accelerating', 'recording'] as const;
-export const TRIGGERS = ['push', 'tag', 'manual', 'api', 'base_image'] as const;
+export const TRIGGERS = ['push', 'tag', 'manual', 'api', 'base_image', 'schedule'] as const;
 export const CREATION_METHODS = ['auto build', 'manual build', 'user push'] as const;
 export const PLATFORM_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
 /**

@@ -8,6 +8,8 @@ import type { RegistryTokenSigner } from '../api/routes/registry-token';
 import { REGISTRY_SYSTEM_USER, registrySystemPassword } from '../domain/registry-access';
 import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
+import { createTemporalRuleScheduler } from '../api/rule-schedules';
+import { createTemporalDeliveryStarter } from '../activities/notify';
 import { createTemporalPushStarter } from '../api/push-starter';
 import type { SubmissionRate } from '../api/submission-limits';
 import type { NamespaceQuotas } from '../domain/quotas';
@@ -150,6 +152,8 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
       },
       builds: createTemporalBuildStarter(client, { schedulerWorkflowId: opts.schedulerWorkflowId }),
       pushes: createTemporalPushStarter(client),
+      deliveries: createTemporalDeliveryStarter(client),
+      schedules: createTemporalRuleScheduler(client),
       contexts: {
         registry,
         maxContextBytes: opts.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES,

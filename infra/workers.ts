@@ -18,6 +18,9 @@ import { createCommitStatusActivities } from '../activities/commit-status';
 import type { GitHostProvider } from '../domain/git-hosts';
 import { createContextAccess } from '../activities/context';
 import { createControlActivities } from '../activities/control';
+import { createNotifyActivities, createTemporalDeliveryStarter } from '../activities/notify';
+import { createTemporalBuildStarter } from '../api/build-starter';
+import { startScheduledRuleBuild } from '../api/rule-builds';
 import { createSchedulingActivities } from '../activities/scheduling';
 import type { RegistryClient } from '../activities/registry';
 import { createPushActivities } from '../activities/push';
@@ -139,6 +142,18 @@ export const buildIdLogAttributes: ActivityInterceptorsFactory = (ctx) => ({
   },
 });
 
+/** Notification deliveries and scheduled builds start workflows: a client on the workers' connection. */
+function notifyActivities(opts: WorkerOptions) {
+  const client = new Client({ connection: opts.connection, namespace: opts.namespace });
+  return createNotifyActivities({
+    db: opts.db,
+    secretKey: opts.secretKey,
+    registryHost: opts.registryHost,
+    deliveries: createTemporalDeliveryStarter(client),
+    startScheduledRuleBuild: (input) => startScheduledRuleBuild({ db: opts.db, builds: createTemporalBuildStarter(client) }, input),
+  });
+}
+
 /** Starts the control worker and one build worker per platform, as `components` selects. */
 export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers> {
   const { connection } = opts;
@@ -164,6 +179,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<RunningWorkers>
             ...opts.controlActivities,
           }),
           ...createAccelerateActivities({ db: opts.db, registry: opts.registry }),
+          ...notifyActivities(opts),
           ...createPushActivities({ db: opts.db, source }),
           ...createCommitStatusActivities({
             db: opts.db,

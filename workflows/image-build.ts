@@ -21,6 +21,7 @@ import type { CommitStatusActivities } from '../activities/commit-status';
 import type { AccelerateActivities } from '../activities/accelerate';
 import type { BuildActivities } from '../activities/build';
 import type { DatabaseControlActivities, NetworkControlActivities } from '../activities/control';
+import type { NotifyActivities } from '../activities/notify';
 import { isBuildErrorCode, USER_FAULT_CODES, type BuildErrorCode } from '../domain/errors';
 import { buildTaskQueue, CANCEL_BUILD_SIGNAL, commitStatusWorkflowId, KilnCommit, KilnRef, KilnStatus } from '../domain/temporal';
 import { buildFinishedSignal, CommitStatusWorkflow } from './commit-status';
@@ -66,6 +67,17 @@ const network = proxyActivities<NetworkControlActivities & AccelerateActivities>
     nonRetryableErrorTypes: [...USER_FAULT_TYPES],
   },
 });
+
+// Enqueuing notifications: a quick database step; the deliveries run in workflows of their own.
+const notify = proxyLocalActivities<NotifyActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+});
+
+/** Announces the build's status (its current one unless `event`) to its subscribers; a failure here never fails the build. */
+async function announce(buildId: string, event?: 'build.started'): Promise<void> {
+  await CancellationScope.nonCancellable(() => notify.notifyBuildStatus(buildId, event)).catch(() => undefined);
+}
 
 const statusCheck = proxyLocalActivities<CommitStatusActivities>({
   startToCloseTimeout: '30 seconds',
@@ -216,6 +228,8 @@ async function runWithSlot(
   const runPlan = plan;
   // After startBuild: the commit is pinned by now, also for rule builds that named only a ref.
   const commitStatus = await startCommitStatus(buildId);
+  // Not awaited: the build does not wait for its announcement.
+  void announce(buildId, 'build.started');
   upsertSearchAttributes([
     { key: KilnStatus, value: 'running' },
     ...(plan.ref ? [{ key: KilnRef, value: plan.ref }] : []),
@@ -235,6 +249,7 @@ async function runWithSlot(
     const result = await work.run(() => runBuild(runPlan));
     upsertSearchAttributes([{ key: KilnStatus, value: 'succeeded' }]);
     await finishCommitStatus(commitStatus);
+    await announce(buildId);
     return result;
   } catch (err) {
     const cancelReason = cancelReasonNow();
@@ -309,6 +324,7 @@ async function recordFailure(buildId: string, outcome: FailureOutcome): Promise<
   await CancellationScope.nonCancellable(() =>
     control.recordBuildFailed({ buildId, status: outcome.status, code: outcome.code, message: outcome.message }),
   );
+  await announce(buildId);
 }
 
 type FailureOutcome = { status: 'failed' | 'canceled' | 'timed_out'; code: BuildErrorCode | string; message: string };

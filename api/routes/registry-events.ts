@@ -4,6 +4,7 @@
 // immutable-tag checks know it.
 import { createHmac } from 'node:crypto';
 import { createRoute, z } from '@hono/zod-openapi';
+import { enqueueNotifications } from '../../activities/notify';
 import { KILN_USER_AGENT, MEDIA_TYPES } from '../../activities/registry';
 import type { Db } from '../../db/client';
 import { isKilnSubject } from '../../domain/registry-access';
@@ -95,17 +96,19 @@ function pushedTag(e: RegistryEventT): { namespace: string; name: string; tag: s
   return { namespace, name, tag, digest, byKiln };
 }
 
-async function record(db: Db, p: NonNullable<ReturnType<typeof pushedTag>>): Promise<boolean> {
+type Recorded = { namespaceId: string; repositoryId: string };
+
+async function record(db: Db, p: NonNullable<ReturnType<typeof pushedTag>>): Promise<Recorded | null> {
   // Only namespaces Kiln manages; a repository appears on first push when the namespace allows it.
   const ns = await getNamespaceByName(db, p.namespace);
-  if (!ns) return false;
+  if (!ns) return null;
   const repo = (await getRepositoryByPath(db, p.namespace, p.name)) ?? (ns.autoCreateRepository ? await ensureRepository(db, ns, p.name) : null);
-  if (!repo) return false;
+  if (!repo) return null;
   const [existing] = await findImageTags(db, repo.id, [p.tag]);
   // The tag already points there through a build: that is the build's own push, seen late.
-  if (existing && existing.digest === p.digest && existing.buildId) return false;
+  if (existing && existing.digest === p.digest && existing.buildId) return null;
   await upsertImageTags(db, { repositoryId: repo.id, tags: [p.tag], digest: p.digest, buildId: null, creationMethod: 'user push' });
-  return true;
+  return { namespaceId: ns.id, repositoryId: repo.id };
 }
 
 export function registryEventRoutes(deps: AppDeps) {
@@ -139,9 +142,32 @@ export function registryEventRoutes(deps: AppDeps) {
     const rebuilds: BaseImageRebuild[] = [];
     for (const event of parsed.data.events) {
       const p = pushedTag(event);
-      // A failure here answers 500 and the registry redelivers: recording and rebuilds are idempotent.
-      if (p && !p.byKiln && (await record(db, p))) recorded.push({ repository: `${p.namespace}/${p.name}`, tag: p.tag, digest: p.digest });
-      else ignored++;
+      // A failure here answers 500 and the registry redelivers: recording, enqueuing and rebuilds are idempotent.
+      const stored = p && !p.byKiln ? await record(db, p) : null;
+      if (p && stored) {
+        const repository = `${p.namespace}/${p.name}`;
+        recorded.push({ repository, tag: p.tag, digest: p.digest });
+        if (deps.deliveries) {
+          await enqueueNotifications({ db, deliveries: deps.deliveries }, {
+            ...stored,
+            namespace: p.namespace,
+            repository,
+            event: 'image.pushed',
+            // The registry's event id names this push; a redelivered notification carries the same.
+            eventKey: `image.pushed:registry:${event.id ?? `${p.tag}@${p.digest}`}`,
+            data: {
+              image: {
+                repository,
+                tags: [p.tag],
+                digest: p.digest,
+                reference: `${config.registry}/${repository}@${p.digest}`,
+                creationMethod: 'user push',
+                buildId: null,
+              },
+            },
+          });
+        }
+      } else ignored++;
       // Kiln's own pushes move tags too: a base image built by Kiln triggers its dependents.
       if (p) rebuilds.push(...(await rebuildForBaseChange(deps, { repository: `${p.namespace}/${p.name}`, tag: p.tag, digest: p.digest })));
     }

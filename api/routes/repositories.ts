@@ -14,6 +14,7 @@ import {
   type RepositoryWithNamespace,
 } from '../../db/queries/repositories';
 import { listImageTags } from '../../db/queries/tags';
+import { listRules } from '../../db/queries/rules';
 import type { AppDeps } from '../types';
 import { namespaceScope, requireNamespace, type AppEnv } from '../auth';
 import { ApiError, pickErrors } from '../errors';
@@ -85,7 +86,7 @@ const remove = createRoute({
   summary: 'Delete an image repository, its builds and tag records',
   description: 'Refused (409) while a build of the repository is queued or running.',
   request: { params: IdParams },
-  responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404, 409) },
+  responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404, 409, 503) },
 });
 
 const tags = createRoute({
@@ -119,7 +120,8 @@ export async function loadRepository(c: Context<AppEnv>, db: AppDeps['db'], id: 
   return repo;
 }
 
-export function repositoryRoutes({ db, config }: AppDeps) {
+export function repositoryRoutes(deps: AppDeps) {
+  const { db, config } = deps;
   const view = (r: RepositoryWithNamespace) => repositoryView(r, config.publicUrl);
 
   return createRouter()
@@ -215,6 +217,16 @@ export function repositoryRoutes({ db, config }: AppDeps) {
       const active = await countActiveBuilds(db, repo.id);
       if (active > 0) {
         throw new ApiError('conflict', `Repository has ${active} build(s) in progress; cancel them first`, { active });
+      }
+      // Its rules' Temporal schedules go first: an unreachable engine leaves the repository as it was.
+      const scheduled = (await listRules(db, repo.id)).filter((r) => r.schedules.length);
+      if (scheduled.length) {
+        if (!deps.schedules) throw new ApiError('service_unavailable', 'Schedules are not available here; the repository has scheduled rules');
+        try {
+          for (const rule of scheduled) await deps.schedules.remove(rule.id, rule.schedules.length);
+        } catch {
+          throw new ApiError('service_unavailable', 'The schedule engine could not be reached; nothing was deleted');
+        }
       }
       if (!(await deleteRepository(db, repo.id))) throw new ApiError('not_found', `Repository ${repo.id} not found`);
       return c.body(null, 204);

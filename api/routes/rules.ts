@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { insertBuild } from '../../db/queries/builds';
@@ -32,6 +33,8 @@ import { BuildAccepted, IdParams } from '../schemas';
 import { createRouter, isUuid, jsonContent } from '../util';
 import { z } from '@hono/zod-openapi';
 import { loadRepository } from './repositories';
+import { ScheduleRejectedError } from '../rule-schedules';
+import type { RuleSchedule } from '../../domain/schedules';
 import { getNamespaceByName } from '../../db/queries/namespaces';
 import type { Db } from '../../db/client';
 import { assertRuleQuota, assertTimeoutWithinQuota, submissionLimiter } from '../submission-limits';
@@ -44,7 +47,7 @@ const create = createRoute({
   tags: ['rules'],
   summary: 'Add a build rule to a repository with a code source',
   request: { params: IdParams, body: { required: true, content: jsonContent(RuleCreate) } },
-  responses: { 201: { description: 'Created', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422) },
+  responses: { 201: { description: 'Created', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 409, 413, 415, 422, 503) },
 });
 
 const list = createRoute({
@@ -71,16 +74,16 @@ const patch = createRoute({
   tags: ['rules'],
   summary: 'Change a build rule',
   request: { params: IdParams, body: { required: true, content: jsonContent(RuleUpdate) } },
-  responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422) },
+  responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422, 503) },
 });
 
 const remove = createRoute({
   method: 'delete',
   path: '/{id}',
   tags: ['rules'],
-  summary: 'Delete a build rule',
+  summary: 'Delete a build rule (and its schedules)',
   request: { params: IdParams },
-  responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404) },
+  responses: { 204: { description: 'Deleted' }, ...pickErrors(401, 403, 404, 503) },
 });
 
 const trigger = createRoute({
@@ -107,6 +110,21 @@ const preview = createRoute({
   request: { params: IdParams, body: { required: true, content: jsonContent(RulePreviewRequest) } },
   responses: { 200: { description: 'The outcome', content: jsonContent(RulePreview) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
 });
+
+const schedulePause = (paused: boolean) =>
+  createRoute({
+    method: 'post',
+    path: `/{id}/schedule/${paused ? 'pause' : 'unpause'}`,
+    tags: ['rules'],
+    summary: paused ? "Pause a rule's cron schedules" : "Resume a rule's cron schedules",
+    description: paused
+      ? 'The Temporal Schedules of the rule start nothing until unpaused (the Temporal UI shows them paused). Idempotent.'
+      : 'The Temporal Schedules of the rule start builds again at their next times. Idempotent.',
+    request: { params: IdParams },
+    responses: { 200: { description: 'The rule', content: jsonContent(RuleView) }, ...pickErrors(401, 403, 404, 503) },
+  });
+const pause = schedulePause(true);
+const unpause = schedulePause(false);
 
 /** A stand-in commit id when the preview names none: visibly a sample. */
 export const SAMPLE_COMMIT = '0123456789abcdef0123456789abcdef01234567';
@@ -156,10 +174,27 @@ function manualRef(rule: BuildRule, named: string | undefined): { ref: RefName; 
   return { ref, groups: matched.groups };
 }
 
+/** Changes of a rule's Temporal schedules; refusals and an unreachable engine become API errors. */
+function ruleScheduling(deps: AppDeps) {
+  async function scheduling(what: string, change: (scheduler: NonNullable<AppDeps['schedules']>) => Promise<void>): Promise<void> {
+    if (!deps.schedules) throw new ApiError('service_unavailable', `Schedules are not available here (${what})`);
+    try {
+      await change(deps.schedules);
+    } catch (err) {
+      if (err instanceof ScheduleRejectedError) throw new ApiError('unprocessable', `The schedule engine refused the schedule: ${err.message}`);
+      throw new ApiError('service_unavailable', `The schedule engine could not be reached (${what}); nothing was changed`);
+    }
+  }
+  const syncSchedules = (ruleId: string, schedules: RuleSchedule[], paused: boolean, previousCount: number) =>
+    schedules.length || previousCount ? scheduling('sync', (s) => s.sync(ruleId, schedules, paused, previousCount)) : Promise.resolve();
+  return { scheduling, syncSchedules };
+}
+
 /** A repository's rules, mounted under `/repositories`: `/{id}/rules` and its preview. */
 export function repositoryRuleRoutes(deps: AppDeps) {
   const { db } = deps;
   const quotaDefaults = deps.config.quotaDefaults;
+  const { syncSchedules } = ruleScheduling(deps);
   return createRouter()
     .openapi(create, async (c) => {
       const repo = await loadRepository(c, db, c.req.valid('param').id);
@@ -169,12 +204,22 @@ export function repositoryRuleRoutes(deps: AppDeps) {
       const body = c.req.valid('json');
       const issues = ruleIssues(body);
       if (issues.length) throw new ApiError('unprocessable', 'The rule cannot be used as given', issues);
-      const rule = await db.transaction(async (tx) => {
-        const ns = await namespaceOf(tx, repo);
-        assertTimeoutWithinQuota(ns, body.timeoutMinutes ?? RULE_DEFAULT_TIMEOUT_MINUTES, quotaDefaults);
-        await assertRuleQuota(tx, ns, quotaDefaults);
-        return insertRule(tx, { ...body, repositoryId: repo.id });
-      });
+      // The schedules first, under the rule's id-to-be: a refusal leaves nothing behind.
+      const id = randomUUID();
+      const schedules = body.schedules ?? [];
+      await syncSchedules(id, schedules, false, 0);
+      let rule: BuildRule;
+      try {
+        rule = await db.transaction(async (tx) => {
+          const ns = await namespaceOf(tx, repo);
+          assertTimeoutWithinQuota(ns, body.timeoutMinutes ?? RULE_DEFAULT_TIMEOUT_MINUTES, quotaDefaults);
+          await assertRuleQuota(tx, ns, quotaDefaults);
+          return insertRule(tx, { ...body, id, repositoryId: repo.id });
+        });
+      } catch (err) {
+        await deps.schedules?.remove(id, schedules.length).catch(() => undefined);
+        throw err;
+      }
       return c.json(ruleView(rule), 201);
     })
     .openapi(list, async (c) => {
@@ -201,6 +246,7 @@ export function ruleRoutes(deps: AppDeps) {
   const { db } = deps;
   const limiter = submissionLimiter(deps);
   const quotaDefaults = deps.config.quotaDefaults;
+  const { scheduling, syncSchedules } = ruleScheduling(deps);
   return createRouter()
     .openapi(get, async (c) => c.json(ruleView((await loadRule(c, db, c.req.valid('param').id)).rule), 200))
     .openapi(patch, async (c) => {
@@ -212,14 +258,26 @@ export function ruleRoutes(deps: AppDeps) {
         const repo = await getRepository(db, rule.repositoryId);
         if (repo) assertTimeoutWithinQuota(await namespaceOf(db, repo), changes.timeoutMinutes, quotaDefaults);
       }
+      if (changes.schedules) await syncSchedules(rule.id, changes.schedules, rule.schedulesPaused, rule.schedules.length);
       const updated = await updateRule(db, rule.id, changes);
       if (!updated) throw new ApiError('not_found', `Rule ${rule.id} not found`);
       return c.json(ruleView(updated), 200);
     })
     .openapi(remove, async (c) => {
       const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      if (rule.schedules.length) await scheduling('delete', (s) => s.remove(rule.id, rule.schedules.length));
       await deleteRule(db, rule.id);
       return c.body(null, 204);
+    })
+    .openapi(pause, async (c) => {
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      await syncSchedules(rule.id, rule.schedules, true, rule.schedules.length);
+      return c.json(ruleView((await updateRule(db, rule.id, { schedulesPaused: true }))!), 200);
+    })
+    .openapi(unpause, async (c) => {
+      const { rule } = await loadRule(c, db, c.req.valid('param').id);
+      await syncSchedules(rule.id, rule.schedules, false, rule.schedules.length);
+      return c.json(ruleView((await updateRule(db, rule.id, { schedulesPaused: false }))!), 200);
     })
     .openapi(trigger, async (c) => {
       const { rule, repo } = await loadRule(c, db, c.req.valid('param').id);

@@ -6,6 +6,33 @@ import { openDatabase, type DbHandle } from '../../../db/client';
 import { builds, namespaces, repositories } from '../../../db/schema';
 import { createApp, type AppDeps } from '../../../api/app';
 import type { BuildStarter, StartBuildRequest } from '../../../api/build-starter';
+import type { RuleScheduler } from '../../../api/rule-schedules';
+import type { DeliveryStarter } from '../../../domain/notifications';
+import type { RuleSchedule } from '../../../domain/schedules';
+
+/** Temporal's schedules as a map `scheduleId → state`; `failWith` makes the next calls throw. */
+export class FakeRuleScheduler implements RuleScheduler {
+  schedules = new Map<string, RuleSchedule & { paused: boolean }>();
+  failWith: Error | null = null;
+  async sync(ruleId: string, schedules: RuleSchedule[], paused: boolean, previousCount: number): Promise<void> {
+    if (this.failWith) throw this.failWith;
+    schedules.forEach((s, i) => this.schedules.set(`rule-${ruleId}-${i}`, { ...s, paused }));
+    for (let i = schedules.length; i < previousCount; i++) this.schedules.delete(`rule-${ruleId}-${i}`);
+  }
+  async remove(ruleId: string, count: number): Promise<void> {
+    if (this.failWith) throw this.failWith;
+    for (let i = 0; i < count; i++) this.schedules.delete(`rule-${ruleId}-${i}`);
+  }
+}
+
+export class FakeDeliveryStarter implements DeliveryStarter {
+  starts: string[] = [];
+  answer: 'started' | 'running' = 'started';
+  async start(deliveryId: string): Promise<'started' | 'running'> {
+    this.starts.push(deliveryId);
+    return this.answer;
+  }
+}
 import type { PushStarter } from '../../../api/push-starter';
 import type { PushWorkflowInput } from '../../../domain/push';
 
@@ -79,6 +106,8 @@ export interface Harness {
   handle: DbHandle;
   db: DbHandle['db'];
   starter: FakeBuildStarter;
+  scheduler: FakeRuleScheduler;
+  deliveries: FakeDeliveryStarter;
   pushes: FakePushStarter;
   app: ReturnType<typeof createApp>;
   /** Calls the app with the admin token unless `token` says otherwise (null: no header). */
@@ -150,12 +179,16 @@ async function openUnitDatabase(): Promise<DbHandle> {
 export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {}): Promise<Harness> {
   const handle = await openUnitDatabase();
   const starter = new FakeBuildStarter();
+  const scheduler = new FakeRuleScheduler();
+  const deliveries = new FakeDeliveryStarter();
   const pushes = new FakePushStarter();
-  const app = makeApp(handle, starter, { pushes, ...overrides });
+  const app = makeApp(handle, starter, { schedules: scheduler, deliveries, pushes, ...overrides });
   return {
     handle,
     db: handle.db,
     starter,
+    scheduler,
+    deliveries,
     pushes,
     app,
     call: (path, init) => request(app, path, init),

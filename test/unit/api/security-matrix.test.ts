@@ -1,7 +1,8 @@
 // The security matrix, generated from the OpenAPI document the app serves: every operation ×
 // every kind of caller, with nothing changed by a refused call. A new route is covered as soon as
 // it is documented; one that cannot be classified, filled or sent fails here with what to add.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { insertDelivery, recordDeliveryAttempt } from '../../../db/queries/notifications';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -193,6 +194,10 @@ interface Fixture {
   builtRepository: string;
   /** A namespace token of the owner's, made for this fixture (not OWNER_TOKEN: it may be revoked). */
   tokenId: string;
+  /** A notification subscription of the namespace, its secret (shown once) and one finished delivery. */
+  subscriptionId: string;
+  subscriptionSecret: string;
+  deliveryId: string;
 }
 
 const RULE = { type: 'branch', match: 'main', platforms: ['linux/amd64'], tags: [{ template: 'main' }] };
@@ -216,6 +221,18 @@ async function seed(provider = 'github'): Promise<Fixture> {
   expect(build.status, build.text).toBe(202);
   const token = await admin(`/api/v1/namespaces/${OWNER}/tokens`, { json: { name: `fixture-${n}` } });
   expect(token.status, token.text).toBe(201);
+  const subscription = await admin(`/api/v1/namespaces/${OWNER}/subscriptions`, {
+    json: { url: `https://hooks.example.test/matrix-${n}`, events: ['build.succeeded', 'image.pushed'] },
+  });
+  expect(subscription.status, subscription.text).toBe(201);
+  const delivery = await insertDelivery(h.db, {
+    id: randomUUID(),
+    subscriptionId: subscription.body.id,
+    event: 'build.succeeded',
+    eventKey: `matrix-${n}`,
+    body: JSON.stringify({ event: 'build.succeeded' }),
+  });
+  await recordDeliveryAttempt(h.db, delivery.id, { attempt: 1, at: new Date().toISOString(), statusCode: 200, durationMs: 5, error: null }, 'delivered', 20);
   return {
     n,
     namespace: OWNER,
@@ -227,6 +244,9 @@ async function seed(provider = 'github'): Promise<Fixture> {
     buildId: build.body.buildId,
     builtRepository,
     tokenId: token.body.id,
+    subscriptionId: subscription.body.id,
+    subscriptionSecret: subscription.body.secret,
+    deliveryId: delivery.id,
   };
 }
 
@@ -238,6 +258,8 @@ const PATH_PARAMS: Record<string, (f: Fixture) => string> = {
   '/imagebuilds/{id}': (f) => f.buildId,
   '/rules/{id}': (f) => f.ruleId,
   '/tokens/{id}': (f) => f.tokenId,
+  '/subscriptions/{id}': (f) => f.subscriptionId,
+  '/deliveries/{deliveryId}': (f) => f.deliveryId,
 };
 const pathParams = (path: string) => [...path.matchAll(/\/([^/{}]+)\/\{([^}]+)\}/g)].map((m) => `/${m[1]}/{${m[2]}}`);
 const hasPathParams = (path: string) => path.includes('{');
@@ -282,6 +304,11 @@ const EXAMPLES: Record<string, (f: Fixture) => Example | Example[]> = {
   'POST /api/v1/repositories/{id}/rules': () => ({ body: { ...RULE, match: 'develop', tags: [{ template: 'develop' }] } }),
   'PATCH /api/v1/rules/{id}': () => ({ body: { match: 'trunk', tags: [{ template: 'trunk' }], noCache: true } }),
   'POST /api/v1/rules/{id}/builds': () => ({ body: { ref: 'main' } }),
+  'POST /api/v1/namespaces/{name}/subscriptions': (f): Example[] => [
+    { body: { url: 'https://hooks.example.test/new', events: ['build.failed'] } },
+    { body: { url: 'http://127.0.0.1:9/hook', events: ['image.pushed'], repository: f.repositoryName } },
+  ],
+  'PATCH /api/v1/subscriptions/{id}': () => ({ body: { events: ['build.started'], active: false } }),
   'POST /api/v1/repositories/{id}/source/rotate': () => ({ body: { webhookSecret: 'generate', token: 'rotated-token' } }),
   'PATCH /api/v1/namespaces/{name}': () => ({ body: { defaultImmutableTags: true, buildPool: 'dedicated' } }),
   'POST /api/v1/contexts': (f) => ({
@@ -388,7 +415,7 @@ describe.each(ofClass('kiln bearer'))('$key (kiln bearer)', (o) => {
 
   it(`no or unknown token → 401; other namespace → 403/404${adminOnly ? '; owning namespace → 403 (admin only)' : ''}; nothing changes`, async () => {
     const f = await seed();
-    const secrets = [f.sourceUrl, f.webhookSecret];
+    const secrets = [f.sourceUrl, f.webhookSecret, f.subscriptionSecret];
     for (const ex of examplesFor(o, f)) {
       for (const who of ['no token', 'unknown token'] as const) {
         const res = await refused(() => send(o, f, ex, { token: BEARER[who] }), secrets);
