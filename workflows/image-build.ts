@@ -45,7 +45,8 @@ const control = proxyLocalActivities<DatabaseControlActivities>({
 });
 
 // Asking the scheduler for a build slot signals another workflow (Temporal I/O): a normal
-// activity on the control queue, like every control step that leaves the database.
+// activity on the control queue, like every control step that leaves the database. The order of
+// waiting builds is their submission order, whichever worker runs the request.
 const scheduling = proxyActivities<SchedulingActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_FAULT_TYPES] },

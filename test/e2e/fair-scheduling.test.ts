@@ -52,7 +52,11 @@ describe('fair build slots', () => {
 
   it("queues A's extra builds with positions, gives B the next free slot, frees a canceled build's place, never runs more than the limit", async () => {
     // A1 ends well before A2, so "the first slot that frees" is A1's.
-    const a = [await submit(A, 1, 8), await submit(A, 2, 20), await submit(A, 3), await submit(A, 4)];
+    const a = [await submit(A, 1, 8), await submit(A, 2, 20)];
+    // A's first two hold both slots before A asks for more (which of two builds submitted in the
+    // same instant asks first is a race of their workflow tasks, not an order to test).
+    await until('A1 and A2 running', () => Promise.all(a.map(view)), (vs) => vs.every((v) => v.status === 'running'));
+    a.push(await submit(A, 3), await submit(A, 4));
     const states = () => Promise.all(a.map(view));
     const seen = await until(
       'two of A running and two waiting with places 1 and 2',

@@ -330,7 +330,7 @@ describe('ImageBuildWorkflow', () => {
     );
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect(steps(failed)).toEqual(['startBuild', 'pinSource', 'recordBuildFailed']);
-    expect(failed.calls.at(-1)!.args[0]).toMatchObject({ status: 'failed', code: 'ref_not_found' });
+    expect(failed.calls.find((c) => c.name === 'recordBuildFailed')!.args[0]).toMatchObject({ status: 'failed', code: 'ref_not_found' });
   }, 60_000);
 
   it('retries a transient fault and still succeeds', async () => {
