@@ -126,7 +126,7 @@ const create = createRoute({
     'Events: build.started, build.succeeded, build.failed (timed out too), build.canceled, image.pushed (builds and user pushes). ' +
     'Each delivery is a JSON POST signed with the secret returned here once, delivered at least once with backoff.',
   request: { params: NameParams, body: { required: true, content: jsonContent(SubscriptionCreate) } },
-  responses: { 201: { description: 'Created', content: jsonContent(SubscriptionCreated) }, ...pickErrors(400, 401, 403, 404, 413, 415) },
+  responses: { 201: { description: 'Created', content: jsonContent(SubscriptionCreated) }, ...pickErrors(400, 401, 403, 404, 413, 415, 422) },
 });
 
 const list = createRoute({
@@ -241,7 +241,7 @@ export function subscriptionRoutes(deps: AppDeps) {
       const ns = await loadNamespace(c, c.req.valid('param').name);
       const body = c.req.valid('json');
       const repo = body.repository ? await getRepositoryByPath(db, ns.name, body.repository) : null;
-      if (body.repository && !repo) throw new ApiError('not_found', `Repository ${ns.name}/${body.repository} not found`);
+      if (body.repository && !repo) throw new ApiError('unprocessable', `Repository ${ns.name}/${body.repository} does not exist: a subscription can only narrow to an existing repository`);
       const secret = `kiln_whsec_${randomBytes(32).toString('base64url')}`;
       const row = await insertSubscription(db, {
         namespaceId: ns.id,

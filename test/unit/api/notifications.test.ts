@@ -81,9 +81,9 @@ describe('subscriptions', () => {
     expect(res.body.error.code).toBe('validation_failed');
   });
 
-  it('404 for an unknown repository or namespace; 403 for another namespace, nothing stored', async () => {
+  it('422 for an unknown repository, 404 for an unknown namespace; 403 for another namespace, nothing stored', async () => {
     const json = { url: 'https://hooks.example.test/x', events: ['build.failed'] };
-    await unchanged(404, () => h.call('/api/v1/namespaces/notes/subscriptions', { json: { ...json, repository: 'nope' } }));
+    await unchanged(422, () => h.call('/api/v1/namespaces/notes/subscriptions', { json: { ...json, repository: 'nope' } }));
     await unchanged(404, () => h.call('/api/v1/namespaces/nope/subscriptions', { json }));
     await unchanged(403, () => h.call('/api/v1/namespaces/notes/subscriptions', { json, token: otherToken }));
     await unchanged(403, () => h.call('/api/v1/namespaces/notes/subscriptions', { token: otherToken }));
