@@ -11,17 +11,14 @@ import { createSchedulingActivities, type SchedulingActivities } from '../../act
 import type { Db } from '../../db/client';
 import type { BuildPlan, PlatformBuildRequest } from '../../activities/build-plan';
 import type { PlatformImage } from '../../domain/images';
-import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
-import { toolPaths } from '../../infra/tools';
-import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
+import { BUILD_HEARTBEAT_THROTTLE, workflowBundle } from '../../infra/workers';
+
+import { startLocalTemporalEnv } from '../support/temporal-env';
 
 let env: TestWorkflowEnvironment;
 
 beforeAll(async () => {
-  installQuietRuntime('ERROR');
-  env = await TestWorkflowEnvironment.createLocal({
-    server: { executable: { type: 'existing-path', path: toolPaths().temporal }, searchAttributes: [...KILN_SEARCH_ATTRIBUTES] },
-  });
+  env = await startLocalTemporalEnv();
 }, 120_000);
 afterAll(async () => {
   await env?.teardown();

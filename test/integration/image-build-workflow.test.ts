@@ -9,24 +9,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildActivities } from '../../activities/build';
 import type { ControlActivities } from '../../activities/control';
 import type { SchedulingActivities } from '../../activities/scheduling';
-import { toolPaths } from '../../infra/tools';
-import { BUILD_HEARTBEAT_THROTTLE, installQuietRuntime, workflowBundle } from '../../infra/workers';
-import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
+import { BUILD_HEARTBEAT_THROTTLE, workflowBundle } from '../../infra/workers';
 import type { BuildPlan, PlatformBuildRequest } from '../../activities/build-plan';
 import type { PlatformImage } from '../../domain/images';
 import type { Platform } from '../../domain/platforms';
 import { ImageBuildWorkflow } from '../../workflows/image-build';
 
+import { startLocalTemporalEnv } from '../support/temporal-env';
+
 let env: TestWorkflowEnvironment;
 
 beforeAll(async () => {
-  installQuietRuntime('ERROR'); // expected failures would otherwise log stack traces
-  env = await TestWorkflowEnvironment.createLocal({
-    server: {
-      executable: { type: 'existing-path', path: toolPaths().temporal },
-      searchAttributes: [...KILN_SEARCH_ATTRIBUTES],
-    },
-  });
+  env = await startLocalTemporalEnv();
 }, 120_000);
 
 afterAll(async () => {

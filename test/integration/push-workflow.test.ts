@@ -12,19 +12,16 @@ import type { PushActivities } from '../../activities/push';
 import { createTemporalPushStarter } from '../../api/push-starter';
 import type { BuildPlan } from '../../activities/build-plan';
 import type { PushBuildRequest, PushResultItem, PushTarget, PushWorkflowInput, PushWorkflowResult } from '../../domain/push';
-import { KILN_SEARCH_ATTRIBUTES } from '../../domain/temporal';
-import { toolPaths } from '../../infra/tools';
-import { installQuietRuntime, workflowBundle } from '../../infra/workers';
+import { workflowBundle } from '../../infra/workers';
 import { ImageBuildWorkflow } from '../../workflows/image-build';
 import { PushWorkflow } from '../../workflows/push';
+
+import { startLocalTemporalEnv } from '../support/temporal-env';
 
 let env: TestWorkflowEnvironment;
 
 beforeAll(async () => {
-  installQuietRuntime('ERROR');
-  env = await TestWorkflowEnvironment.createLocal({
-    server: { executable: { type: 'existing-path', path: toolPaths().temporal }, searchAttributes: [...KILN_SEARCH_ATTRIBUTES] },
-  });
+  env = await startLocalTemporalEnv();
 }, 120_000);
 afterAll(async () => {
   await env?.teardown();
