@@ -100,6 +100,8 @@ export function createBuildActivities(deps: BuildActivityDeps) {
       };
       const heartbeat = setInterval(() => {
         ctx.heartbeat({ steps: tracker.steps().length });
+        // A step that ended while nothing else arrives still gets its DONE line.
+        log.pushBytes(tracker.tick());
         if (tracker === mainTracker) saveProgress();
       }, HEARTBEAT_MS);
       try {

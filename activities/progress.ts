@@ -29,6 +29,9 @@ interface VertexState {
   cached: boolean;
   error: string | null;
   announced: boolean;
+  /** When BuildKit reported the step ended (ms, the tracker's clock); its closing line may wait. */
+  endSeenAt: number | null;
+  /** Its closing line (DONE, CACHED, ERROR) is written. */
   finished: boolean;
   /** Output not yet ended by a newline. */
   partial: Buffer | null;
@@ -43,6 +46,12 @@ interface VertexState {
  * `--progress=plain`: `#3 [2/3] RUN ...`, `#3 DONE 0.4s`) and a step list with cache hits.
  * Vertexes repeat as they update, so state is merged by digest. A step's output stays raw bytes
  * (NUL, invalid UTF-8, `\r` and all), split into lines at `\n` only, as buildctl's plain view does.
+ *
+ * A step's last output can arrive in a status message after the one that says it completed
+ * (BuildKit sends a step's logs and its vertex updates on separate streams; under load they
+ * reorder). So the closing line of a step that ran waits until a later message carries none of
+ * its output and END_GRACE_MS have passed (or `tick()`/`flush()`): its output stays above its
+ * DONE, and a line cut across the two messages stays one line.
  */
 export class ProgressTracker {
   private readonly vertexes = new Map<string, VertexState>();
@@ -50,10 +59,14 @@ export class ProgressTracker {
   nextIndex: number;
   /** Lines that were not JSON: buildctl's own messages, including its final error. */
   readonly plainOutput: string[] = [];
+  /** Steps that ended whose closing line waits for late output. */
+  private readonly ending = new Set<VertexState>();
+  private readonly now: () => number;
 
   /** `firstIndex` lets a second solve of one build continue the first one's `#N` numbering. */
-  constructor(opts: { firstIndex?: number } = {}) {
+  constructor(opts: { firstIndex?: number; now?: () => number } = {}) {
     this.nextIndex = opts.firstIndex ?? 1;
+    this.now = opts.now ?? Date.now;
   }
 
   /** Feeds one stderr line; returns the log lines it produced, each ending in `\n`. */
@@ -69,6 +82,9 @@ export class ProgressTracker {
     }
     if (typeof status !== 'object' || status === null) return EMPTY;
     const out = new LineOutput();
+    // Steps that ended and print nothing more in this message are closed before it is shown.
+    const logged = new Set((status.logs ?? []).map((l) => this.vertexes.get(l.vertex)));
+    this.closeEnded(out, (s) => !logged.has(s));
     for (const v of status.vertexes ?? []) this.onVertex(v, out);
     for (const l of status.logs ?? []) this.onLog(l, out);
     for (const w of status.warnings ?? []) {
@@ -78,12 +94,36 @@ export class ProgressTracker {
     return out.bytes();
   }
 
+  /** Closing lines of ended steps whose grace has passed; call now and then while nothing arrives. */
+  tick(): Buffer {
+    const out = new LineOutput();
+    this.closeEnded(out, () => true);
+    return out.bytes();
+  }
+
+  private closeEnded(out: LineOutput, quiet: (s: VertexState) => boolean): void {
+    if (this.ending.size === 0) return;
+    const now = this.now();
+    for (const s of [...this.ending].sort((a, b) => a.index - b.index)) {
+      if (quiet(s) && now - s.endSeenAt! >= END_GRACE_MS) this.close(s, out);
+    }
+  }
+
+  private close(s: VertexState, out: LineOutput): void {
+    this.ending.delete(s);
+    s.finished = true;
+    this.endPartial(s, out);
+    if (s.error) out.push(`#${s.index} ERROR: ${s.error}`);
+    else if (s.cached) out.push(`#${s.index} CACHED`);
+    else out.push(`#${s.index} DONE ${seconds(s.started, s.completed)}`);
+  }
+
   private state(digest: string, name = ''): VertexState {
     let s = this.vertexes.get(digest);
     if (!s) {
       const index = this.nextIndex++;
       s = {
-        index, name, started: null, completed: null, cached: false, error: null, announced: false, finished: false,
+        index, name, started: null, completed: null, cached: false, error: null, announced: false, endSeenAt: null, finished: false,
         partial: null, logBytes: 0, logLines: 0, prefix: Buffer.from(`#${index} `),
       };
       this.vertexes.set(digest, s);
@@ -113,12 +153,11 @@ export class ProgressTracker {
       s.announced = true;
       out.push(`#${s.index} ${s.name}`);
     }
-    if (!s.finished && (s.completed || s.error)) {
-      s.finished = true;
-      this.endPartial(s, out);
-      if (s.error) out.push(`#${s.index} ERROR: ${s.error}`);
-      else if (s.cached) out.push(`#${s.index} CACHED`);
-      else out.push(`#${s.index} DONE ${seconds(s.started, s.completed)}`);
+    if (!s.finished && s.endSeenAt === null && (s.completed || s.error)) {
+      // A cache hit ran nothing, so no output can follow: closed at once.
+      if (s.cached && !s.error) return this.close(s, out);
+      s.endSeenAt = this.now();
+      this.ending.add(s);
     }
   }
 
@@ -158,9 +197,10 @@ export class ProgressTracker {
     s.partial = null;
   }
 
-  /** Lines left without a trailing newline when the build ends. */
+  /** When the solve has ended: closing lines still waiting, and lines left without a trailing newline. */
   flush(): Buffer {
     const out = new LineOutput();
+    for (const s of [...this.ending].sort((a, b) => a.index - b.index)) this.close(s, out);
     for (const s of this.vertexes.values()) this.endPartial(s, out);
     return out.bytes();
   }
@@ -194,6 +234,9 @@ export class ProgressTracker {
 function isMissingCacheImport(name: string, error: string): boolean {
   return name.startsWith('importing cache manifest from ') && /: not found$/.test(error);
 }
+
+/** How long a step's closing line waits for output that arrives after its end. */
+export const END_GRACE_MS = 300;
 
 const EMPTY = Buffer.alloc(0);
 const NEWLINE = Buffer.from('\n');

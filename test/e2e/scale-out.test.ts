@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
+import { DEFAULT_NAMESPACE_QUOTAS } from '../../domain/quotas';
 import { REPO_ROOT } from '../../infra/tools';
 import { findProcesses, waitFor } from '../support/processes';
 import { createPostgresDatabase, startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
@@ -84,7 +85,14 @@ describe('scale out: two build workers on one queue', () => {
   beforeAll(async () => {
     databaseUrl = await createPostgresDatabase();
     // API, control worker and arm64 in this process; amd64 only in the two worker processes.
-    main = await startTestKiln({ databaseUrl, components: ['api', 'control', 'build-linux-arm64'] });
+    // Ten builds may run at once (the defaults, 4 per namespace and 8 in all, would release them in
+    // waves that one worker could take alone), so the workers' own slots decide the spread.
+    main = await startTestKiln({
+      databaseUrl,
+      components: ['api', 'control', 'build-linux-arm64'],
+      quotaDefaults: { ...DEFAULT_NAMESPACE_QUOTAS, maxConcurrentBuilds: 10 },
+      buildCapacity: 10,
+    });
     await Promise.all([startWorker('a'), startWorker('b')]);
   }, 300_000);
 
@@ -105,8 +113,9 @@ describe('scale out: two build workers on one queue', () => {
 
   it('ten builds spread over both workers', async () => {
     const pids = workers.map((w) => w.child.pid!);
-    // More builds than one worker has slots: the other must take some.
-    const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => submit(`sleep 3 && echo spread-${i}`)));
+    // More builds than one worker has slots, each long enough that all ten are dispatched before
+    // the first ends: the other worker must take the rest.
+    const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => submit(`sleep 15 && echo spread-${i}`)));
     const builds = await Promise.all(ids.map((id) => waitForBuild(main, id, 240_000)));
     for (const b of builds) expect(b.status, JSON.stringify(b.error)).toBe('succeeded');
     const by = await Promise.all(ids.map(async (id) => takenBy(await log(id))[0]));

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ProgressTracker } from '../../activities/progress';
+import { END_GRACE_MS, ProgressTracker } from '../../activities/progress';
 
 /** The tracker's output as lines (each ends in a newline). */
 const linesOf = (b: Buffer) => b.toString('utf8').split('\n').slice(0, -1);
@@ -88,5 +88,53 @@ describe('ProgressTracker merging', () => {
     );
     expect(Buffer.concat(out).equals(expected)).toBe(true);
     expect(t.steps()[0]).toMatchObject({ logBytes: printed.length, logLines: 4 });
+  });
+});
+
+describe('ProgressTracker: output that arrives after its step completed', () => {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const run = { digest: 'r', name: '[2/2] RUN seq 1 5', started: '2026-01-01T00:00:00Z' };
+  const done = { ...run, completed: '2026-01-01T00:00:01Z' };
+
+  it('keeps late output above DONE and a line cut across the two messages whole', () => {
+    let now = 1_000;
+    const t = new ProgressTracker({ now: () => now });
+    const out = [
+      t.push(JSON.stringify({ vertexes: [run] })),
+      t.push(JSON.stringify({ logs: [{ vertex: 'r', data: b64('1\n2\n3') }] })),
+      // BuildKit says the step completed, then sends the rest of what it printed.
+      t.push(JSON.stringify({ vertexes: [done] })),
+      t.push(JSON.stringify({ logs: [{ vertex: 'r', data: b64('3\n4\n5\n') }] })),
+    ];
+    now += END_GRACE_MS;
+    out.push(t.push(JSON.stringify({ vertexes: [{ digest: 'e', name: 'exporting to image', started: '2026-01-01T00:00:01Z' }] })));
+    out.push(t.flush());
+    expect(linesOf(Buffer.concat(out))).toEqual([
+      '#1 [2/2] RUN seq 1 5', '#1 1', '#1 2', '#1 33', '#1 4', '#1 5', '#1 DONE 1.0s', '#2 exporting to image',
+    ]);
+  });
+
+  it('a quiet build still gets DONE from tick() once the grace has passed, not before', () => {
+    let now = 0;
+    const t = new ProgressTracker({ now: () => now });
+    t.push(JSON.stringify({ vertexes: [run] }));
+    t.push(JSON.stringify({ logs: [{ vertex: 'r', data: b64('x\n') }] }));
+    t.push(JSON.stringify({ vertexes: [done] }));
+    expect(linesOf(t.tick())).toEqual([]);
+    now = END_GRACE_MS;
+    expect(linesOf(t.tick())).toEqual(['#1 DONE 1.0s']);
+    expect(linesOf(t.flush())).toEqual([]);
+  });
+
+  it('a failed step: its last output comes before its ERROR line', () => {
+    let now = 0;
+    const t = new ProgressTracker({ now: () => now });
+    const out = [
+      t.push(JSON.stringify({ vertexes: [run] })),
+      t.push(JSON.stringify({ vertexes: [{ ...run, completed: '2026-01-01T00:00:01Z', error: 'exit code: 3' }] })),
+      t.push(JSON.stringify({ logs: [{ vertex: 'r', data: b64('why it failed\n') }] })),
+      t.flush(),
+    ];
+    expect(linesOf(Buffer.concat(out))).toEqual(['#1 [2/2] RUN seq 1 5', '#1 why it failed', '#1 ERROR: exit code: 3']);
   });
 });
