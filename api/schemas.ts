@@ -606,8 +606,14 @@ export const PushResultView = z
   })
   .openapi('PushResult');
 
-export const DeliveryView = createSelectSchema(webhookDeliveries, { receivedAt: iso(), finishedAt: iso().nullable() })
-  .pick({ provider: true, deliveryId: true, workflowId: true, status: true, receivedAt: true, finishedAt: true })
+export const DeliveryView = createSelectSchema(webhookDeliveries, {
+  receivedAt: iso(),
+  finishedAt: iso().nullable(),
+  workflowStartedAt: iso()
+    .nullable()
+    .openapi({ description: 'When its PushWorkflow started; null while the delivery waits, recorded, for the build engine' }),
+})
+  .pick({ provider: true, deliveryId: true, workflowId: true, status: true, receivedAt: true, workflowStartedAt: true, finishedAt: true })
   .extend({
     buildIds: z.array(z.string()).openapi({ description: "This repository's builds the delivery started" }),
     results: z.array(PushResultView).openapi({ description: "What the push workflow did for this repository's refs and rules" }),

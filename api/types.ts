@@ -7,7 +7,7 @@ import type { BuildLogSignals } from '../db/log-signals';
 import type { Logger } from '../observability/log';
 import type { NamespaceQuotas } from '../domain/quotas';
 import type { BuildStarter } from './build-starter';
-import type { PushStarter } from './push-starter';
+import type { PushDispatcher } from './push-dispatcher';
 import type { SubmissionLimiter, SubmissionRate } from './submission-limits';
 import type { DeliveryStarter } from '../domain/notifications';
 import type { RuleScheduler } from './rule-schedules';
@@ -68,8 +68,8 @@ export interface AppDeps {
   logSignals: BuildLogSignals;
   config: AppConfig;
   builds: BuildStarter;
-  /** Starts a PushWorkflow per webhook delivery; without it the webhook routes answer 503. */
-  pushes?: PushStarter;
+  /** Starts the PushWorkflow of each recorded webhook delivery; without it the webhook routes answer 503. */
+  pushes?: PushDispatcher;
   /** name → throws when not ready (temporal, buildkit-linux-amd64, registry, ...); a database check is built in. */
   readiness?: Record<string, () => Promise<void>>;
   /** Where uploaded local contexts go (POST /contexts); without it that route answers 503. */

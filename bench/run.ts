@@ -39,6 +39,27 @@ const PORT_OFFSET = Number(process.env.KILN_BENCH_PORT_OFFSET ?? process.env.KIL
 const PORTS = { temporal: 37233 + PORT_OFFSET, temporalUi: 38233 + PORT_OFFSET, registry: 35000 + PORT_OFFSET, postgres: 35432 + PORT_OFFSET };
 const API_PORT = 33000 + PORT_OFFSET;
 
+/** Waits (at most 10 minutes) until every recorded delivery's PushWorkflow has started; the rate it started them at. */
+async function outboxDrain(databaseUrl: string, since: Date): Promise<{ deliveries: number; startsPerSecond: number; lagMs: number }> {
+  const db = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const deadline = Date.now() + 600_000;
+    for (;;) {
+      const [row] = await db<{ waiting: number }[]>`select count(*)::int as waiting from webhook_deliveries where workflow_started_at is null and created_at >= ${since}`;
+      const waiting = row!.waiting;
+      if (waiting === 0) break;
+      if (Date.now() > deadline) throw new Error(`pushes: ${waiting} deliveries still not started after 10 minutes`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const [r] = await db<{ n: number; first: Date; last_received: Date; last_started: Date }[]>`
+      select count(*)::int as n, min(created_at) as first, max(created_at) as last_received, max(workflow_started_at) as last_started from webhook_deliveries where created_at >= ${since}`;
+    const span = r!.last_started.getTime() - r!.first.getTime();
+    return { deliveries: r!.n, startsPerSecond: (r!.n * 1000) / Math.max(span, 1), lagMs: r!.last_started.getTime() - r!.last_received.getTime() };
+  } finally {
+    await db.end();
+  }
+}
+
 /** Main before push workflows: the webhook request planned, inserted and started the builds. */
 const BASELINE_REV = '720f2cad90cd655068d72296480cb6676c99c1a7';
 
@@ -89,6 +110,8 @@ async function main() {
       registry: stack.registry,
       apiToken: token,
       secretKey,
+      // KILN_BENCH_API_PROFILE=<dir>: a V8 CPU profile of each API process, written when it stops.
+      ...(process.env.KILN_BENCH_API_PROFILE ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', process.env.KILN_BENCH_API_PROFILE] } : {}),
     });
   const rows: Row[] = [];
   const log = (m: string) => console.log(`bench: ${m}`);
@@ -332,6 +355,7 @@ async function main() {
           await admin.end();
           sides.baseline = await apiProcess('api-baseline', API_PORT + 3, { root: tree.root, databaseUrl: stack.postgresUrl!.replace(/\/[^/]*$/, '/kiln_baseline') });
         }
+        const since = new Date();
         const r = await benchPushIngest(sides, { token, runs: RUNS });
         for (const [k, v] of Object.entries(r)) {
           if (v.small.errors || v.large.errors || v.small.non2xx || v.large.non2xx) {
@@ -356,6 +380,16 @@ async function main() {
           'side by side (same run)': side(b?.large),
           ratio: b && b.large.rps > 0 ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
           target: 'p99 ≤ 100 ms',
+        });
+        // The outbox behind those answers: every recorded delivery's PushWorkflow started, and how fast.
+        const drained = await outboxDrain(stack.postgresUrl!, since);
+        rows.push({
+          '#': '4e',
+          scenario: `PushWorkflow starts behind rows 4c/4d: the ${drained.deliveries} deliveries they recorded, started by the outbox (Temporal dev server, SQLite WAL)`,
+          Kiln: `${drained.startsPerSecond.toFixed(0)} starts/s; the last started ${(drained.lagMs / 1000).toFixed(1)} s after the last answer`,
+          'side by side (same run)': '',
+          ratio: '',
+          target: 'every delivery started',
         });
       } finally {
         for (const p of Object.values(sides)) await p.stop();

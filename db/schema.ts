@@ -256,7 +256,7 @@ import { NOTIFICATION_DELIVERY_STATUSES, NOTIFICATION_EVENTS } from '../domain/n
 
 /** One tag template of a rule; rendering and validation live in domain/rules.ts. */
 import type { TagTemplate } from '../domain/tag-template';
-import type { PushResultItem } from '../domain/push';
+import type { PushResultItem, PushWorkflowInput } from '../domain/push';
 
 export const RULE_TYPES = ['branch', 'tag'] as const;
 
@@ -315,9 +315,10 @@ export const buildContexts = pgTable(
 );
 
 /**
- * Webhook deliveries: recorded when verified, then handled by a PushWorkflow (workflow id from
- * the delivery, so Temporal refuses a second copy), which writes what came of it per repository,
- * ref and rule: the builds it started and every skip or failure with its reason.
+ * Webhook deliveries: recorded when verified, with the input of their PushWorkflow (an outbox: the
+ * API answers once the row is committed, and api/push-dispatcher.ts starts the workflow, its id
+ * from the delivery so Temporal refuses a second copy). The workflow writes what came of it per
+ * repository, ref and rule: the builds it started and every skip or failure with its reason.
  */
 export const DELIVERY_STATUSES = ['received', 'done', 'failed'] as const;
 export const webhookDeliveries = pgTable(
@@ -334,10 +335,17 @@ export const webhookDeliveries = pgTable(
     results: jsonb('results').$type<PushResultItem[]>().notNull().default([]),
     receivedAt: createdAt(),
     finishedAt: ts('finished_at'),
+    /** The PushWorkflow's input, kept until its workflow has started (then cleared). */
+    pushInput: jsonb('push_input').$type<PushWorkflowInput>(),
+    /** When Temporal accepted the PushWorkflow (or said it already had it); null: not yet. */
+    workflowStartedAt: ts('workflow_started_at'),
+    /** A dispatcher holds the start until then; after it, any API node's sweep may claim it. */
+    dispatchAfter: ts('dispatch_after'),
   },
   (t) => [
     primaryKey({ columns: [t.provider, t.deliveryId] }),
     index('webhook_deliveries_repositories').using('gin', t.repositoryIds),
+    index('webhook_deliveries_undispatched').on(t.dispatchAfter).where(sql`${t.workflowStartedAt} is null`),
   ],
 );
 

@@ -10,11 +10,13 @@ import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { createTemporalRuleScheduler } from '../api/rule-schedules';
 import { createTemporalDeliveryStarter } from '../activities/notify';
+import { createPushDispatcher, type PushDispatcher } from '../api/push-dispatcher';
 import { createTemporalPushStarter } from '../api/push-starter';
 import type { SubmissionRate } from '../api/submission-limits';
 import type { NamespaceQuotas } from '../domain/quotas';
 import { serveApi } from '../api/server';
 import { metricsOnlyApp } from '../observability/metrics-server';
+import { rootLogger } from '../observability/log';
 import { openDatabase, type DbHandle } from '../db/client';
 import type { GitHostProvider } from '../domain/git-hosts';
 import type { Component, Platform } from '../env';
@@ -133,7 +135,11 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
 
   let server: { url: string; close(): Promise<void> } | null = null;
   let metricsServer: { url: string; close(): Promise<void> } | null = null;
+  let pushes: PushDispatcher | null = null;
   if (opts.components.includes('api')) {
+    pushes = createPushDispatcher({ db: db.db, starter: createTemporalPushStarter(client), log: rootLogger().child({ component: 'push-outbox' }) });
+    // Deliveries recorded while no API node ran (or whose node died) start now, not at the first tick.
+    pushes.sweep().catch(() => undefined);
     const app = createApp({
       db: db.db,
       logSignals: db.logSignals,
@@ -151,7 +157,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
         ...(opts.submissionRate ? { submissionRate: opts.submissionRate } : {}),
       },
       builds: createTemporalBuildStarter(client, { schedulerWorkflowId: opts.schedulerWorkflowId }),
-      pushes: createTemporalPushStarter(client),
+      pushes,
       deliveries: createTemporalDeliveryStarter(client),
       schedules: createTemporalRuleScheduler(client),
       contexts: {
@@ -191,6 +197,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
     async close() {
       stopSweep();
       await server?.close();
+      await pushes?.close();
       await metricsServer?.close();
       await workers.shutdown();
       await connection.close();

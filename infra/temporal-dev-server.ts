@@ -32,6 +32,11 @@ export async function startTemporalDevServer(
   const args = [
     'server', 'start-dev',
     '--db-filename', join(dataDir, 'temporal.db'),
+    // WAL with synchronous=NORMAL: a commit no longer waits for its own fsync, which was the dev
+    // server's ceiling (92 workflow starts/s here, 231/s with these; a crash of Kiln's process loses
+    // nothing, a power cut may lose the last moments' commits).
+    '--sqlite-pragma', 'journal_mode=wal',
+    '--sqlite-pragma', 'synchronous=normal',
     '--ip', '127.0.0.1',
     '--port', String(port),
     '--ui-port', String(uiPort),

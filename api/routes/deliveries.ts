@@ -28,6 +28,7 @@ export function deliveryRoutes({ db }: AppDeps) {
         workflowId: d.workflowId,
         status: d.status,
         receivedAt: d.receivedAt.toISOString(),
+        workflowStartedAt: d.workflowStartedAt?.toISOString() ?? null,
         finishedAt: d.finishedAt?.toISOString() ?? null,
         buildIds: results.filter((r) => r.outcome === 'started' && r.buildId).map((r) => r.buildId!),
         results,

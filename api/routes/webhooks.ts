@@ -2,24 +2,20 @@ import { z } from '@hono/zod-openapi';
 import { decryptSecret } from '../../db/crypto';
 import { getDelivery, recordDelivery } from '../../db/queries/deliveries';
 import { findRepositoriesBySourceUrl, type RepositoryWithNamespace } from '../../db/queries/repositories';
-import type { PushRefUpdate } from '../../domain/push';
+import type { PushWorkflowInput } from '../../domain/push';
 import type { AppDeps } from '../types';
 import { ApiError, pickErrors } from '../errors';
+import { DISPATCH_LEASE_MS } from '../push-dispatcher';
 import { pushWorkflowId } from '../push-starter';
-import { createRouter, errorMessage } from '../util';
-import { PROVIDERS, WEBHOOK_PROVIDERS, WebhookPayloadError, type RefUpdate, type WebhookProvider } from '../webhooks/providers';
-
-/**
- * A push's file list travels in the workflow's input; past this many paths the workflow asks git
- * instead, so the Temporal payload (and the answer's latency) stays bounded at any body size.
- */
-export const MAX_INLINE_CHANGED_FILES = 2_000;
+import { createRouter } from '../util';
+import { PROVIDERS, WEBHOOK_PROVIDERS, WebhookPayloadError, type WebhookProvider } from '../webhooks/providers';
 
 /**
  * `POST /webhooks/{github,gitlab,gitee,bitbucket,gitea,forgejo}`: finds the repositories the delivery names by
- * their indexed clone-URL key, verifies it against their secrets before anything else, records
- * it and starts its PushWorkflow, then answers. Everything slow (git, rules, builds) happens in
- * the workflow; a duplicate delivery id is refused by Temporal (same workflow id).
+ * their indexed clone-URL key, verifies it against their secrets before anything else, records it
+ * with its PushWorkflow's input and answers; the push outbox (api/push-dispatcher.ts) starts the
+ * workflow right after. Everything slow (git, rules, builds) happens in the workflow. A delivery id
+ * seen before is answered as a duplicate, and Temporal refuses a second workflow with its id.
  */
 export function webhookRoutes(deps: AppDeps) {
   const { db, config } = deps;
@@ -30,10 +26,11 @@ export function webhookRoutes(deps: AppDeps) {
     const name = c.req.param('provider') as WebhookProvider;
     if (!WEBHOOK_PROVIDERS.includes(name)) throw new ApiError('not_found', `No webhook receiver for "${name}"`);
     const provider = PROVIDERS[name];
-    const raw = await c.req.text();
+    // HMACs are over the bytes as sent; the text is decoded once, for the JSON.
+    const bytes = Buffer.from(await c.req.arrayBuffer());
     const body = (() => {
       try {
-        return parseBody(raw, c.req.header('content-type'));
+        return parseBody(bytes.toString('utf8'), c.req.header('content-type'));
       } catch (err) {
         if (err instanceof WebhookPayloadError) throw new ApiError('bad_request', `Not a ${name} webhook delivery: ${err.message}`);
         if (err instanceof SyntaxError) throw new ApiError('invalid_json', 'The request body is not valid JSON');
@@ -58,7 +55,7 @@ export function webhookRoutes(deps: AppDeps) {
     const verified: RepositoryWithNamespace[] = [];
     for (const repo of candidates) {
       if (!repo.webhookSecretEnc) continue;
-      if (await provider.verify(c.req.raw.headers, raw, decryptSecret(config.secretKey, repo.webhookSecretEnc), now)) verified.push(repo);
+      if (await provider.verify(c.req.raw.headers, bytes, decryptSecret(config.secretKey, repo.webhookSecretEnc), now)) verified.push(repo);
     }
     if (verified.length === 0) throw new ApiError('unauthorized', `The ${name} webhook signature or token is missing or wrong`);
 
@@ -69,29 +66,21 @@ export function webhookRoutes(deps: AppDeps) {
     const { deliveryId } = parsed;
     const workflowId = pushWorkflowId(name, deliveryId);
     const repositoryIds = verified.map((r) => r.id);
-    await recordDelivery(db, { provider: name, deliveryId, workflowId, repositoryIds });
-    let outcome: 'started' | 'duplicate';
-    try {
-      outcome = await deps.pushes.start(workflowId, { provider: name, deliveryId, repositoryIds, updates: parsed.updates.map(boundedUpdate) });
-    } catch (err) {
-      // Nothing was started: the git host's redelivery (or a manual one) finds the row and retries.
-      throw new ApiError('service_unavailable', `The build engine could not be reached: ${errorMessage(err)}`);
-    }
-    if (outcome === 'duplicate') {
+    const input: PushWorkflowInput = { provider: name, deliveryId, repositoryIds, updates: parsed.updates };
+    const recorded = await recordDelivery(db, { provider: name, deliveryId, workflowId, repositoryIds, pushInput: input, leaseMs: DISPATCH_LEASE_MS });
+    if (!recorded) {
       const seen = await getDelivery(db, name, deliveryId);
       return c.json(
         { duplicate: true, deliveryId, workflowId, status: seen?.status ?? 'received', builds: (seen?.buildIds ?? []).map((buildId) => ({ buildId })) },
         200,
       );
     }
+    // Committed: from here the delivery cannot be lost, whatever happens to Temporal or this node.
+    deps.pushes.enqueue({ provider: name, deliveryId, workflowId, input });
     return c.json({ deliveryId, workflowId, status: 'received' as const }, 202);
   });
 
   return app;
-}
-
-function boundedUpdate(u: RefUpdate): PushRefUpdate {
-  return { ...u, changedFiles: u.changedFiles && u.changedFiles.length > MAX_INLINE_CHANGED_FILES ? null : u.changedFiles };
 }
 
 /** How each git host proves a delivery: checked against the webhook secret of the repository it names. */
@@ -110,7 +99,7 @@ export const WebhookResult = z
   .object({
     pong: z.boolean().optional().openapi({ description: 'A ping (hook set-up) was verified' }),
     ignored: z.string().optional().openapi({ description: 'Why this event starts no build' }),
-    duplicate: z.boolean().optional().openapi({ description: 'This delivery id was received before: Temporal refused a second push workflow' }),
+    duplicate: z.boolean().optional().openapi({ description: 'This delivery id was received before: no second push workflow (Temporal refuses its id too)' }),
     deliveryId: z.string().optional(),
     workflowId: z.string().optional().openapi({ description: "The delivery's PushWorkflow (`push-<provider>-<delivery id>`)" }),
     status: z
@@ -137,8 +126,9 @@ function documentWebhooks(app: ReturnType<typeof createRouter>) {
     tags: ['webhooks'],
     summary: 'Push and tag events from a git host',
     description:
-      'Verified against the webhook secret of the repository the event names before anything else, recorded, and handed ' +
-      'to a PushWorkflow whose id comes from the delivery id (a duplicate is refused). The workflow matches the rules, ' +
+      'Verified against the webhook secret of the repository the event names before anything else, recorded (the answer ' +
+      'comes once the delivery is stored), and handed to a PushWorkflow whose id comes from the delivery id (a duplicate ' +
+      'is refused); while the build engine is unreachable, recorded deliveries wait and start when it is back. The workflow matches the rules, ' +
       'skips a push whose commit is no longer the head of its ref, applies path filters and starts one build per ' +
       'matching enabled rule; what it did is listed by GET /api/v1/repositories/{id}/deliveries. No Kiln token is involved.',
     security: Object.keys(WEBHOOK_SECURITY_SCHEMES).map((name) => ({ [name]: [] })),

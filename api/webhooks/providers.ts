@@ -1,7 +1,7 @@
 // One parser and one signature check per git host. Parsing reads only what routing needs (which
 // repository, which refs); nothing is trusted until `verify` passes with that repository's secret.
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { Webhooks } from '@octokit/webhooks';
+import type { EmitterWebhookEvent } from '@octokit/webhooks';
 import { GIT_HOST_PROVIDERS, type GitHostProvider } from '../../domain/git-hosts';
 import { parseFullRef, type RefName } from '../../domain/rules';
 
@@ -31,9 +31,16 @@ const ZERO_SHA = /^0+$/;
 /** GitHub lists at most 20 commits per push; beyond that the file list is incomplete. */
 const GITHUB_MAX_COMMITS = 20;
 
+/**
+ * A push's file list travels in the PushWorkflow's input; past this many paths it is left out and
+ * the workflow asks git instead, so the payload, and the work per delivery, stay bounded at any body size.
+ */
+export const MAX_INLINE_CHANGED_FILES = 2_000;
+
 interface Provider {
   parse(headers: Headers, body: any): ParsedDelivery;
-  verify(headers: Headers, rawBody: string, secret: string, now: number): Promise<boolean>;
+  /** `rawBody` as received: HMACs are over these bytes, not over a decoded and re-encoded string. */
+  verify(headers: Headers, rawBody: Uint8Array | string, secret: string, now: number): Promise<boolean>;
 }
 
 
@@ -41,7 +48,10 @@ function sha(v: unknown): string | null {
   return typeof v === 'string' && v.length > 0 && !ZERO_SHA.test(v) ? v : null;
 }
 
-/** GitHub, GitLab and Gitee list added/modified/removed paths per commit. */
+/**
+ * GitHub, GitLab and Gitee list added/modified/removed paths per commit. Null when the payload does
+ * not say, or when it names more than MAX_INLINE_CHANGED_FILES paths (it stops counting there).
+ */
 function filesOfCommits(commits: unknown, complete: boolean): string[] | null {
   if (!Array.isArray(commits) || !complete) return null;
   const files = new Set<string>();
@@ -49,7 +59,11 @@ function filesOfCommits(commits: unknown, complete: boolean): string[] | null {
     for (const key of ['added', 'modified', 'removed']) {
       const list = c?.[key];
       if (!Array.isArray(list)) return null;
-      for (const f of list) if (typeof f === 'string') files.add(f);
+      for (const f of list) {
+        if (typeof f !== 'string') continue;
+        files.add(f);
+        if (files.size > MAX_INLINE_CHANGED_FILES) return null;
+      }
     }
   }
   return [...files];
@@ -69,7 +83,10 @@ function safeEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-const hmacHex = (secret: string, data: string) => createHmac('sha256', secret).update(data, 'utf8').digest('hex');
+const hmacHex = (secret: string, data: Uint8Array | string) => createHmac('sha256', secret).update(data).digest('hex');
+
+/** GitHub's push event as @octokit/webhooks types it; a delivery is not trusted to have every field. */
+type GitHubPush = Partial<EmitterWebhookEvent<'push'>['payload']>;
 
 /** Push events of GitHub, GitLab and Gitee share this shape. */
 function pushUpdate(body: any, changedFiles: string[] | null): RefUpdate[] {
@@ -80,10 +97,11 @@ function pushUpdate(body: any, changedFiles: string[] | null): RefUpdate[] {
 }
 
 const github: Provider = {
-  parse(headers, body) {
+  parse(headers, payload) {
     const deliveryId = header(headers, 'x-github-delivery');
     const event = header(headers, 'x-github-event');
-    const r = body?.repository ?? {};
+    const body = payload as GitHubPush;
+    const r: Partial<NonNullable<GitHubPush['repository']>> = body?.repository ?? {};
     const repoUrls = strings(r.clone_url, r.html_url, r.ssh_url, r.git_url, r.svn_url);
     if (event === 'ping') return { kind: 'ping', deliveryId, repoUrls };
     // Tag creation also arrives as a push to refs/tags/..., which is what builds it.
@@ -93,8 +111,7 @@ const github: Provider = {
   },
   async verify(headers, rawBody, secret) {
     const signature = headers.get('x-hub-signature-256');
-    if (!signature) return false;
-    return new Webhooks({ secret }).verify(rawBody, signature).catch(() => false);
+    return signature !== null && safeEqual(signature, `sha256=${hmacHex(secret, rawBody)}`);
   },
 };
 

@@ -1,20 +1,79 @@
-import { and, arrayContains, desc, eq } from 'drizzle-orm';
+import { and, arrayContains, asc, desc, eq, inArray, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Db } from '../client';
-import type { PushResultItem } from '../../domain/push';
+import type { PushResultItem, PushWorkflowInput } from '../../domain/push';
 import { webhookDeliveries } from '../schema';
 
 export type WebhookDelivery = typeof webhookDeliveries.$inferSelect;
 
+/** The start of one recorded delivery's PushWorkflow, as the dispatcher holds it. */
+export interface PendingPush {
+  provider: string;
+  deliveryId: string;
+  workflowId: string;
+  input: PushWorkflowInput;
+}
+
+/** `now() + ms`, on the database's clock (every API node shares it). */
+const fromNow = (ms: number) => sql`now() + ${Math.round(ms)} * interval '1 millisecond'`;
+
 /**
- * Records a verified delivery before its PushWorkflow starts. Idempotent: a redelivery (or the
- * retry of a request whose workflow start failed) keeps the first row; Temporal, not this row,
- * refuses the duplicate workflow.
+ * Records a verified delivery with its PushWorkflow's input, held for this API node's dispatcher
+ * for `leaseMs` (after that any node's sweep may start it). False when the delivery id was
+ * recorded before: a redelivery keeps the first row.
  */
 export async function recordDelivery(
   db: Db,
-  d: { provider: string; deliveryId: string; workflowId: string; repositoryIds: string[] },
-): Promise<void> {
-  await db.insert(webhookDeliveries).values(d).onConflictDoNothing();
+  d: { provider: string; deliveryId: string; workflowId: string; repositoryIds: string[]; pushInput: PushWorkflowInput; leaseMs: number },
+): Promise<boolean> {
+  const { leaseMs, ...row } = d;
+  const inserted = await db
+    .insert(webhookDeliveries)
+    .values({ ...row, dispatchAfter: fromNow(leaseMs) })
+    .onConflictDoNothing()
+    .returning({ deliveryId: webhookDeliveries.deliveryId });
+  return inserted.length > 0;
+}
+
+/**
+ * Claims up to `limit` recorded deliveries whose workflow has not started and whose hold ran out
+ * (their node died, or a start failed and waits for its retry), holding them for `leaseMs`. Rows
+ * another node is claiming at the same moment are skipped, not waited for.
+ */
+export async function claimPendingPushes(db: Db, limit: number, leaseMs: number): Promise<PendingPush[]> {
+  const t = webhookDeliveries;
+  const due = db
+    .select({ provider: t.provider, deliveryId: t.deliveryId })
+    .from(t)
+    .where(and(isNull(t.workflowStartedAt), isNotNull(t.pushInput), or(isNull(t.dispatchAfter), lte(t.dispatchAfter, sql`now()`))))
+    .orderBy(asc(t.receivedAt))
+    .limit(limit)
+    .for('update', { skipLocked: true });
+  const rows = await db
+    .update(t)
+    .set({ dispatchAfter: fromNow(leaseMs) })
+    .where(sql`(${t.provider}, ${t.deliveryId}) in (${due})`)
+    .returning({ provider: t.provider, deliveryId: t.deliveryId, workflowId: t.workflowId, input: t.pushInput });
+  return rows.flatMap((r) => (r.workflowId && r.input ? [{ ...r, workflowId: r.workflowId, input: r.input }] : []));
+}
+
+/** Their workflows started (or Temporal already had them): done with the outbox. */
+export async function markPushesStarted(db: Db, keys: { provider: string; deliveryId: string }[]): Promise<void> {
+  const byProvider = new Map<string, string[]>();
+  for (const k of keys) byProvider.set(k.provider, [...(byProvider.get(k.provider) ?? []), k.deliveryId]);
+  for (const [provider, ids] of byProvider) {
+    await db
+      .update(webhookDeliveries)
+      .set({ workflowStartedAt: sql`now()`, pushInput: null, dispatchAfter: null })
+      .where(and(eq(webhookDeliveries.provider, provider), inArray(webhookDeliveries.deliveryId, ids), isNull(webhookDeliveries.workflowStartedAt)));
+  }
+}
+
+/** A start that failed: any sweep may try again after `ms`. */
+export async function postponePush(db: Db, key: { provider: string; deliveryId: string }, ms: number): Promise<void> {
+  await db
+    .update(webhookDeliveries)
+    .set({ dispatchAfter: fromNow(ms) })
+    .where(and(eq(webhookDeliveries.provider, key.provider), eq(webhookDeliveries.deliveryId, key.deliveryId), isNull(webhookDeliveries.workflowStartedAt)));
 }
 
 export async function getDelivery(db: Db, provider: string, deliveryId: string): Promise<WebhookDelivery | undefined> {

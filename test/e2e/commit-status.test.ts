@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PushWorkflowResult } from '../../domain/push';
 import { commitStatusWorkflowId } from '../../domain/temporal';
 import { startGitServer, type GitServer } from '../support/git-server';
-import { startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
+import { pushWorkflowResult, startTestKiln, waitForBuild, type TestKiln } from '../support/kiln';
 import { waitFor } from '../support/processes';
 import { bitbucketPush, giteePush, githubPush, gitlabPush, type PushSpec, type SignedDelivery } from '../support/webhooks';
 
@@ -109,7 +109,7 @@ async function pushAndBuild(provider: Provider, repoName: string, dockerfile: st
   expect(res.status).toBe(202);
   // The push workflow does the rest: wait for it and take the build it started.
   const { workflowId } = (await res.json()) as any;
-  const { buildIds }: PushWorkflowResult = await kiln.client.workflow.getHandle(workflowId).result();
+  const { buildIds }: PushWorkflowResult = await pushWorkflowResult(kiln, workflowId);
   expect(buildIds).toHaveLength(1);
   return { buildId: buildIds[0]!, commit };
 }

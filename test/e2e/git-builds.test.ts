@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PushWorkflowResult } from '../../domain/push';
 import { formatBuildTime } from '../../domain/time-zones';
 import { startGitServer, type GitServer } from '../support/git-server';
-import { startTestKiln, waitForBuild, type ApiResponse, type TestKiln } from '../support/kiln';
+import { pushWorkflowResult, startTestKiln, waitForBuild, type ApiResponse, type TestKiln } from '../support/kiln';
 import { fetchManifest, listTags, unpackImage } from '../support/registry';
 import { bitbucketPush, giteePush, githubPush, gitlabPush, type SignedDelivery } from '../support/webhooks';
 
@@ -50,7 +50,7 @@ async function push(provider: string, d: SignedDelivery): Promise<PushWorkflowRe
   const body = await res.json();
   expect(res.status, JSON.stringify(body)).toBe(202);
   expect(body.status).toBe('received');
-  const result: PushWorkflowResult = await kiln.client.workflow.getHandle(body.workflowId).result();
+  const result: PushWorkflowResult = await pushWorkflowResult(kiln, body.workflowId);
   return { ...result, workflowId: body.workflowId };
 }
 
@@ -143,7 +143,7 @@ describe('git sources, rules and webhooks', () => {
     const runs = [];
     for await (const wf of kiln.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(wf);
     expect(runs).toHaveLength(1);
-    const { buildIds }: PushWorkflowResult = await kiln.client.workflow.getHandle(workflowId!).result();
+    const { buildIds }: PushWorkflowResult = await pushWorkflowResult(kiln, workflowId!);
     expect(buildIds).toHaveLength(1);
     await waitForBuild(kiln, buildIds[0]!);
     const list = await (await kiln.api(`/api/v1/builds?repositoryId=${repoId}`)).json();

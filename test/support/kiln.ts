@@ -145,6 +145,25 @@ export async function startTestKiln(opts: TestKilnOptions = {}): Promise<TestKil
 }
 
 /** Polls GET /builds/:id until the build is terminal. */
+/**
+ * The result of a webhook delivery's PushWorkflow. The webhook answers once the delivery is
+ * recorded and the push outbox starts the workflow a moment later, so this waits for it to exist.
+ */
+export async function pushWorkflowResult<T = any>(kiln: TestKiln, workflowId: string, timeoutMs = 30_000): Promise<T> {
+  const handle = kiln.client.workflow.getHandle(workflowId);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await handle.describe();
+      break;
+    } catch (err) {
+      if ((err as Error).name !== 'WorkflowNotFoundError' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return handle.result();
+}
+
 export async function waitForBuild(kiln: TestKiln, buildId: string, timeoutMs = 150_000): Promise<any> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

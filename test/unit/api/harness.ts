@@ -34,6 +34,7 @@ export class FakeDeliveryStarter implements DeliveryStarter {
   }
 }
 import type { PushStarter } from '../../../api/push-starter';
+import { createPushDispatcher, type PushDispatcher } from '../../../api/push-dispatcher';
 import type { PushWorkflowInput } from '../../../domain/push';
 
 export const TOKEN = 'test-admin-token-0123456789';
@@ -109,6 +110,8 @@ export interface Harness {
   scheduler: FakeRuleScheduler;
   deliveries: FakeDeliveryStarter;
   pushes: FakePushStarter;
+  /** The webhook outbox: `sweep()` retries what the fake refused, `idle()` waits for the marks. */
+  pushDispatcher: PushDispatcher;
   app: ReturnType<typeof createApp>;
   /** Calls the app with the admin token unless `token` says otherwise (null: no header). */
   call(path: string, init?: { method?: string; json?: unknown; body?: string; token?: string | null; headers?: Record<string, string> }): Promise<Res>;
@@ -182,7 +185,9 @@ export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {
   const scheduler = new FakeRuleScheduler();
   const deliveries = new FakeDeliveryStarter();
   const pushes = new FakePushStarter();
-  const app = makeApp(handle, starter, { schedules: scheduler, deliveries, pushes, ...overrides });
+  // The real outbox over the fake starter: a recorded delivery's start is called before the answer returns.
+  const pushDispatcher = createPushDispatcher({ db: handle.db, starter: pushes, retryMs: 0, sweepMs: 60_000 });
+  const app = makeApp(handle, starter, { schedules: scheduler, deliveries, pushes: pushDispatcher, ...overrides });
   return {
     handle,
     db: handle.db,
@@ -190,6 +195,7 @@ export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {
     scheduler,
     deliveries,
     pushes,
+    pushDispatcher,
     app,
     call: (path, init) => request(app, path, init),
     async counts() {
@@ -200,7 +206,10 @@ export async function createHarness(overrides: Parameters<typeof makeApp>[2] = {
       ]);
       return { namespaces: Number(n!.n), repositories: Number(r!.n), builds: Number(b!.n) };
     },
-    close: () => handle.close(),
+    async close() {
+      await pushDispatcher.close();
+      await handle.close();
+    },
   };
 }
 

@@ -597,6 +597,7 @@ describe.each(ofClass('git host signature'))('$key (git host signature)', (o) =>
     expect(is2xx(ok.status), `${provider} signed: ${ok.status} ${ok.text}`).toBe(true);
     // The delivery's push workflow starts the build.
     expect(h.pushes.starts.length).toBe(starts + 1);
+    await h.pushDispatcher.idle(); // its row is marked started before the next case snapshots the database
   });
 });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { count, eq } from 'drizzle-orm';
-import { MAX_INLINE_CHANGED_FILES } from '../../../api/routes/webhooks';
-import { finishDelivery, getDelivery } from '../../../db/queries/deliveries';
+import { MAX_INLINE_CHANGED_FILES } from '../../../api/webhooks/providers';
+import { finishDelivery, getDelivery, recordDelivery } from '../../../db/queries/deliveries';
 import { backfillSourceUrlKeys } from '../../../db/queries/repositories';
 import { builds, repositories, webhookDeliveries } from '../../../db/schema';
 import { githubPush, gitlabPush, type SignedDelivery } from '../../support/webhooks';
@@ -30,7 +30,7 @@ const push = (over: Partial<Parameters<typeof githubPush>[0]> = {}) =>
   githubPush({ repoUrl: URL_A, ref: 'refs/heads/main', after: SHA, secret: SECRET, files: { modified: ['src/x.ts'] }, ...over });
 
 describe('POST /webhooks/github', () => {
-  it('records the delivery and starts its PushWorkflow, then answers 202; no build is made in the request', async () => {
+  it('records the delivery with its PushWorkflow input, answers 202 and the outbox starts the workflow; no build is made in the request', async () => {
     const buildsBefore = await rows(builds);
     const d = push({ deliveryId: 'delivery-one' });
     const res = await send('github', d);
@@ -50,9 +50,15 @@ describe('POST /webhooks/github', () => {
     expect(await rows(builds)).toBe(buildsBefore);
     expect(h.starter.starts).toEqual([]);
     expect(await getDelivery(h.db, 'github', 'delivery-one')).toMatchObject({ workflowId: 'push-github-delivery-one', repositoryIds: [repoId], status: 'received' });
+    // Marked started (its input no longer kept), so no sweep starts it again.
+    await h.pushDispatcher.idle();
+    const row = await getDelivery(h.db, 'github', 'delivery-one');
+    expect(row).toMatchObject({ pushInput: null, dispatchAfter: null });
+    expect(row!.workflowStartedAt).toBeInstanceOf(Date);
+    expect(await h.pushDispatcher.sweep()).toBe(0);
   });
 
-  it('answers a redelivery 200 duplicate: the second start of the same workflow id is refused', async () => {
+  it('answers a redelivery 200 duplicate and starts no second workflow', async () => {
     const d = push();
     expect((await send('github', d)).status).toBe(202);
     const again = await send('github', d);
@@ -61,15 +67,40 @@ describe('POST /webhooks/github', () => {
     expect(h.pushes.starts).toHaveLength(1);
   });
 
-  it('answers 503 when Temporal cannot be reached and starts the workflow when the host redelivers', async () => {
+  it('answers 202 while Temporal cannot be reached; the recorded delivery starts once it is back, with no redelivery', async () => {
     const d = push();
+    const id = d.headers['x-github-delivery']!;
     h.pushes.startError = new Error('connection refused');
     const down = await send('github', d);
-    expect(down.status).toBe(503);
-    expect(down.body.error.message).toContain('connection refused');
-    expect(await getDelivery(h.db, 'github', d.headers['x-github-delivery']!)).toMatchObject({ status: 'received' });
+    expect(down.status).toBe(202);
+    await h.pushDispatcher.idle();
+    expect(h.pushes.starts).toEqual([]);
+    expect(await getDelivery(h.db, 'github', id)).toMatchObject({ status: 'received', workflowStartedAt: null, pushInput: expect.objectContaining({ deliveryId: id }) });
+    // Still down: a sweep claims it, the start fails again, it waits.
+    expect(await h.pushDispatcher.sweep()).toBe(1);
+    await h.pushDispatcher.idle();
+    expect(h.pushes.starts).toEqual([]);
     h.pushes.startError = null;
-    expect((await send('github', d)).status).toBe(202);
+    expect(await h.pushDispatcher.sweep()).toBe(1);
+    await h.pushDispatcher.idle();
+    expect(h.pushes.starts.map((s) => s.workflowId)).toEqual([`push-github-${id}`]);
+    expect((await getDelivery(h.db, 'github', id))!.workflowStartedAt).toBeInstanceOf(Date);
+    expect(await h.pushDispatcher.sweep()).toBe(0);
+  });
+
+  it('a delivery whose node died before starting it is started by another node once its hold runs out', async () => {
+    const d = push();
+    const id = d.headers['x-github-delivery']!;
+    // Recorded as the route does, by a node that then vanished: nobody enqueued it.
+    const input = { provider: 'github', deliveryId: id, repositoryIds: [repoId], updates: [] };
+    expect(await recordDelivery(h.db, { provider: 'github', deliveryId: id, workflowId: `push-github-${id}`, repositoryIds: [repoId], pushInput: input, leaseMs: 60_000 })).toBe(true);
+    expect(await h.pushDispatcher.sweep()).toBe(0); // still held by the vanished node
+    await h.db.update(webhookDeliveries).set({ dispatchAfter: new Date(Date.now() - 1_000) }).where(eq(webhookDeliveries.deliveryId, id));
+    expect(await h.pushDispatcher.sweep()).toBe(1);
+    await h.pushDispatcher.idle();
+    expect(h.pushes.starts).toEqual([{ workflowId: `push-github-${id}`, input }]);
+    // The redelivery GitHub's "Redeliver" button sends is a duplicate now.
+    expect((await send('github', d)).body).toMatchObject({ duplicate: true });
     expect(h.pushes.starts).toHaveLength(1);
   });
 

@@ -1,0 +1,155 @@
+// The outbox of webhook deliveries. The webhook route commits a delivery with its PushWorkflow's
+// input and answers; this starts the workflow, at once for a delivery this node just recorded and
+// by a sweep for any other (its node died, or Temporal was away). A delivery's workflow id comes
+// from its delivery id, so a start that runs twice (a sweep racing a slow start, two nodes) is
+// refused by Temporal and counts as done. Nothing is lost while Temporal is unreachable: the rows
+// wait, and GitHub (which does not redeliver by itself) never sees a 503 for it.
+import type { Logger } from 'pino';
+import type { Db } from '../db/client';
+import { claimPendingPushes, markPushesStarted, postponePush, type PendingPush } from '../db/queries/deliveries';
+import type { PushStarter } from './push-starter';
+
+/** How long a recorded delivery is this node's alone to start; after that any sweep may. */
+export const DISPATCH_LEASE_MS = 30_000;
+
+export interface PushDispatcherOptions {
+  db: Db;
+  starter: PushStarter;
+  log?: Logger;
+  /** Workflow starts in flight at once. */
+  concurrency?: number;
+  /** How often recorded deliveries nobody holds are looked for. */
+  sweepMs?: number;
+  /** After a failed start, when it is tried again. */
+  retryMs?: number;
+  /** Deliveries held in memory; past it they wait in the database for a sweep. */
+  maxQueued?: number;
+}
+
+export interface PushDispatcher {
+  /** A delivery this node just recorded (holding its lease): start its workflow now. */
+  enqueue(push: PendingPush): void;
+  /** Claims recorded deliveries nobody holds and starts them; how many it claimed. */
+  sweep(): Promise<number>;
+  /** Resolves once nothing is queued, starting or waiting to be marked started. */
+  idle(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const keyOf = (p: { provider: string; deliveryId: string }) => `${p.provider}\u0000${p.deliveryId}`;
+
+export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
+  const concurrency = o.concurrency ?? 4;
+  const retryMs = o.retryMs ?? 2_000;
+  const maxQueued = o.maxQueued ?? 10_000;
+  const queue: PendingPush[] = [];
+  /** Queued or starting: a sweep does not take these again. */
+  const held = new Set<string>();
+  let inFlight = 0;
+  let started: PendingPush[] = [];
+  let marking: Promise<void> = Promise.resolve();
+  let markTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+  let idleWaiters: (() => void)[] = [];
+
+  const settleIdle = () => {
+    if (queue.length || inFlight || started.length || markTimer) return;
+    void marking.then(() => {
+      if (queue.length || inFlight || started.length || markTimer) return;
+      const waiters = idleWaiters;
+      idleWaiters = [];
+      for (const w of waiters) w();
+    });
+  };
+
+  /** One UPDATE for the starts of the last few milliseconds, not one per delivery. */
+  const flushStarted = () => {
+    clearTimeout(markTimer);
+    markTimer = undefined;
+    const batch = started;
+    started = [];
+    if (batch.length === 0) return settleIdle();
+    marking = marking
+      .then(() => markPushesStarted(o.db, batch))
+      // Not marked: its hold runs out, a sweep starts it again, Temporal answers duplicate, marked then.
+      .catch((err) => o.log?.warn({ err, deliveries: batch.length }, 'push outbox: could not mark started workflows'))
+      .finally(() => {
+        for (const p of batch) held.delete(keyOf(p));
+        settleIdle();
+      });
+  };
+
+  const start = async (p: PendingPush) => {
+    try {
+      await o.starter.start(p.workflowId, p.input);
+      started.push(p);
+      if (started.length >= 100) flushStarted();
+      else markTimer ??= setTimeout(flushStarted, 20);
+    } catch (err) {
+      o.log?.warn({ err, workflowId: p.workflowId }, `push outbox: could not start ${p.workflowId}; retrying in ${retryMs} ms`);
+      await postponePush(o.db, p, retryMs).catch(() => undefined);
+      held.delete(keyOf(p));
+    } finally {
+      inFlight--;
+      pump();
+      settleIdle();
+    }
+  };
+
+  function pump() {
+    while (!closed && inFlight < concurrency && queue.length) {
+      inFlight++;
+      void start(queue.shift()!);
+    }
+  }
+
+  const enqueue = (p: PendingPush) => {
+    const key = keyOf(p);
+    if (closed || held.has(key) || queue.length >= maxQueued) return; // the row waits for a sweep
+    held.add(key);
+    queue.push(p);
+    pump();
+  };
+
+  let sweeping: Promise<number> | null = null;
+  const sweep = () => {
+    sweeping ??= (async () => {
+      try {
+        const room = maxQueued - queue.length;
+        if (closed || room <= 0) return 0;
+        const claimed = await claimPendingPushes(o.db, Math.min(room, 500), DISPATCH_LEASE_MS);
+        for (const p of claimed) enqueue(p);
+        return claimed.length;
+      } finally {
+        sweeping = null;
+      }
+    })();
+    return sweeping;
+  };
+
+  const timer = setInterval(() => {
+    sweep().catch((err) => o.log?.warn({ err }, 'push outbox: sweep failed'));
+  }, o.sweepMs ?? 2_000);
+  timer.unref();
+
+  return {
+    enqueue,
+    sweep,
+    idle: () =>
+      new Promise<void>((resolve) => {
+        idleWaiters.push(resolve);
+        settleIdle();
+      }),
+    async close() {
+      closed = true;
+      clearInterval(timer);
+      // What is queued but not started stays recorded: its hold runs out and a sweep starts it.
+      for (const p of queue.splice(0)) held.delete(keyOf(p));
+      await sweeping?.catch(() => undefined);
+      await new Promise<void>((resolve) => {
+        idleWaiters.push(resolve);
+        settleIdle();
+      });
+    },
+  };
+}
