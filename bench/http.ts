@@ -108,9 +108,9 @@ export async function call(url: string, token: string, method: string, pathname:
 
 /**
  * 4. Signed GitHub push deliveries, each with its own delivery id, to a repository whose only rule
- * matches nothing (verify, de-duplicate, plan, record; no build); then 50 deliveries that do start
- * a build each (a branch per delivery, so none supersedes another): from sending the delivery to
- * the workflow's start as Temporal recorded it. This API node runs no workers: the started
+ * matches nothing (verify, record, start its PushWorkflow; no build); then 50 deliveries whose
+ * rule matches, one at a time: from sending the delivery to the start of its PushWorkflow (by the
+ * push outbox, after the answer) as Temporal recorded it. This API node runs no workers: the started
  * workflows wait in Temporal's queue and are terminated afterwards, so builds do not share the
  * machine with the measurement.
  */
@@ -159,11 +159,23 @@ export async function benchIngest(
     const t = performance.now();
     const res = await fetch(url, { method: 'POST', headers: d.headers, body: d.body });
     responseMs.push(performance.now() - t);
-    const body = (await res.json()) as { builds?: { workflowId: string }[] };
-    if (res.status !== 202 || body.builds?.length !== 1) throw new Error(`delivery ${i}: ${res.status} ${JSON.stringify(body)}`);
-    const workflowId = body.builds[0]!.workflowId;
+    const body = (await res.json()) as { workflowId?: string };
+    if (res.status !== 202 || !body.workflowId) throw new Error(`delivery ${i}: ${res.status} ${JSON.stringify(body)}`);
+    // The push outbox starts the delivery's PushWorkflow after the answer: wait for it to exist.
+    const workflowId = body.workflowId;
     started.push(workflowId);
-    startMs.push((await o.describeStart(workflowId)).getTime() - sent);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const at = await o.describeStart(workflowId).catch((err: Error) => {
+        if (err.name !== 'WorkflowNotFoundError' || Date.now() > deadline) throw err;
+        return null;
+      });
+      if (at) {
+        startMs.push(at.getTime() - sent);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
   await o.terminate(started);
   return {

@@ -316,7 +316,7 @@ async function main() {
           });
           rows.push({
             '#': '4b',
-            scenario: '50 deliveries that start builds: delivery sent → workflow started (Temporal start time)',
+            scenario: '50 deliveries whose rule matches, one at a time: delivery sent → its PushWorkflow started by the outbox (Temporal start time)',
             Kiln: `p50 ${ms(r.start.p50)}, p99 ${ms(r.start.p99)}`,
             'side by side (same run)': `HTTP answer p50 ${ms(r.response.p50)}, p99 ${ms(r.response.p99)}`,
             ratio: '',
@@ -470,6 +470,13 @@ async function main() {
       console.log('\nWhere a warm 1-platform Kiln build spends its time (row 1; medians, from the workflow history):\n');
       printTable(Object.entries(where).map(([step, t]) => ({ step, median: ms(t) })));
     }
+  } catch (err) {
+    // What was measured before the failure still counts: print it, then fail.
+    if (rows.length) {
+      console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs; the bench FAILED after these rows\n`);
+      printTable(rows);
+    }
+    throw err;
   } finally {
     await kiln?.close().catch(() => undefined);
     await connection.close();
