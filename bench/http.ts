@@ -116,7 +116,14 @@ export async function call(url: string, token: string, method: string, pathname:
  */
 export async function benchIngest(
   api: ApiProcess,
-  o: { token: string; runs: number; describeStart: (workflowId: string) => Promise<Date>; terminate: (workflowIds: string[]) => Promise<void> },
+  o: {
+    token: string;
+    runs: number;
+    describeStart: (workflowId: string) => Promise<Date>;
+    terminate: (workflowIds: string[]) => Promise<void>;
+    /** Resolves once the outbox has started every delivery recorded so far (the load's backlog). */
+    drained: () => Promise<void>;
+  },
 ) {
   const secret = 'bench-webhook-secret-0123456789';
   const repoUrl = `https://github.com/bench/ingest-${Date.now().toString(36)}.git`;
@@ -143,7 +150,9 @@ export async function benchIngest(
     requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) }],
   });
 
-  // Deliveries that start builds, one at a time.
+  // Deliveries that start builds, one at a time, once the load's backlog is started: what one
+  // delivery waits for on an idle outbox, not for the thousands ahead of it.
+  await o.drained();
   await call(api.url, o.token, 'POST', `/api/v1/repositories/${repo.id}/rules`, {
     type: 'branch',
     match: 'bench-(?<n>\\d+)',
