@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi';
 import { decryptSecret } from '../../db/crypto';
 import { getDelivery, recordDelivery } from '../../db/queries/deliveries';
-import { findRepositoriesBySourceUrl, type RepositoryWithNamespace } from '../../db/queries/repositories';
+import { findWebhookTargets, type WebhookTarget } from '../../db/queries/repositories';
 import type { PushWorkflowInput } from '../../domain/push';
 import type { AppDeps } from '../types';
 import { ApiError, pickErrors } from '../errors';
@@ -47,12 +47,12 @@ export function webhookRoutes(deps: AppDeps) {
       }
     })();
 
-    const candidates = await findRepositoriesBySourceUrl(db, name, parsed.repoUrls);
+    const candidates = await findWebhookTargets(db, name, parsed.repoUrls);
     if (candidates.length === 0) {
       throw new ApiError('not_found', `No repository is bound to this ${name} repository`, { urls: parsed.repoUrls.slice(0, 3) });
     }
     const now = Date.now();
-    const verified: RepositoryWithNamespace[] = [];
+    const verified: WebhookTarget[] = [];
     for (const repo of candidates) {
       if (!repo.webhookSecretEnc) continue;
       if (await provider.verify(c.req.raw.headers, bytes, decryptSecret(config.secretKey, repo.webhookSecretEnc), now)) verified.push(repo);

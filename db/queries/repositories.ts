@@ -110,15 +110,23 @@ export async function ensurePublicRepository(db: Db, path: string): Promise<void
  * Repositories bound on `provider` to any of these clone URLs, through the indexed
  * `source_url_key` (normalizeGitUrl), however the host spelled the URL.
  */
-export async function findRepositoriesBySourceUrl(db: Db, provider: string, urls: string[]): Promise<RepositoryWithNamespace[]> {
+/** What a webhook delivery needs of the repositories it names: which ones, and their secrets. */
+export interface WebhookTarget {
+  id: string;
+  webhookSecretEnc: string | null;
+}
+
+/**
+ * The repositories bound to any of `urls` (by their normalized key) for this provider. Only the
+ * two columns the webhook reads: this runs once per delivery, on the ingest path.
+ */
+export async function findWebhookTargets(db: Db, provider: string, urls: string[]): Promise<WebhookTarget[]> {
   const keys = [...new Set(urls.map(normalizeGitUrl))];
   if (keys.length === 0) return [];
-  const rows = await db
-    .select()
+  return db
+    .select({ id: repositories.id, webhookSecretEnc: repositories.webhookSecretEnc })
     .from(repositories)
-    .innerJoin(namespaces, eq(repositories.namespaceId, namespaces.id))
     .where(and(inArray(repositories.sourceUrlKey, keys), eq(repositories.sourceProvider, provider as NonNullable<Repository['sourceProvider']>)));
-  return rows.map(withNamespace);
 }
 
 /** Fills source_url_key for rows written before the column existed (run at start-up; idempotent). */
