@@ -59,7 +59,11 @@ export async function claimPendingPushes(db: Db, limit: number, leaseMs: number)
 /** Their workflows started (or Temporal already had them): done with the outbox. */
 export async function markPushesStarted(db: Db, keys: { provider: string; deliveryId: string }[]): Promise<void> {
   const byProvider = new Map<string, string[]>();
-  for (const k of keys) byProvider.set(k.provider, [...(byProvider.get(k.provider) ?? []), k.deliveryId]);
+  for (const k of keys) {
+    const ids = byProvider.get(k.provider) ?? [];
+    ids.push(k.deliveryId);
+    byProvider.set(k.provider, ids);
+  }
   for (const [provider, ids] of byProvider) {
     await db
       .update(webhookDeliveries)

@@ -31,9 +31,9 @@ describe('classifyBuildFailure', () => {
   it('a RUN that prints "connection refused" and exits 1 is the user\'s fault, not a transient one', () => {
     const f = classifyBuildFailure(
       [
-        '#5 0.120 wget: can\'t connect to remote host (10.0.0.1): Connection refused',
-        ...excerpt(3, 'RUN wget -qO- http://10.0.0.1/ || (echo "connection refused"; exit 1)'),
-        'error: failed to solve: process "/bin/sh -c wget -qO- http://10.0.0.1/ || (echo \"connection refused\"; exit 1)" did not complete successfully: exit code: 1',
+        '#5 0.120 wget: can\'t connect to remote host (127.0.0.1): Connection refused',
+        ...excerpt(3, 'RUN wget -qO- http://127.0.0.1/ || (echo "connection refused"; exit 1)'),
+        'error: failed to solve: process "/bin/sh -c wget -qO- http://127.0.0.1/ || (echo \"connection refused\"; exit 1)" did not complete successfully: exit code: 1',
       ],
       exit1,
     );
