@@ -4,6 +4,12 @@
 // from its delivery id, so a start that runs twice (a sweep racing a slow start, two nodes) is
 // refused by Temporal and counts as done. Nothing is lost while Temporal is unreachable: the rows
 // wait, and GitHub (which does not redeliver by itself) never sees a 503 for it.
+//
+// Answers come first: while this process is too busy answering (a burst of deliveries), starts
+// slow to one at a time, spaced out, and catch up at full speed once the burst is over. A start
+// costs the Temporal server more CPU than an answer costs the API, so on a host they share the two
+// would otherwise halve each other; the outbox makes the delay safe.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Db } from '../db/client';
 import { claimPendingPushes, markPushesStarted, postponePush, type PendingPush } from '../db/queries/deliveries';
@@ -24,6 +30,10 @@ export interface PushDispatcherOptions {
   retryMs?: number;
   /** Deliveries held in memory; past it they wait in the database for a sweep. */
   maxQueued?: number;
+  /** True while the process is too busy answering to spare time for starts (default: never). */
+  busy?: () => boolean;
+  /** While busy: one start at a time, at least this far apart, so a long burst still makes progress. */
+  busyIntervalMs?: number;
 }
 
 export interface PushDispatcher {
@@ -42,6 +52,9 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
   const concurrency = o.concurrency ?? 4;
   const retryMs = o.retryMs ?? 2_000;
   const maxQueued = o.maxQueued ?? 10_000;
+  const busyIntervalMs = o.busyIntervalMs ?? 50;
+  let lastStartAt = -Infinity;
+  let pumpTimer: NodeJS.Timeout | undefined;
   const queue: PendingPush[] = [];
   /** Queued or starting: a sweep does not take these again. */
   const held = new Set<string>();
@@ -97,9 +110,23 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
   };
 
   function pump() {
-    while (!closed && inFlight < concurrency && queue.length) {
+    if (closed || queue.length === 0) return;
+    if (o.busy?.()) {
+      if (inFlight > 0 || pumpTimer) return; // the start in flight pumps again when it ends
+      const wait = lastStartAt + busyIntervalMs - performance.now();
+      if (wait > 0) {
+        pumpTimer = setTimeout(() => {
+          pumpTimer = undefined;
+          pump();
+        }, wait);
+        return;
+      }
+    }
+    while (inFlight < concurrency && queue.length) {
       inFlight++;
+      lastStartAt = performance.now();
       void start(queue.shift()!);
+      if (o.busy?.()) break;
     }
   }
 
@@ -143,6 +170,8 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
     async close() {
       closed = true;
       clearInterval(timer);
+      clearTimeout(pumpTimer);
+      pumpTimer = undefined;
       // What is queued but not started stays recorded: its hold runs out and a sweep starts it.
       for (const p of queue.splice(0)) held.delete(keyOf(p));
       await sweeping?.catch(() => undefined);
@@ -152,4 +181,21 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
       });
     },
   };
+}
+
+/**
+ * Whether this process's event loop was busy for at least `threshold` of the last `windowMs`
+ * (its event-loop utilization): then webhook answers are queueing, and outbox starts wait.
+ */
+export function eventLoopBusy(o: { threshold?: number; windowMs?: number } = {}): { busy: () => boolean; stop: () => void } {
+  const threshold = o.threshold ?? 0.75;
+  let last = performance.eventLoopUtilization();
+  let busy = false;
+  const timer = setInterval(() => {
+    const now = performance.eventLoopUtilization();
+    busy = performance.eventLoopUtilization(now, last).utilization >= threshold;
+    last = now;
+  }, o.windowMs ?? 250);
+  timer.unref();
+  return { busy: () => busy, stop: () => clearInterval(timer) };
 }

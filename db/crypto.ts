@@ -3,9 +3,19 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 const VERSION = 'v1';
 const IV_BYTES = 12;
 
+/** One derivation per key: webhook ingest decrypts a secret per delivery. */
+const derivedKeys = new Map<string, Buffer>();
+
 function deriveKey(secretKey: string): Buffer {
   if (!secretKey) throw new Error('secret key is empty');
-  return createHash('sha256').update(secretKey, 'utf8').digest();
+  let key = derivedKeys.get(secretKey);
+  if (!key) {
+    key = createHash('sha256').update(secretKey, 'utf8').digest();
+    // A process has one or two keys (rotation); tests make many.
+    if (derivedKeys.size >= 16) derivedKeys.clear();
+    derivedKeys.set(secretKey, key);
+  }
+  return key;
 }
 
 /** AES-256-GCM; output `v1:<iv b64>:<tag b64>:<ciphertext b64>`. */

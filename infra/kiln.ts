@@ -10,7 +10,7 @@ import { backfillSourceUrlKeys } from '../db/queries/repositories';
 import { createTemporalBuildStarter } from '../api/build-starter';
 import { createTemporalRuleScheduler } from '../api/rule-schedules';
 import { createTemporalDeliveryStarter } from '../activities/notify';
-import { createPushDispatcher, type PushDispatcher } from '../api/push-dispatcher';
+import { createPushDispatcher, eventLoopBusy, type PushDispatcher } from '../api/push-dispatcher';
 import { createTemporalPushStarter } from '../api/push-starter';
 import type { SubmissionRate } from '../api/submission-limits';
 import type { NamespaceQuotas } from '../domain/quotas';
@@ -136,8 +136,15 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
   let server: { url: string; close(): Promise<void> } | null = null;
   let metricsServer: { url: string; close(): Promise<void> } | null = null;
   let pushes: PushDispatcher | null = null;
+  let busyLoop: ReturnType<typeof eventLoopBusy> | null = null;
   if (opts.components.includes('api')) {
-    pushes = createPushDispatcher({ db: db.db, starter: createTemporalPushStarter(client), log: rootLogger().child({ component: 'push-outbox' }) });
+    busyLoop = eventLoopBusy();
+    pushes = createPushDispatcher({
+      db: db.db,
+      starter: createTemporalPushStarter(client),
+      log: rootLogger().child({ component: 'push-outbox' }),
+      busy: busyLoop.busy,
+    });
     // Deliveries recorded while no API node ran (or whose node died) start now, not at the first tick.
     pushes.sweep().catch(() => undefined);
     const app = createApp({
@@ -198,6 +205,7 @@ export async function startKiln(opts: KilnOptions): Promise<Kiln> {
       stopSweep();
       await server?.close();
       await pushes?.close();
+      busyLoop?.stop();
       await metricsServer?.close();
       await workers.shutdown();
       await connection.close();

@@ -1,5 +1,5 @@
 import { and, arrayContains, asc, desc, eq, inArray, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
-import type { Db } from '../client';
+import { preparedFor, type Db } from '../client';
 import type { PushResultItem, PushWorkflowInput } from '../../domain/push';
 import { webhookDeliveries } from '../schema';
 
@@ -25,14 +25,25 @@ export async function recordDelivery(
   db: Db,
   d: { provider: string; deliveryId: string; workflowId: string; repositoryIds: string[]; pushInput: PushWorkflowInput; leaseMs: number },
 ): Promise<boolean> {
-  const { leaseMs, ...row } = d;
-  const inserted = await db
-    .insert(webhookDeliveries)
-    .values({ ...row, dispatchAfter: fromNow(leaseMs) })
-    .onConflictDoNothing()
-    .returning({ deliveryId: webhookDeliveries.deliveryId });
+  const inserted = await preparedFor(db, prepareRecordDelivery).execute({ ...d, leaseMs: Math.round(d.leaseMs) });
   return inserted.length > 0;
 }
+
+// Runs once per webhook delivery: built once per database, not per call.
+const prepareRecordDelivery = (db: Db) =>
+  db
+    .insert(webhookDeliveries)
+    .values({
+      provider: sql.placeholder('provider'),
+      deliveryId: sql.placeholder('deliveryId'),
+      workflowId: sql.placeholder('workflowId'),
+      repositoryIds: sql.placeholder('repositoryIds'),
+      pushInput: sql.placeholder('pushInput'),
+      dispatchAfter: sql`now() + ${sql.placeholder('leaseMs')}::int * interval '1 millisecond'`,
+    })
+    .onConflictDoNothing()
+    .returning({ deliveryId: webhookDeliveries.deliveryId })
+    .prepare('record_delivery');
 
 /**
  * Claims up to `limit` recorded deliveries whose workflow has not started and whose hold ran out

@@ -1,6 +1,6 @@
-import { and, asc, eq, gt, inArray, isNotNull, isNull } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import { normalizeGitUrl } from '../../domain/git-url';
-import type { Db } from '../client';
+import { preparedFor, type Db } from '../client';
 import { ensureNamespace } from './namespaces';
 import { namespaces, repositories, type Namespace, type Repository } from '../schema';
 
@@ -123,11 +123,16 @@ export interface WebhookTarget {
 export async function findWebhookTargets(db: Db, provider: string, urls: string[]): Promise<WebhookTarget[]> {
   const keys = [...new Set(urls.map(normalizeGitUrl))];
   if (keys.length === 0) return [];
-  return db
+  return preparedFor(db, prepareWebhookTargets).execute({ keys, provider });
+}
+
+// Runs once per webhook delivery: built once per database, not per call.
+const prepareWebhookTargets = (db: Db) =>
+  db
     .select({ id: repositories.id, webhookSecretEnc: repositories.webhookSecretEnc })
     .from(repositories)
-    .where(and(inArray(repositories.sourceUrlKey, keys), eq(repositories.sourceProvider, provider as NonNullable<Repository['sourceProvider']>)));
-}
+    .where(and(sql`${repositories.sourceUrlKey} = any(${sql.placeholder('keys')}::text[])`, eq(repositories.sourceProvider, sql.placeholder('provider'))))
+    .prepare('webhook_targets');
 
 /** Fills source_url_key for rows written before the column existed (run at start-up; idempotent). */
 export async function backfillSourceUrlKeys(db: Db): Promise<number> {
