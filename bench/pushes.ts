@@ -2,8 +2,9 @@
 // delivery leads to a build. This checkout (the delivery is recorded and a PushWorkflow started;
 // builds come from the workflow) next to a baseline checkout, by default the commit this branch
 // left main at (the request itself plans the builds, inserts them and starts their workflows),
-// each an API process of its own on its own database, runs interleaved. Neither runs workers:
-// the workflows they start wait in Temporal and are terminated afterwards. Loopback only; every
+// each an API process of its own on its own database, runs interleaved. No worker runs yet
+// (bench/run.ts runs these rows first): the workflows they start wait in Temporal and are
+// terminated afterwards. Loopback only; every
 // run is bounded in time.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -62,7 +63,9 @@ function options(url: string, d: ReturnType<typeof githubPush>, seconds: number)
     url,
     method: 'POST',
     headers,
-    body: d.body,
+    // A Buffer: autocannon sends it as is; a string would be encoded again for every request
+    // (0.82 MB each in row 4d, CPU the load generator takes from the API on this machine).
+    body: Buffer.from(d.body),
     connections: 10,
     duration: seconds,
     // Every delivery gets its own id (the signature covers the body only).

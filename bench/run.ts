@@ -63,6 +63,9 @@ async function outboxDrain(databaseUrl: string, since: Date): Promise<{ deliveri
 /** Main before push workflows: the webhook request planned, inserted and started the builds. */
 const BASELINE_REV = '720f2cad90cd655068d72296480cb6676c99c1a7';
 
+/** Rows run in whatever order suits the machine (ingest first, before any worker); printed by number. */
+const inTableOrder = (rows: Row[]) => [...rows].sort((a, b) => parseInt(a['#']) - parseInt(b['#']) || a['#'].localeCompare(b['#']));
+
 type Row = { '#': string; scenario: string; Kiln: string; 'side by side (same run)': string; ratio: string; target: string };
 
 function machine(): string {
@@ -120,6 +123,104 @@ async function main() {
   let where: Record<string, number> | undefined;
   let lazyVersions: string | undefined;
   try {
+    // ---------------------------------------------------------------- webhook ingest (rows 4a-4e)
+    // Before any Kiln worker runs: these rows measure the API and its outbox; the push workflows
+    // they start wait in Temporal (no control worker picks them up) and are terminated after.
+    if (ONLY.has('ingest')) {
+      const apiProc = await apiProcess('api-ingest', API_PORT);
+      try {
+        log('4. webhook ingest');
+        const ingestSince = new Date();
+        const r = await benchIngest(apiProc, {
+          token,
+          runs: RUNS,
+          describeStart: async (id) => (await temporal.workflow.getHandle(id).describe()).startTime,
+          terminate: async (ids) => {
+            for (const id of ids) await temporal.workflow.getHandle(id).terminate('bench: start latency measured').catch(() => undefined);
+          },
+          drained: async () => {
+            const d = await outboxDrain(stack.postgresUrl!, ingestSince);
+            log(`4. the outbox started the load's ${d.deliveries} push workflows at ${d.startsPerSecond.toFixed(0)}/s`);
+          },
+        });
+        if (r.ingest.non2xx || r.ingest.errors) throw new Error(`ingest: ${r.ingest.non2xx} non-2xx answers, ${r.ingest.errors} errors`);
+        rows.push({
+          '#': '4a',
+          scenario: 'Ingest: signed GitHub push deliveries (distinct ids), rules match nothing; 10 connections',
+          Kiln: `${r.ingest.rps.toFixed(0)} deliveries/s`,
+          'side by side (same run)': `p50 ${r.ingest.p50.toFixed(1)} ms, p99 ${r.ingest.p99.toFixed(1)} ms`,
+          ratio: '',
+          target: '≥ 500/s',
+        });
+        rows.push({
+          '#': '4b',
+          scenario: '50 deliveries whose rule matches, one at a time: delivery sent → its PushWorkflow started by the outbox (Temporal start time)',
+          Kiln: `p50 ${ms(r.start.p50)}, p99 ${ms(r.start.p99)}`,
+          'side by side (same run)': `HTTP answer p50 ${ms(r.response.p50)}, p99 ${ms(r.response.p99)}`,
+          ratio: '',
+          target: 'p99 ≤ 100 ms',
+        });
+      } finally {
+        await apiProc.stop();
+        // Row 4a's workflows, never run: no worker started later should pick them up.
+        log(`ingest: terminating ${await terminateRunning(temporal)} waiting workflows`);
+      }
+    }
+    if (ONLY.has('pushes')) {
+      log('4c. webhook ingest, rules that match');
+      // The baseline: main before push workflows (the request planned, inserted and started the builds).
+      const rev = process.env.KILN_BENCH_BASELINE ?? BASELINE_REV;
+      const tree = rev === 'none' ? null : baselineTree(rev, path.join(dataDir, 'baseline-tree'));
+      const sides: Record<string, Awaited<ReturnType<typeof apiProcess>>> = {};
+      try {
+        sides.kiln = await apiProcess('api-pushes', API_PORT + 2);
+        if (tree) {
+          const admin = postgres(stack.postgresUrl!, { max: 1, onnotice: () => {} });
+          await admin.unsafe('create database kiln_baseline');
+          await admin.end();
+          sides.baseline = await apiProcess('api-baseline', API_PORT + 3, { root: tree.root, databaseUrl: stack.postgresUrl!.replace(/\/[^/]*$/, '/kiln_baseline') });
+        }
+        const since = new Date();
+        const r = await benchPushIngest(sides, { token, runs: RUNS });
+        for (const [k, v] of Object.entries(r)) {
+          if (v.small.errors || v.large.errors || v.small.non2xx || v.large.non2xx) {
+            throw new Error(`pushes (${k}): ${v.small.non2xx + v.large.non2xx} non-2xx answers (small ${JSON.stringify(v.small.statuses)}, large ${JSON.stringify(v.large.statuses)}), ${v.small.errors + v.large.errors} errors`);
+          }
+        }
+        const b = r.baseline;
+        const side = (x: { rps: number; p50: number; p99: number } | undefined) =>
+          x ? `baseline ${tree!.commit.slice(0, 7)}: ${x.rps.toFixed(x.rps < 10 ? 1 : 0)}/s, p50 ${x.p50.toFixed(1)} ms, p99 ${x.p99.toFixed(1)} ms` : 'no baseline';
+        rows.push({
+          '#': '4c',
+          scenario: 'Ingest, rules that match (every delivery leads to a build): signed GitHub pushes (distinct ids), ~1 KB; 10 connections',
+          Kiln: `${r.kiln!.small.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.small.p50.toFixed(1)} ms, p99 ${r.kiln!.small.p99.toFixed(1)} ms`,
+          'side by side (same run)': side(b?.small),
+          ratio: b && b.small.rps >= 1 ? `${(r.kiln!.small.rps / b.small.rps).toFixed(2)}× deliveries/s` : '',
+          target: '≥ 1,000/s; p99 ≤ 100 ms',
+        });
+        rows.push({
+          '#': '4d',
+          scenario: `Same, ${(r.kiln!.largeBytes / 1e6).toFixed(2)} MB deliveries (one commit listing 12,000 files); 10 connections`,
+          Kiln: `${r.kiln!.large.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.large.p50.toFixed(1)} ms, p99 ${r.kiln!.large.p99.toFixed(1)} ms`,
+          'side by side (same run)': side(b?.large),
+          ratio: b && b.large.rps >= 1 ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
+          target: 'p99 ≤ 100 ms',
+        });
+        // The outbox behind those answers: every recorded delivery's PushWorkflow started, and how fast.
+        const drained = await outboxDrain(stack.postgresUrl!, since);
+        rows.push({
+          '#': '4e',
+          scenario: `PushWorkflow starts behind rows 4c/4d: the ${drained.deliveries} deliveries they recorded, started by the outbox (Temporal dev server, SQLite WAL)`,
+          Kiln: `${drained.startsPerSecond.toFixed(0)} starts/s; the last started ${(drained.lagMs / 1000).toFixed(1)} s after the last answer`,
+          'side by side (same run)': '',
+          ratio: '',
+          target: 'every delivery started',
+        });
+      } finally {
+        for (const p of Object.values(sides)) await p.stop();
+        log(`pushes: terminating ${await terminateRunning(temporal)} waiting workflows`);
+      }
+    }
     // ---------------------------------------------------------------- builds on the stack's buildkitd
     kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
     const ctx: BuildCtx = { stack, kiln, token, workDir: path.join(dataDir, 'bench'), runs: RUNS };
@@ -292,42 +393,9 @@ async function main() {
     }
 
     // ---------------------------------------------------------------- HTTP, against an API process of its own
-    if (ONLY.has('ingest') || ONLY.has('reads')) {
+    if (ONLY.has('reads') && readBuildId) {
       const apiProc = await apiProcess('api', API_PORT);
       try {
-        if (ONLY.has('ingest')) {
-          log('4. webhook ingest');
-          const ingestSince = new Date();
-          const r = await benchIngest(apiProc, {
-            token,
-            runs: RUNS,
-            describeStart: async (id) => (await temporal.workflow.getHandle(id).describe()).startTime,
-            terminate: async (ids) => {
-              for (const id of ids) await temporal.workflow.getHandle(id).terminate('bench: start latency measured').catch(() => undefined);
-            },
-            drained: async () => {
-              const d = await outboxDrain(stack.postgresUrl!, ingestSince);
-              log(`4. the outbox started the load's ${d.deliveries} push workflows at ${d.startsPerSecond.toFixed(0)}/s`);
-            },
-          });
-          if (r.ingest.non2xx || r.ingest.errors) throw new Error(`ingest: ${r.ingest.non2xx} non-2xx answers, ${r.ingest.errors} errors`);
-          rows.push({
-            '#': '4a',
-            scenario: 'Ingest: signed GitHub push deliveries (distinct ids), rules match nothing; 10 connections',
-            Kiln: `${r.ingest.rps.toFixed(0)} deliveries/s`,
-            'side by side (same run)': `p50 ${r.ingest.p50.toFixed(1)} ms, p99 ${r.ingest.p99.toFixed(1)} ms`,
-            ratio: '',
-            target: '≥ 500/s',
-          });
-          rows.push({
-            '#': '4b',
-            scenario: '50 deliveries whose rule matches, one at a time: delivery sent → its PushWorkflow started by the outbox (Temporal start time)',
-            Kiln: `p50 ${ms(r.start.p50)}, p99 ${ms(r.start.p99)}`,
-            'side by side (same run)': `HTTP answer p50 ${ms(r.response.p50)}, p99 ${ms(r.response.p99)}`,
-            ratio: '',
-            target: 'p99 ≤ 100 ms',
-          });
-        }
         if (ONLY.has('reads') && readBuildId) {
           log('5. reads');
           const r = await benchReads(apiProc, { token, runs: RUNS, buildId: readBuildId });
@@ -346,61 +414,6 @@ async function main() {
       }
     }
     // ---------------------------------------------------------------- pushes (issue #10 b)
-    if (ONLY.has('pushes')) {
-      log('4c. webhook ingest, rules that match');
-      // The baseline: main before push workflows (the request planned, inserted and started the builds).
-      const rev = process.env.KILN_BENCH_BASELINE ?? BASELINE_REV;
-      const tree = rev === 'none' ? null : baselineTree(rev, path.join(dataDir, 'baseline-tree'));
-      const sides: Record<string, Awaited<ReturnType<typeof apiProcess>>> = {};
-      try {
-        sides.kiln = await apiProcess('api-pushes', API_PORT + 2);
-        if (tree) {
-          const admin = postgres(stack.postgresUrl!, { max: 1, onnotice: () => {} });
-          await admin.unsafe('create database kiln_baseline');
-          await admin.end();
-          sides.baseline = await apiProcess('api-baseline', API_PORT + 3, { root: tree.root, databaseUrl: stack.postgresUrl!.replace(/\/[^/]*$/, '/kiln_baseline') });
-        }
-        const since = new Date();
-        const r = await benchPushIngest(sides, { token, runs: RUNS });
-        for (const [k, v] of Object.entries(r)) {
-          if (v.small.errors || v.large.errors || v.small.non2xx || v.large.non2xx) {
-            throw new Error(`pushes (${k}): ${v.small.non2xx + v.large.non2xx} non-2xx answers (small ${JSON.stringify(v.small.statuses)}, large ${JSON.stringify(v.large.statuses)}), ${v.small.errors + v.large.errors} errors`);
-          }
-        }
-        const b = r.baseline;
-        const side = (x: { rps: number; p50: number; p99: number } | undefined) =>
-          x ? `baseline ${tree!.commit.slice(0, 7)}: ${x.rps.toFixed(x.rps < 10 ? 1 : 0)}/s, p50 ${x.p50.toFixed(1)} ms, p99 ${x.p99.toFixed(1)} ms` : 'no baseline';
-        rows.push({
-          '#': '4c',
-          scenario: 'Ingest, rules that match (every delivery leads to a build): signed GitHub pushes (distinct ids), ~1 KB; 10 connections',
-          Kiln: `${r.kiln!.small.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.small.p50.toFixed(1)} ms, p99 ${r.kiln!.small.p99.toFixed(1)} ms`,
-          'side by side (same run)': side(b?.small),
-          ratio: b && b.small.rps >= 1 ? `${(r.kiln!.small.rps / b.small.rps).toFixed(2)}× deliveries/s` : '',
-          target: '≥ 1,000/s; p99 ≤ 100 ms',
-        });
-        rows.push({
-          '#': '4d',
-          scenario: `Same, ${(r.kiln!.largeBytes / 1e6).toFixed(2)} MB deliveries (one commit listing 12,000 files); 10 connections`,
-          Kiln: `${r.kiln!.large.rps.toFixed(0)} deliveries/s, p50 ${r.kiln!.large.p50.toFixed(1)} ms, p99 ${r.kiln!.large.p99.toFixed(1)} ms`,
-          'side by side (same run)': side(b?.large),
-          ratio: b && b.large.rps >= 1 ? `${(r.kiln!.large.rps / b.large.rps).toFixed(2)}× deliveries/s` : '',
-          target: 'p99 ≤ 100 ms',
-        });
-        // The outbox behind those answers: every recorded delivery's PushWorkflow started, and how fast.
-        const drained = await outboxDrain(stack.postgresUrl!, since);
-        rows.push({
-          '#': '4e',
-          scenario: `PushWorkflow starts behind rows 4c/4d: the ${drained.deliveries} deliveries they recorded, started by the outbox (Temporal dev server, SQLite WAL)`,
-          Kiln: `${drained.startsPerSecond.toFixed(0)} starts/s; the last started ${(drained.lagMs / 1000).toFixed(1)} s after the last answer`,
-          'side by side (same run)': '',
-          ratio: '',
-          target: 'every delivery started',
-        });
-      } finally {
-        for (const p of Object.values(sides)) await p.stop();
-        log(`pushes: terminating ${await terminateRunning(temporal)} waiting workflows`);
-      }
-    }
     // ---------------------------------------------------------------- logs (issue #9)
     if (ONLY.has('logs')) {
       kiln = await startKiln(kilnOptions(stack.buildkit, 'kiln-logs', ['api', 'control', 'build-linux-amd64', 'build-linux-arm64']));
@@ -469,7 +482,7 @@ async function main() {
       kiln = undefined;
     }
     console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs\n`);
-    printTable(rows);
+    printTable(inTableOrder(rows));
     if (lazyVersions) console.log(`\nRow 6: ${lazyVersions}`);
     if (where) {
       console.log('\nWhere a warm 1-platform Kiln build spends its time (row 1; medians, from the workflow history):\n');
@@ -479,7 +492,7 @@ async function main() {
     // What was measured before the failure still counts: print it, then fail.
     if (rows.length) {
       console.log(`\nKiln ${process.env.npm_package_version ?? ''} on ${machine()}; medians of ${RUNS} runs; the bench FAILED after these rows\n`);
-      printTable(rows);
+      printTable(inTableOrder(rows));
     }
     throw err;
   } finally {
