@@ -114,15 +114,26 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   // A build context is a stream of up to KILN_MAX_CONTEXT_BYTES: its route enforces that limit as
   // the bytes pass; the body limit and the JSON sniffing below would buffer it whole.
   const streamed = (c: Context) => c.req.path === `${API_PREFIX}${CONTEXTS_PATH}`;
+  const tooLarge = () =>
+    new ApiError('payload_too_large', `The request body exceeds ${deps.config.maxBodyBytes} bytes`, { maxBodyBytes: deps.config.maxBodyBytes });
   const bodyLimited = bodyLimit({
-      maxSize: deps.config.maxBodyBytes,
-      onError: () => {
-        throw new ApiError('payload_too_large', `The request body exceeds ${deps.config.maxBodyBytes} bytes`, {
-          maxBodyBytes: deps.config.maxBodyBytes,
-        });
-      },
-    });
-  app.use('*', (c, next) => (streamed(c) ? next() : bodyLimited(c, next)));
+    maxSize: deps.config.maxBodyBytes,
+    onError: () => {
+      throw tooLarge();
+    },
+  });
+  app.use('*', (c, next) => {
+    if (streamed(c) || c.req.method === 'GET' || c.req.method === 'HEAD') return next();
+    // A declared length is checked here, from the header alone: hono's bodyLimit asks for the
+    // request's body stream first, which makes the Node adapter build a web stream and a full
+    // Request for every request and loses its direct read of the body.
+    const length = c.req.header('content-length');
+    if (length !== undefined && !c.req.header('transfer-encoding')) {
+      if (Number(length) > deps.config.maxBodyBytes) throw tooLarge();
+      return next();
+    }
+    return bodyLimited(c, next);
+  });
   app.use(`${API_PREFIX}/*`, (c, next) => (c.req.path === OPENAPI_PATH ? next() : auth(c, next)));
   app.use(`${API_PREFIX}/*`, (c, next) => (streamed(c) ? next() : jsonWithoutContentType(c, next)));
   const checkedByDocument = documentRules(routeTable);

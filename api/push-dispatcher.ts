@@ -138,23 +138,26 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
     pump();
   };
 
+  const claimAndEnqueue = async () => {
+    const room = maxQueued - queue.length;
+    if (closed || room <= 0) return 0;
+    const claimed = await claimPendingPushes(o.db, Math.min(room, 500), DISPATCH_LEASE_MS);
+    for (const p of claimed) enqueue(p);
+    return claimed.length;
+  };
   let sweeping: Promise<number> | null = null;
   const sweep = () => {
-    sweeping ??= (async () => {
-      try {
-        const room = maxQueued - queue.length;
-        if (closed || room <= 0) return 0;
-        const claimed = await claimPendingPushes(o.db, Math.min(room, 500), DISPATCH_LEASE_MS);
-        for (const p of claimed) enqueue(p);
-        return claimed.length;
-      } finally {
-        sweeping = null;
-      }
-    })();
+    // Cleared in a callback, which always runs after the assignment: a sweep that returns without
+    // awaiting (a full queue) would otherwise clear it first and then be stored for good.
+    sweeping ??= claimAndEnqueue().finally(() => {
+      sweeping = null;
+    });
     return sweeping;
   };
 
   const timer = setInterval(() => {
+    // Starts resume here too once a burst is over: while busy, nothing else may be left to pump.
+    pump();
     sweep().catch((err) => o.log?.warn({ err }, 'push outbox: sweep failed'));
   }, o.sweepMs ?? 2_000);
   timer.unref();

@@ -14,6 +14,8 @@ export interface PushStarter {
   start(workflowId: string, input: PushWorkflowInput): Promise<'started' | 'duplicate'>;
 }
 
+const START_DEADLINE_MS = 15_000;
+
 /** Long enough for a slow git host's retries; a push workflow normally ends within seconds. */
 const PUSH_EXECUTION_TIMEOUT_MS = 60 * 60_000;
 
@@ -30,7 +32,9 @@ export function createTemporalPushStarter(client: Client, opts: { taskQueue?: st
   return {
     async start(workflowId, input) {
       try {
-        await client.workflow.start(PushWorkflow, {
+        // A start that never answers would hold one of the outbox's few slots for good: give up
+        // after a while; the row is tried again, and Temporal refuses a second workflow by id.
+        await client.withDeadline(Date.now() + START_DEADLINE_MS, () => client.workflow.start(PushWorkflow, {
           taskQueue: opts.taskQueue ?? CONTROL_TASK_QUEUE,
           workflowId,
           args: [input],
@@ -38,7 +42,7 @@ export function createTemporalPushStarter(client: Client, opts: { taskQueue?: st
           // Never a second run for one delivery id, not even after the first one ended.
           workflowIdReusePolicy: 'REJECT_DUPLICATE',
           requestEagerStart: true,
-        });
+        }));
         return 'started';
       } catch (err) {
         if (err instanceof WorkflowExecutionAlreadyStartedError) return 'duplicate';

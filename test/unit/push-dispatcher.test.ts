@@ -3,6 +3,8 @@ import { createPushDispatcher, eventLoopBusy } from '../../api/push-dispatcher';
 import type { PushStarter } from '../../api/push-starter';
 import { openDatabase, type DbHandle } from '../../db/client';
 import { getDelivery, recordDelivery } from '../../db/queries/deliveries';
+import { webhookDeliveries } from '../../db/schema';
+import { inArray } from 'drizzle-orm';
 import type { PushWorkflowInput } from '../../domain/push';
 
 let handle: DbHandle;
@@ -70,6 +72,27 @@ describe('push outbox dispatcher', () => {
     await d.close();
     expect(s.began).toHaveLength(17);
     expect(s.maxInFlight()).toBe(4);
+    for (const p of pushes) expect((await getDelivery(handle.db, 'github', p.deliveryId))!.workflowStartedAt).toBeInstanceOf(Date);
+  });
+
+  it('a full in-memory queue leaves the rest in the database, and sweeps start them once it has room', async () => {
+    const s = slowStarter(1);
+    const d = createPushDispatcher({ db: handle.db, starter: s.starter, concurrency: 1, sweepMs: 60_000, maxQueued: 3, busy: () => true, busyIntervalMs: 0 });
+    const pushes = await recorded(8);
+    // The rows the queue could not take are free to claim at once (their hold ran out).
+    await handle.db.update(webhookDeliveries).set({ dispatchAfter: new Date(Date.now() - 1_000) }).where(inArray(webhookDeliveries.deliveryId, pushes.map((p) => p.deliveryId)));
+    for (const p of pushes) d.enqueue(p);
+    expect(await d.sweep()).toBe(0); // full: nothing claimed
+    await d.idle();
+    expect(s.began).toHaveLength(4); // one started at once, three queued
+    let claimed = 0;
+    for (let i = 0; i < 5 && claimed < 4; i++) {
+      claimed += await d.sweep();
+      await d.idle();
+    }
+    await d.close();
+    expect(claimed).toBe(4);
+    expect(s.began).toHaveLength(8);
     for (const p of pushes) expect((await getDelivery(handle.db, 'github', p.deliveryId))!.workflowStartedAt).toBeInstanceOf(Date);
   });
 
