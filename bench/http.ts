@@ -23,6 +23,8 @@ export async function startApiProcess(o: {
   port: number;
   databaseUrl: string;
   temporalAddress: string;
+  /** The Temporal namespace its workflows start in (default: the server's `default`). */
+  temporalNamespace?: string;
   registry: string;
   apiToken: string;
   secretKey: string;
@@ -44,6 +46,7 @@ export async function startApiProcess(o: {
       KILN_DATA_DIR: o.dataDir,
       DATABASE_URL: o.databaseUrl,
       TEMPORAL_ADDRESS: o.temporalAddress,
+      TEMPORAL_NAMESPACE: o.temporalNamespace ?? 'default',
       KILN_REGISTRY: o.registry,
       KILN_COMPONENTS: 'api',
       KILN_API_TOKEN: o.apiToken,
@@ -110,9 +113,9 @@ export async function call(url: string, token: string, method: string, pathname:
  * 4. Signed GitHub push deliveries, each with its own delivery id, to a repository whose only rule
  * matches nothing (verify, record, start its PushWorkflow; no build); then 50 deliveries whose
  * rule matches, one at a time: from sending the delivery to the start of its PushWorkflow (by the
- * push outbox, after the answer) as Temporal recorded it. This API node runs no workers: the started
- * workflows wait in Temporal's queue and are terminated afterwards, so builds do not share the
- * machine with the measurement.
+ * push outbox, after the answer) as Temporal recorded it. No worker runs: the started workflows
+ * wait in a Temporal namespace no worker polls, so builds do not share the machine with the
+ * measurement.
  */
 export async function benchIngest(
   api: ApiProcess,
@@ -120,7 +123,6 @@ export async function benchIngest(
     token: string;
     runs: number;
     describeStart: (workflowId: string) => Promise<Date>;
-    terminate: (workflowIds: string[]) => Promise<void>;
     /** Resolves once the outbox has started every delivery recorded so far (the load's backlog). */
     drained: () => Promise<void>;
   },
@@ -161,7 +163,6 @@ export async function benchIngest(
   });
   const startMs: number[] = [];
   const responseMs: number[] = [];
-  const started: string[] = [];
   for (let i = 0; i < 50; i++) {
     const d = githubPush({ repoUrl, ref: `refs/heads/bench-${i}`, after: randomUUID().replace(/-/g, '').padEnd(40, '0').slice(0, 40), secret });
     const sent = Date.now();
@@ -172,7 +173,6 @@ export async function benchIngest(
     if (res.status !== 202 || !body.workflowId) throw new Error(`delivery ${i}: ${res.status} ${JSON.stringify(body)}`);
     // The push outbox starts the delivery's PushWorkflow after the answer: wait for it to exist.
     const workflowId = body.workflowId;
-    started.push(workflowId);
     const deadline = Date.now() + 30_000;
     for (;;) {
       const at = await o.describeStart(workflowId).catch((err: Error) => {
@@ -186,7 +186,6 @@ export async function benchIngest(
       await new Promise((r) => setTimeout(r, 5));
     }
   }
-  await o.terminate(started);
   return {
     ingest,
     start: { p50: percentile(startMs, 50), p99: percentile(startMs, 99) },

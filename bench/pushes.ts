@@ -3,15 +3,13 @@
 // builds come from the workflow) next to a baseline checkout, by default the commit this branch
 // left main at (the request itself plans the builds, inserts them and starts their workflows),
 // each an API process of its own on its own database, runs interleaved. No worker runs yet
-// (bench/run.ts runs these rows first): the workflows they start wait in Temporal and are
-// terminated afterwards. Loopback only; every
-// run is bounded in time.
+// (bench/run.ts runs these rows first), and the workflows they start wait in a Temporal namespace
+// no worker polls. Loopback only; every run is bounded in time.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import autocannon from 'autocannon';
-import type { Client } from '@temporalio/client';
 import { REPO_ROOT } from '../infra/tools';
 import { githubPush } from '../test/support/webhooks';
 import { call, type ApiProcess, type Load } from './http';
@@ -119,25 +117,4 @@ export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { to
   return Object.fromEntries(
     Object.keys(sides).map((k) => [k, { small: summarize(small[k]!, SECONDS), large: summarize(large[k]!, SECONDS), largeBytes }]),
   );
-}
-
-/** Terminates every running workflow (only the ingest rows' are running then) and waits until none is. */
-export async function terminateRunning(temporal: Client, namespace = 'default'): Promise<number> {
-  const query = "ExecutionStatus = 'Running'";
-  const { count } = await temporal.workflow.count(query);
-  if (count === 0) return 0;
-  await temporal.workflowService.startBatchOperation({
-    namespace,
-    jobId: randomUUID(),
-    visibilityQuery: query,
-    reason: 'bench: ingest measured',
-    terminationOperation: {},
-  });
-  // The dev server terminates a few dozen a second: rows 4a-4d leave tens of thousands.
-  const deadline = Date.now() + 300_000 + count * 50;
-  while ((await temporal.workflow.count(query)).count > 0) {
-    if (Date.now() > deadline) throw new Error(`bench: workflows still running ${Math.round((300_000 + count * 50) / 60_000)} minutes after the batch terminate`);
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
-  return count;
 }

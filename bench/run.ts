@@ -8,6 +8,8 @@ import { readFileSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { msToTs } from '@temporalio/common/lib/time';
+import { KILN_SEARCH_ATTRIBUTES } from '../domain/temporal';
 import type { Component } from '../env';
 import { startKiln, type Kiln, type KilnOptions } from '../infra/kiln';
 import { startBuildkitd } from '../infra/buildkitd';
@@ -22,7 +24,7 @@ import { REGISTRY_SYSTEM_USER, REGISTRY_TOKEN_ISSUER, REGISTRY_TOKEN_SERVICE, re
 import { BASE_IMAGE_REPO, ensureBaseImage } from '../infra/base-image';
 import { loadOrCreateRegistryTokenKeys } from '../infra/registry-token-keys';
 import { benchIngest, benchReads, startApiProcess } from './http';
-import { baselineTree, benchPushIngest, terminateRunning } from './pushes';
+import { baselineTree, benchPushIngest } from './pushes';
 import postgres from 'postgres';
 import { benchLazyPull } from './lazy';
 import { benchUpload, UPLOAD_MIB } from './upload';
@@ -57,6 +59,39 @@ async function outboxDrain(databaseUrl: string, since: Date): Promise<{ deliveri
     return { deliveries: r!.n, startsPerSecond: (r!.n * 1000) / Math.max(span, 1), lagMs: r!.last_started.getTime() - r!.last_received.getTime() };
   } finally {
     await db.end();
+  }
+}
+
+/**
+ * The Temporal namespace rows 4a-4e start their workflows in. No worker polls it, so the tens of
+ * thousands of workflows they leave never run and need no terminating (the dev server terminates
+ * a few dozen a second); the stack's data dir goes away with the bench.
+ */
+const INGEST_NAMESPACE = 'kiln-bench-ingest';
+
+/** temporal.api.enums.v1.IndexedValueType: every Kiln attribute is a keyword. */
+const INDEXED_VALUE_TYPE_KEYWORD = 2;
+
+async function registerIngestNamespace(connection: Connection): Promise<void> {
+  await connection.workflowService
+    .registerNamespace({ namespace: INGEST_NAMESPACE, workflowExecutionRetentionPeriod: msToTs('1 day') })
+    .catch((err: { code?: number }) => {
+      if (err.code !== 6) throw err; // ALREADY_EXISTS
+    });
+  // The baseline starts build workflows with Kiln's search attributes; a new namespace has none.
+  // Retried: the namespace is usable once the server's registry has refreshed.
+  const searchAttributes = Object.fromEntries(KILN_SEARCH_ATTRIBUTES.map((a) => [a.name, INDEXED_VALUE_TYPE_KEYWORD]));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await connection.operatorService.addSearchAttributes({ namespace: INGEST_NAMESPACE, searchAttributes });
+      await connection.workflowService.describeNamespace({ namespace: INGEST_NAMESPACE });
+      return;
+    } catch (err) {
+      if ((err as { code?: number }).code === 6) return; // the attributes exist
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 }
 
@@ -103,13 +138,14 @@ async function main() {
     components,
   });
   /** An API process of its own (`npm start` with KILN_COMPONENTS=api) on the bench stack. */
-  const apiProcess = (name: string, port: number, other?: { root: string; databaseUrl: string }) =>
+  const apiProcess = (name: string, port: number, other?: { root?: string; databaseUrl?: string; temporalNamespace?: string }) =>
     startApiProcess({
       dataDir: path.join(dataDir, name),
       port,
       root: other?.root,
       databaseUrl: other?.databaseUrl ?? stack.postgresUrl!,
       temporalAddress: stack.temporalAddress,
+      temporalNamespace: other?.temporalNamespace,
       registry: stack.registry,
       apiToken: token,
       secretKey,
@@ -124,20 +160,19 @@ async function main() {
   let lazyVersions: string | undefined;
   try {
     // ---------------------------------------------------------------- webhook ingest (rows 4a-4e)
-    // Before any Kiln worker runs: these rows measure the API and its outbox; the push workflows
-    // they start wait in Temporal (no control worker picks them up) and are terminated after.
+    // Before any Kiln worker runs: these rows measure the API and its outbox. The workflows they
+    // start wait in a namespace of their own, which no worker polls.
+    if (ONLY.has('ingest') || ONLY.has('pushes')) await registerIngestNamespace(connection);
+    const ingestTemporal = new Client({ connection, namespace: INGEST_NAMESPACE });
     if (ONLY.has('ingest')) {
-      const apiProc = await apiProcess('api-ingest', API_PORT);
+      const apiProc = await apiProcess('api-ingest', API_PORT, { temporalNamespace: INGEST_NAMESPACE });
       try {
         log('4. webhook ingest');
         const ingestSince = new Date();
         const r = await benchIngest(apiProc, {
           token,
           runs: RUNS,
-          describeStart: async (id) => (await temporal.workflow.getHandle(id).describe()).startTime,
-          terminate: async (ids) => {
-            for (const id of ids) await temporal.workflow.getHandle(id).terminate('bench: start latency measured').catch(() => undefined);
-          },
+          describeStart: async (id) => (await ingestTemporal.workflow.getHandle(id).describe()).startTime,
           drained: async () => {
             const d = await outboxDrain(stack.postgresUrl!, ingestSince);
             log(`4. the outbox started the load's ${d.deliveries} push workflows at ${d.startsPerSecond.toFixed(0)}/s`);
@@ -162,8 +197,6 @@ async function main() {
         });
       } finally {
         await apiProc.stop();
-        // Row 4a's workflows, never run: no worker started later should pick them up.
-        log(`ingest: terminating ${await terminateRunning(temporal)} waiting workflows`);
       }
     }
     if (ONLY.has('pushes')) {
@@ -173,12 +206,16 @@ async function main() {
       const tree = rev === 'none' ? null : baselineTree(rev, path.join(dataDir, 'baseline-tree'));
       const sides: Record<string, Awaited<ReturnType<typeof apiProcess>>> = {};
       try {
-        sides.kiln = await apiProcess('api-pushes', API_PORT + 2);
+        sides.kiln = await apiProcess('api-pushes', API_PORT + 2, { temporalNamespace: INGEST_NAMESPACE });
         if (tree) {
           const admin = postgres(stack.postgresUrl!, { max: 1, onnotice: () => {} });
           await admin.unsafe('create database kiln_baseline');
           await admin.end();
-          sides.baseline = await apiProcess('api-baseline', API_PORT + 3, { root: tree.root, databaseUrl: stack.postgresUrl!.replace(/\/[^/]*$/, '/kiln_baseline') });
+          sides.baseline = await apiProcess('api-baseline', API_PORT + 3, {
+            root: tree.root,
+            databaseUrl: stack.postgresUrl!.replace(/\/[^/]*$/, '/kiln_baseline'),
+            temporalNamespace: INGEST_NAMESPACE,
+          });
         }
         const since = new Date();
         const r = await benchPushIngest(sides, { token, runs: RUNS });
@@ -218,7 +255,6 @@ async function main() {
         });
       } finally {
         for (const p of Object.values(sides)) await p.stop();
-        log(`pushes: terminating ${await terminateRunning(temporal)} waiting workflows`);
       }
     }
     // ---------------------------------------------------------------- builds on the stack's buildkitd
