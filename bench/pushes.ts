@@ -7,7 +7,7 @@
 // no worker polls. Loopback only; every run is bounded in time.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { REPO_ROOT } from '../infra/tools';
@@ -107,14 +107,41 @@ export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { to
     small[k] = [];
     large[k] = [];
   }
+  // A run ends when autocannon stops sending, not when the API has finished what it was sent
+  // (the baseline keeps working on its unanswered deliveries for seconds): the next run, of either
+  // side, starts once that process is quiet again.
+  const run = async (k: string, d: ReturnType<typeof githubPush>) => {
+    const r = await autocannon(options(targets[k]!.url, d, SECONDS));
+    await quiet(sides[k]!.pid);
+    return r;
+  };
   for (let i = 0; i < o.runs; i++) {
-    for (const k of Object.keys(sides)) small[k]!.push(await autocannon(options(targets[k]!.url, targets[k]!.small, SECONDS)));
+    for (const k of Object.keys(sides)) small[k]!.push(await run(k, targets[k]!.small));
   }
   for (let i = 0; i < o.runs; i++) {
-    for (const k of Object.keys(sides)) large[k]!.push(await autocannon(options(targets[k]!.url, targets[k]!.large, SECONDS)));
+    for (const k of Object.keys(sides)) large[k]!.push(await run(k, targets[k]!.large));
   }
   const largeBytes = Buffer.byteLength(Object.values(targets)[0]!.large.body);
   return Object.fromEntries(
     Object.keys(sides).map((k) => [k, { small: summarize(small[k]!, SECONDS), large: summarize(large[k]!, SECONDS), largeBytes }]),
   );
+}
+
+/** CPU time (ms) a process has used, from /proc. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in 1/100 s
+}
+
+/** Resolves once the process used under 5% of a core over half a second (at most 60 s). */
+async function quiet(pid: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  let before = cpuMs(pid);
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = cpuMs(pid);
+    if (now - before < 25) return;
+    before = now;
+  }
 }
