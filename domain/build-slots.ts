@@ -13,7 +13,7 @@ export interface SlotRequest {
   maxConcurrentBuilds: number;
   /** KILN_MAX_CONCURRENT_BUILDS: builds running at once per pool, every namespace together. */
   capacity: number;
-  /** When the build started waiting (ms since 1970): the order within a namespace, as the build view counts it. */
+  /** When the build was submitted (ms since 1970): the order within a namespace, as the build view counts it. */
   requestedAt: number;
 }
 

@@ -204,11 +204,13 @@ export async function countActiveBuilds(db: Db, repositoryId: string): Promise<n
 
 /**
  * A queued build's place among its namespace's builds waiting for a slot (1 = next), in the
- * scheduler's order (slotRequestedAt, then id; domain/build-slots.ts); null when it is not waiting.
+ * scheduler's order: submission time to the millisecond, then id (domain/build-slots.ts). Not the
+ * time its slot request ran: requests of builds submitted one after the other may run in either
+ * order. Null when it is not waiting.
  */
-export async function getQueuePosition(db: Db, build: Pick<Build, 'id' | 'status' | 'slotRequestedAt' | 'repositoryId'>): Promise<number | null> {
+export async function getQueuePosition(db: Db, build: Pick<Build, 'id' | 'status' | 'slotRequestedAt' | 'repositoryId' | 'createdAt'>): Promise<number | null> {
   if (build.status !== 'queued' || !build.slotRequestedAt) return null;
-  const at = build.slotRequestedAt.toISOString();
+  const at = build.createdAt.toISOString();
   const [row] = await db
     .select({ n: count() })
     .from(builds)
@@ -218,7 +220,7 @@ export async function getQueuePosition(db: Db, build: Pick<Build, 'id' | 'status
         eq(builds.status, 'queued'),
         sql`${builds.slotRequestedAt} is not null`,
         sql`${repositories.namespaceId} = (select r.namespace_id from repositories r where r.id = ${build.repositoryId}::uuid)`,
-        sql`(${builds.slotRequestedAt}, ${builds.id}) <= (${at}::timestamptz, ${build.id}::uuid)`,
+        sql`(date_trunc('milliseconds', ${builds.createdAt}), ${builds.id}) <= (${at}::timestamptz, ${build.id}::uuid)`,
       ),
     );
   return Number(row?.n ?? 0) || null;
