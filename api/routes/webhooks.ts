@@ -132,7 +132,7 @@ function documentWebhooks(app: ReturnType<typeof createRouter>) {
 
 /**
  * The delivery as the host's parser reads it. Its own function so that the parsed body (a 1 MiB
- * payload is millions of small objects) is garbage as soon as it returns, not kept alive by the
+ * payload is tens of thousands of small objects) is garbage as soon as it returns, not kept alive by the
  * handler while it waits for the database.
  */
 function parseDelivery(name: WebhookProvider, bytes: Buffer, headers: Headers, contentType: string | undefined) {

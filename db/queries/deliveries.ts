@@ -1,4 +1,4 @@
-import { and, arrayContains, asc, desc, eq, inArray, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
+import { and, arrayContains, asc, desc, eq, inArray, isNotNull, isNull, lte, or, sql, type Placeholder } from 'drizzle-orm';
 import { preparedFor, type Db } from '../client';
 import type { PushResultItem, PushWorkflowInput } from '../../domain/push';
 import { webhookDeliveries } from '../schema';
@@ -14,7 +14,7 @@ export interface PendingPush {
 }
 
 /** `now() + ms`, on the database's clock (every API node shares it). */
-const fromNow = (ms: number) => sql`now() + ${Math.round(ms)} * interval '1 millisecond'`;
+const fromNow = (ms: number | Placeholder) => sql`now() + ${typeof ms === 'number' ? Math.round(ms) : ms}::int * interval '1 millisecond'`;
 
 /**
  * Records a verified delivery with its PushWorkflow's input, held for this API node's dispatcher
@@ -39,7 +39,7 @@ const prepareRecordDelivery = (db: Db) =>
       workflowId: sql.placeholder('workflowId'),
       repositoryIds: sql.placeholder('repositoryIds'),
       pushInput: sql.placeholder('pushInput'),
-      dispatchAfter: sql`now() + ${sql.placeholder('leaseMs')}::int * interval '1 millisecond'`,
+      dispatchAfter: fromNow(sql.placeholder('leaseMs')),
     })
     .onConflictDoNothing()
     .returning({ deliveryId: webhookDeliveries.deliveryId })
