@@ -5,8 +5,8 @@
 // refused by Temporal and counts as done. Nothing is lost while Temporal is unreachable: the rows
 // wait, and GitHub (which does not redeliver by itself) never sees a 503 for it.
 //
-// Answers come first: while this process is too busy answering (a burst of deliveries), starts
-// slow to one at a time, spaced out, and catch up at full speed once the burst is over. A start
+// Answers come first: while deliveries arrive together (a burst), or this process is too busy
+// answering, starts slow to one at a time, spaced out, and catch up at full speed once it is over. A start
 // costs the Temporal server more CPU than an answer costs the API, so on a host they share the two
 // would otherwise halve each other; the outbox makes the delay safe.
 import { performance } from 'node:perf_hooks';
@@ -37,6 +37,11 @@ export interface PushDispatcherOptions {
 }
 
 export interface PushDispatcher {
+  /**
+   * A delivery is being received (from its first byte to its answer); call the result once it is
+   * answered. While two or more are, starts yield to them: at once, not a load window later.
+   */
+  receiving(): () => void;
   /** A delivery this node just recorded (holding its lease): start its workflow now. */
   enqueue(push: PendingPush): void;
   /** Claims recorded deliveries nobody holds and starts them; how many it claimed. */
@@ -59,6 +64,8 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
   /** Queued or starting: a sweep does not take these again. */
   const held = new Set<string>();
   let inFlight = 0;
+  let receiving = 0;
+  const yielding = () => receiving >= 2 || (o.busy?.() ?? false);
   let started: PendingPush[] = [];
   let marking: Promise<void> = Promise.resolve();
   let markTimer: NodeJS.Timeout | undefined;
@@ -111,7 +118,7 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
 
   function pump() {
     if (closed || queue.length === 0) return;
-    if (o.busy?.()) {
+    if (yielding()) {
       if (inFlight > 0 || pumpTimer) return; // the start in flight pumps again when it ends
       const wait = lastStartAt + busyIntervalMs - performance.now();
       if (wait > 0) {
@@ -126,7 +133,7 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
       inFlight++;
       lastStartAt = performance.now();
       void start(queue.shift()!);
-      if (o.busy?.()) break;
+      if (yielding()) break;
     }
   }
 
@@ -163,6 +170,17 @@ export function createPushDispatcher(o: PushDispatcherOptions): PushDispatcher {
   timer.unref();
 
   return {
+    receiving() {
+      receiving++;
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        receiving--;
+        // The burst may be over: what waited starts now, not at the next tick.
+        if (receiving < 2) pump();
+      };
+    },
     enqueue,
     sweep,
     idle: () =>

@@ -9,11 +9,9 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import autocannon from 'autocannon';
 import { REPO_ROOT } from '../infra/tools';
 import { githubPush } from '../test/support/webhooks';
-import { call, type ApiProcess, type Load } from './http';
-import { median } from './stats';
+import { call, sendDeliveries, summarizeDeliveries, type ApiProcess, type DeliveryRun, type Load } from './http';
 
 /** `git archive` of `rev` into `dir`, sharing this checkout's node_modules; null when rev is unknown. */
 export function baselineTree(rev: string, dir: string): { root: string; commit: string } | null {
@@ -55,40 +53,17 @@ async function setup(api: ApiProcess, token: string) {
   return { url: `${api.url}/webhooks/github`, small, large };
 }
 
-function options(url: string, d: ReturnType<typeof githubPush>, seconds: number): autocannon.Options {
+function send(url: string, d: ReturnType<typeof githubPush>, seconds: number): Promise<DeliveryRun> {
   const { 'x-github-delivery': _, ...headers } = d.headers;
-  return {
-    url,
-    method: 'POST',
-    headers,
-    // A Buffer: autocannon sends it as is; a string would be encoded again for every request
-    // (0.82 MB each in row 4d, CPU the load generator takes from the API on this machine).
-    body: Buffer.from(d.body),
-    connections: 10,
-    duration: seconds,
-    // Every delivery gets its own id (the signature covers the body only).
-    requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) }],
-  };
+  return sendDeliveries({ url, headers, body: Buffer.from(d.body), idHeader: 'x-github-delivery', seconds });
 }
-
-const summarize = (results: autocannon.Result[], seconds: number): Load & { statuses: Record<string, number> } => ({
-  rps: median(results.map((r) => r.requests.total / (r.duration || seconds))),
-  p50: median(results.map((r) => r.latency.p50)),
-  p99: median(results.map((r) => r.latency.p99)),
-  non2xx: results.reduce((n, r) => n + r.non2xx, 0),
-  errors: results.reduce((n, r) => n + r.errors + r.timeouts, 0),
-  statuses: results.reduce<Record<string, number>>((acc, r) => {
-    for (const [code, { count }] of Object.entries(r.statusCodeStats ?? {})) acc[code] = (acc[code] ?? 0) + (count ?? 0);
-    return acc;
-  }, {}),
-});
 
 /** Interleaved runs of every side: small deliveries, then large ones. */
 export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { token: string; runs: number }): Promise<Record<string, PushIngest>> {
   const SECONDS = 3;
   const targets = Object.fromEntries(await Promise.all(Object.entries(sides).map(async ([k, api]) => [k, await setup(api, o.token)] as const)));
-  const small: Record<string, autocannon.Result[]> = {};
-  const large: Record<string, autocannon.Result[]> = {};
+  const small: Record<string, DeliveryRun[]> = {};
+  const large: Record<string, DeliveryRun[]> = {};
   for (const [k, t] of Object.entries(targets)) {
     // One delivery at a time first: its answer time with the API otherwise idle.
     const probe: string[] = [];
@@ -103,15 +78,15 @@ export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { to
   }
   for (const k of Object.keys(sides)) {
     // A discarded warm-up per side: V8 compiles the hot paths and the pools fill.
-    await autocannon(options(targets[k]!.url, targets[k]!.small, 2));
+    await send(targets[k]!.url, targets[k]!.small, 2);
     small[k] = [];
     large[k] = [];
   }
-  // A run ends when autocannon stops sending, not when the API has finished what it was sent
+  // A run ends when the load stops sending, not when the API has finished what it was sent
   // (the baseline keeps working on its unanswered deliveries for seconds): the next run, of either
   // side, starts once that process is quiet again.
   const run = async (k: string, d: ReturnType<typeof githubPush>) => {
-    const r = await autocannon(options(targets[k]!.url, d, SECONDS));
+    const r = await send(targets[k]!.url, d, SECONDS);
     await quiet(sides[k]!.pid);
     return r;
   };
@@ -123,7 +98,7 @@ export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { to
   }
   const largeBytes = Buffer.byteLength(Object.values(targets)[0]!.large.body);
   return Object.fromEntries(
-    Object.keys(sides).map((k) => [k, { small: summarize(small[k]!, SECONDS), large: summarize(large[k]!, SECONDS), largeBytes }]),
+    Object.keys(sides).map((k) => [k, { small: summarizeDeliveries(small[k]!), large: summarizeDeliveries(large[k]!), largeBytes }]),
   );
 }
 

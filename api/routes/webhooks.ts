@@ -22,6 +22,16 @@ export function webhookRoutes(deps: AppDeps) {
   const app = createRouter();
   documentWebhooks(app);
 
+  // Before the body is read: a burst of large deliveries is a burst from its first bytes.
+  app.use('/:provider', async (_c, next) => {
+    const answered = deps.pushes?.receiving();
+    try {
+      await next();
+    } finally {
+      answered?.();
+    }
+  });
+
   app.post('/:provider', async (c) => {
     const name = c.req.param('provider') as WebhookProvider;
     if (!WEBHOOK_PROVIDERS.includes(name)) throw new ApiError('not_found', `No webhook receiver for "${name}"`);

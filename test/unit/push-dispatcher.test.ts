@@ -75,6 +75,37 @@ describe('push outbox dispatcher', () => {
     for (const p of pushes) expect((await getDelivery(handle.db, 'github', p.deliveryId))!.workflowStartedAt).toBeInstanceOf(Date);
   });
 
+  it('two deliveries being received at once make starts yield at once (no load window), and their answers let the rest go at full speed', async () => {
+    const s = slowStarter(5);
+    const d = createPushDispatcher({ db: handle.db, starter: s.starter, concurrency: 4, sweepMs: 60_000, busy: () => false, busyIntervalMs: 40 });
+    const first = d.receiving();
+    const second = d.receiving();
+    const pushes = await recorded(12);
+    for (const p of pushes) d.enqueue(p);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(s.maxInFlight()).toBe(1);
+    expect(s.began.length).toBeLessThanOrEqual(5);
+    first();
+    first(); // a second call is a no-op: the count must not drop below what is really arriving
+    // One delivery alone is no burst: the rest go at full concurrency.
+    second();
+    await d.idle();
+    await d.close();
+    expect(s.began).toHaveLength(12);
+    expect(s.maxInFlight()).toBe(4);
+  });
+
+  it('one delivery at a time never slows starts down', async () => {
+    const s = slowStarter(20);
+    const d = createPushDispatcher({ db: handle.db, starter: s.starter, concurrency: 4, sweepMs: 60_000, busy: () => false });
+    const answered = d.receiving();
+    for (const p of await recorded(4)) d.enqueue(p);
+    await d.idle();
+    answered();
+    await d.close();
+    expect(s.maxInFlight()).toBe(4);
+  });
+
   it('a full in-memory queue leaves the rest in the database, and sweeps start them once it has room', async () => {
     const s = slowStarter(1);
     const d = createPushDispatcher({ db: handle.db, starter: s.starter, concurrency: 1, sweepMs: 60_000, maxQueued: 3, busy: () => true, busyIntervalMs: 0 });
