@@ -162,6 +162,10 @@ export async function sendDeliveries(o: {
   return { answered: latencies.length, seconds, p50: at(50), p99: at(99), statuses, errors };
 }
 
+/** One run as the bench log shows it. */
+export const describeRun = (r: DeliveryRun) =>
+  `${(r.answered / r.seconds).toFixed(0)}/s, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms${r.errors ? `, ${r.errors} errors` : ''}, statuses ${JSON.stringify(r.statuses)}`;
+
 /** Medians over runs of `sendDeliveries`; non-2xx answers and errors summed. */
 export function summarizeDeliveries(runs: DeliveryRun[]): Load & { statuses: Record<string, number> } {
   const statuses: Record<string, number> = {};
@@ -240,7 +244,10 @@ export async function benchIngest(
   const send = (seconds: number) => sendDeliveries({ url, headers, body: Buffer.from(delivery.body), idHeader: 'x-github-delivery', seconds });
   await send(2); // a discarded warm-up: V8 compiles the hot paths and the connection pools fill
   const runs: DeliveryRun[] = [];
-  for (let i = 0; i < o.runs; i++) runs.push(await send(3));
+  for (let i = 0; i < o.runs; i++) {
+    runs.push(await send(3));
+    console.log(`bench: ingest run ${i + 1}: ${describeRun(runs[i]!)}`);
+  }
   const ingest = summarizeDeliveries(runs);
 
   // Deliveries that start builds, one at a time, once the load's backlog is started: what one

@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from '../infra/tools';
 import { githubPush } from '../test/support/webhooks';
-import { call, sendDeliveries, summarizeDeliveries, type ApiProcess, type DeliveryRun, type Load } from './http';
+import { call, describeRun, sendDeliveries, summarizeDeliveries, type ApiProcess, type DeliveryRun, type Load } from './http';
 
 /** `git archive` of `rev` into `dir`, sharing this checkout's node_modules; null when rev is unknown. */
 export function baselineTree(rev: string, dir: string): { root: string; commit: string } | null {
@@ -87,6 +87,8 @@ export async function benchPushIngest(sides: Record<string, ApiProcess>, o: { to
   // side, starts once that process is quiet again.
   const run = async (k: string, d: ReturnType<typeof githubPush>) => {
     const r = await send(targets[k]!.url, d, SECONDS);
+    // Every run in the log: the table shows medians, this shows the spread behind them.
+    console.log(`bench: pushes ${k}, ${(Buffer.byteLength(d.body) / 1e3).toFixed(0)} KB: ${describeRun(r)}`);
     await quiet(sides[k]!.pid);
     return r;
   };
