@@ -15,10 +15,11 @@ const TRANSIENT = [
   /i\/o timeout/i,
   /no such host/i,
   /TLS handshake timeout/i,
-  /Unavailable: connection error/i,
-  // gRPC Unavailable: buildkitd went away mid-solve (crash, restart), e.g. `failed to receive
-  // status: rpc error: code = Unavailable desc = error reading from server: EOF`.
+  // gRPC Unavailable: buildkitd went away mid-solve (crash, restart) or cannot be reached. buildctl
+  // prints it either way: `rpc error: code = Unavailable desc = error reading from server: EOF`,
+  // or (its errdefs form) `Unavailable: error reading from server: EOF`, `Unavailable: connection error`.
   /\bcode = Unavailable\b/,
+  /\bUnavailable: /,
   /transport is closing/i,
   /context deadline exceeded/i,
   /broken pipe/i,

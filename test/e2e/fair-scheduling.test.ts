@@ -122,6 +122,9 @@ describe('fair build slots', () => {
     expect((await tooLong.json()).error.details).toMatchObject({ quota: 'maxTimeoutMinutes', limit: 10 });
 
     const first = await submit(A, 11, 10);
+    // The first holds the one slot before the second asks: with a free slot, whichever request
+    // reaches the scheduler first gets it, and CI once saw the second win (it then never waited).
+    await until('the first running', () => view(first), (v) => v.status === 'running');
     const second = await submit(A, 12);
     await until('one running, one waiting', () => view(second), (v) => v.queuePosition === 1);
     expect((await patch({ maxConcurrentBuilds: 2 })).status).toBe(200);

@@ -89,6 +89,9 @@ describe('classifyBuildFailure', () => {
     ['registry down while pulling', 'error: failed to solve: 127.0.0.1:5099/base/busybox: failed to resolve source metadata for 127.0.0.1:5099/base/busybox:latest: failed to do request: Head "http://127.0.0.1:5099/v2/base/busybox/manifests/latest": dial tcp 127.0.0.1:5099: connect: connection refused'],
     ['registry down while pushing', 'error: failed to solve: failed to push 127.0.0.1:5099/t/rd2: failed to do request: Head "http://127.0.0.1:5099/v2/t/rd2/blobs/sha256:c6": dial tcp 127.0.0.1:5099: connect: connection refused'],
     ['buildkitd dies mid-build', 'error: failed to receive status: rpc error: code = Unavailable desc = error reading from server: EOF'],
+    // Seen in CI when the faults e2e test killed buildkitd mid-RUN (the errdefs form of the same status).
+    ['buildkitd dies mid-build (errdefs form)', 'error: Unavailable: error reading from server: EOF'],
+    ['buildkitd dies mid-solve (errdefs form)', 'error: failed to solve: Unavailable: error reading from server: EOF'],
     ['buildkitd down', 'error: listing workers for Build: failed to list workers: Unavailable: connection error: desc = "transport: Error while dialing: dial unix /tmp/exp/nope.sock: connect: no such file or directory"'],
   ])('retries when the %s', (_name, line) => {
     expect(classifyBuildFailure([line], exit1)).toMatchObject({ code: 'transient', retryable: true });
